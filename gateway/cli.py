@@ -1,0 +1,82 @@
+"""Command line: run the gateway, or check a config file like `nginx -t`.
+
+    gateway --config PATH            serve (server.workers processes)
+    gateway check --config PATH      validate only; also `gateway --config PATH --check`
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import trio
+
+from gateway.config.load import load
+from gateway.config.model import Config
+from gateway.errors import ConfigErrors
+from gateway.runtime import compile_config
+
+log = logging.getLogger("gateway")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description="trio-gateway API gateway")
+    parser.add_argument("command", nargs="?", choices=["run", "check"], default="run")
+    parser.add_argument("--config", "-c", default="config.json", help="path to config.json")
+    parser.add_argument("--check", action="store_true", help="validate the config and exit")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def _summary(config: Config) -> str:
+    return (
+        f"{len(config.routes)} routes, {len(config.services)} services, "
+        f"{len(config.upstreams)} upstreams, {len(config.consumers)} consumers, "
+        f"{len(config.consumer_groups)} consumer groups, {len(config.global_rules)} global rules"
+    )
+
+
+def check(path: str) -> int:
+    """`gateway check`: 0 and a summary when valid; 1 and one line per problem otherwise."""
+    try:
+        config = load(path)
+        compile_config(config)
+    except ConfigErrors as exc:
+        for error in exc.errors:
+            print(f"{path}: {error}", file=sys.stderr)
+        print(f"{path}: configuration is invalid ({len(exc.errors)} problems)", file=sys.stderr)
+        return 1
+    print(f"{path}: configuration is valid: {_summary(config)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check" or args.check:
+        return check(args.config)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s [%(process)d] %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = load(args.config)
+        runtime = compile_config(config)
+    except ConfigErrors as exc:
+        for error in exc.errors:
+            print(f"{args.config}: {error}", file=sys.stderr)
+        return 1
+    if config.server.workers > 1 and not args.worker:
+        from gateway.supervisor import Supervisor
+
+        trio.run(Supervisor(args.config, config.server.workers).run)
+        return 0
+    from gateway.server import run_process
+
+    try:
+        trio.run(run_process, args.config, runtime, args.worker)
+    except OSError as exc:
+        log.error("cannot serve: %s", exc)
+        return 1
+    return 0

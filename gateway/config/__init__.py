@@ -1,0 +1,1 @@
+"""Config shapes (`model`), cross-resource checks (`checks`) and loading a file (`load`)."""

@@ -1,0 +1,122 @@
+"""Checks across resources that a per-field schema cannot express.
+
+Each problem is reported in msgspec's form (``message - at `$.path` ``) so `gateway check`
+prints every line the same way. All problems are collected, not just the first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from gateway.config.model import Config, plugin_items
+from gateway.errors import ConfigError
+
+
+def _duplicates(items: Iterable[tuple[str, str]], what: str) -> list[ConfigError]:
+    seen: dict[str, str] = {}
+    errors = []
+    for value, path in items:
+        if value in seen:
+            errors.append(ConfigError(f"duplicate {what} {value!r} (first at {seen[value]})", path))
+        else:
+            seen[value] = path
+    return errors
+
+
+def check(config: Config) -> list[ConfigError]:
+    """Every cross-resource problem in `config`; an empty list means it is consistent."""
+    errors: list[ConfigError] = []
+    upstream_ids = set()
+    for i, upstream in enumerate(config.upstreams):
+        if upstream.id is None:
+            errors.append(ConfigError("an upstream in `upstreams` needs an `id`", f"$.upstreams[{i}]"))
+        else:
+            upstream_ids.add(upstream.id)
+    errors += _duplicates(
+        ((u.id, f"$.upstreams[{i}].id") for i, u in enumerate(config.upstreams) if u.id),
+        "upstream id",
+    )
+    errors += _duplicates(
+        ((r.id, f"$.routes[{i}].id") for i, r in enumerate(config.routes)), "route id"
+    )
+    errors += _duplicates(
+        ((s.id, f"$.services[{i}].id") for i, s in enumerate(config.services)), "service id"
+    )
+    errors += _duplicates(
+        ((g.id, f"$.global_rules[{i}].id") for i, g in enumerate(config.global_rules)),
+        "global rule id",
+    )
+    errors += _duplicates(
+        ((g.id, f"$.consumer_groups[{i}].id") for i, g in enumerate(config.consumer_groups)),
+        "consumer group id",
+    )
+    errors += _duplicates(
+        ((c.username, f"$.consumers[{i}].username") for i, c in enumerate(config.consumers)),
+        "consumer username",
+    )
+
+    services = {s.id: s for s in config.services}
+    for i, service in enumerate(config.services):
+        if service.upstream_id is not None and service.upstream_id not in upstream_ids:
+            errors.append(
+                ConfigError(
+                    f"upstream_id {service.upstream_id!r} names no upstream",
+                    f"$.services[{i}].upstream_id",
+                )
+            )
+    for i, route in enumerate(config.routes):
+        if route.upstream_id is not None and route.upstream_id not in upstream_ids:
+            errors.append(
+                ConfigError(
+                    f"upstream_id {route.upstream_id!r} names no upstream",
+                    f"$.routes[{i}].upstream_id",
+                )
+            )
+        service = services.get(route.service_id) if route.service_id is not None else None
+        if route.service_id is not None and service is None:
+            errors.append(
+                ConfigError(
+                    f"service_id {route.service_id!r} names no service",
+                    f"$.routes[{i}].service_id",
+                )
+            )
+        if (
+            service is not None
+            and route.upstream is None
+            and route.upstream_id is None
+            and service.upstream is None
+            and service.upstream_id is None
+        ):
+            errors.append(
+                ConfigError(
+                    "neither the route nor its service names an upstream", f"$.routes[{i}]"
+                )
+            )
+
+    group_ids = {g.id for g in config.consumer_groups}
+    for i, consumer in enumerate(config.consumers):
+        if consumer.group_id is not None and consumer.group_id not in group_ids:
+            errors.append(
+                ConfigError(
+                    f"group_id {consumer.group_id!r} names no consumer group",
+                    f"$.consumers[{i}].group_id",
+                )
+            )
+    errors += _duplicates(
+        (
+            (cred.id, f"$.consumers[{i}].credentials[{j}].id")
+            for i, c in enumerate(config.consumers)
+            for j, cred in enumerate(c.credentials)
+        ),
+        "credential id",
+    )
+    for i, consumer in enumerate(config.consumers):
+        for j, cred in enumerate(consumer.credentials):
+            if len(plugin_items(cred.plugins)) != 1:
+                errors.append(
+                    ConfigError(
+                        "a credential holds exactly one authentication plugin",
+                        f"$.consumers[{i}].credentials[{j}].plugins",
+                    )
+                )
+    return errors

@@ -1,0 +1,82 @@
+"""Read a config file into a validated `Config`, or raise `ConfigErrors` naming every problem.
+
+Steps: parse JSON, replace `$env://NAME` references (an unset variable is an error, never a
+literal), convert with msgspec (which names the JSON path of a bad field), then run the
+cross-resource checks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from gateway.config.checks import check
+from gateway.config.model import Config
+from gateway.errors import ConfigError, ConfigErrors
+
+ENV_PREFIX = "$env://"
+
+
+def _path_key(path: str, key: str) -> str:
+    if key.replace("_", "a").replace("-", "a").isalnum():
+        return f"{path}.{key}"
+    return f"{path}[{key!r}]"
+
+
+def resolve_env(value: Any, environ: Mapping[str, str], path: str, errors: list[ConfigError]) -> Any:
+    """`value` with every `$env://NAME` string replaced from `environ`."""
+    if isinstance(value, str):
+        if value.startswith(ENV_PREFIX):
+            name = value[len(ENV_PREFIX) :]
+            if name not in environ:
+                errors.append(ConfigError(f"environment variable {name!r} is not set", path))
+                return value
+            return environ[name]
+        return value
+    if isinstance(value, dict):
+        return {k: resolve_env(v, environ, _path_key(path, k), errors) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_env(v, environ, f"{path}[{i}]", errors) for i, v in enumerate(value)]
+    return value
+
+
+def _split_msgspec_error(text: str) -> ConfigError:
+    message, sep, path = text.rpartition(" - at `")
+    if not sep:
+        return ConfigError(text)
+    return ConfigError(message, path.rstrip("`"))
+
+
+def parse(data: bytes, environ: Mapping[str, str] | None = None) -> Config:
+    """Decode and validate config bytes; raises `ConfigErrors`."""
+    try:
+        raw = msgspec.json.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ConfigErrors([ConfigError(f"invalid JSON: {exc}")]) from None
+    if not isinstance(raw, dict):
+        raise ConfigErrors([ConfigError("the config must be a JSON object", "$")])
+    errors: list[ConfigError] = []
+    raw = resolve_env(raw, os.environ if environ is None else environ, "$", errors)
+    if errors:
+        raise ConfigErrors(errors)
+    try:
+        config = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigErrors([_split_msgspec_error(str(exc))]) from None
+    errors = check(config)
+    if errors:
+        raise ConfigErrors(errors)
+    return config
+
+
+def load(path: str) -> Config:
+    """Read and validate the config file at `path`; raises `ConfigErrors`."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise ConfigErrors([ConfigError(f"cannot read config: {exc.strerror}: {path}")]) from None
+    return parse(data)

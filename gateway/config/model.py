@@ -1,0 +1,240 @@
+"""msgspec Structs for config.json, with APISIX's field names unchanged.
+
+Every shape derives from `Conf` (unknown fields are errors, values are frozen). Per-field
+bounds use `Meta`; rules that span fields live in `__post_init__`. The `plugins` object is a
+Struct generated from the plugin registry so that an error names the plugin, e.g.
+`` - at `$.routes[0].plugins.proxy-rewrite.uri` ``. Checks across resources are in `checks.py`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from gateway.pipeline import Conf
+from gateway.plugins import PLUGINS
+
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_.-]+$")]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Labels = dict[str, str]
+HttpMethod = Literal[
+    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "PURGE",
+]  # fmt: skip
+
+_HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[^:\[\]]+):([0-9]{1,5})$")
+_HOSTNAME = re.compile(r"^(\*\.)?[a-zA-Z0-9_-]+(\.[a-zA-Z0-9_-]+)*$|^\*$")
+
+
+def split_host_port(text: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` -> (host, port); raises ValueError naming the problem."""
+    m = _HOST_PORT.match(text)
+    if m is None:
+        raise ValueError(f"expected `host:port` (IPv6 as `[::1]:port`), got {text!r}")
+    port = int(m.group(2))
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port out of range in {text!r}")
+    return m.group(1).strip("[]"), port
+
+
+def _plugins_struct() -> type[msgspec.Struct]:
+    fields: list[tuple[str, Any, Any]] = [
+        (p.name.replace("-", "_"), p.Conf | None, None) for p in PLUGINS
+    ]
+    rename = {p.name.replace("-", "_"): p.name for p in PLUGINS}
+    return msgspec.defstruct(
+        "Plugins",
+        fields,
+        bases=(Conf,),
+        kw_only=True,
+        rename=rename,
+        module=__name__,
+    )
+
+
+# A Struct with one optional field per registered plugin, named as in the config.
+Plugins: Any = _plugins_struct()
+
+
+def plugin_items(plugins: Any) -> list[tuple[str, Any]]:
+    """The (name, conf) pairs set in a `Plugins` value."""
+    if plugins is None:
+        return []
+    return [
+        (p.name, conf)
+        for p in PLUGINS
+        if (conf := getattr(plugins, p.name.replace("-", "_"))) is not None
+    ]
+
+
+class Limits(Conf, kw_only=True):
+    """Hostile-input limits (SPEC section 7); defaults after nginx, Envoy and HAProxy."""
+
+    max_request_line: Annotated[int, msgspec.Meta(ge=256)] = 8 * 1024
+    max_header_line: Annotated[int, msgspec.Meta(ge=256)] = 8 * 1024
+    max_head: Annotated[int, msgspec.Meta(ge=1024)] = 32 * 1024
+    max_headers: Annotated[int, msgspec.Meta(ge=1)] = 100
+    head_timeout: Seconds = 10.0
+    body_idle_timeout: Seconds = 60.0
+    keepalive_timeout: Seconds = 60.0
+    max_connections: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    buffer_size: Annotated[int, msgspec.Meta(ge=1024)] = 64 * 1024
+
+
+class Server(Conf, kw_only=True):
+    listen: str | Annotated[list[str], msgspec.Meta(min_length=1)] = "127.0.0.1:9080"
+    workers: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1
+    shutdown_timeout: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    limits: Limits = msgspec.field(default_factory=Limits)
+    access_log: bool | Annotated[str, msgspec.Meta(min_length=1)] = True
+
+    def __post_init__(self) -> None:
+        for address in self.addresses:
+            split_host_port(address)
+
+    @property
+    def addresses(self) -> list[str]:
+        return [self.listen] if isinstance(self.listen, str) else list(self.listen)
+
+
+class Timeout(Conf, kw_only=True):
+    connect: Seconds = 60.0
+    send: Seconds = 60.0
+    read: Seconds = 60.0
+
+
+class KeepalivePool(Conf, kw_only=True):
+    size: Annotated[int, msgspec.Meta(ge=0)] = 320
+    idle_timeout: Annotated[float, msgspec.Meta(ge=0)] = 60.0
+    requests: Annotated[int, msgspec.Meta(ge=1)] = 1000
+
+
+class Node(Conf, kw_only=True):
+    host: Annotated[str, msgspec.Meta(min_length=1)]
+    port: Port = 80
+    weight: Annotated[int, msgspec.Meta(ge=0)] = 1
+
+
+class Upstream(Conf, kw_only=True):
+    id: Id | None = None
+    name: str | None = None
+    desc: str | None = None
+    labels: Labels = {}
+    nodes: dict[str, Annotated[int, msgspec.Meta(ge=0)]] | list[Node]
+    type: Literal["roundrobin"] = "roundrobin"
+    scheme: Literal["http"] = "http"
+    timeout: Timeout = msgspec.field(default_factory=Timeout)
+    keepalive_pool: KeepalivePool = msgspec.field(default_factory=KeepalivePool)
+    pass_host: Literal["pass", "node", "rewrite"] = "pass"
+    upstream_host: str | None = None
+    retries: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.nodes:
+            raise ValueError("an upstream needs at least one node")
+        if isinstance(self.nodes, dict):
+            for address in self.nodes:
+                split_host_port(address)
+        if self.pass_host == "rewrite" and not self.upstream_host:
+            raise ValueError("pass_host `rewrite` needs `upstream_host`")
+
+    def node_list(self) -> list[tuple[str, int, int]]:
+        """(host, port, weight) for every node, in config order."""
+        if isinstance(self.nodes, dict):
+            return [(*split_host_port(a), w) for a, w in self.nodes.items()]
+        return [(n.host, n.port, n.weight) for n in self.nodes]
+
+
+class Route(Conf, kw_only=True):
+    id: Id
+    name: str | None = None
+    desc: str | None = None
+    labels: Labels = {}
+    uri: Annotated[str, msgspec.Meta(pattern=r"^/")] | None = None
+    uris: Annotated[list[Annotated[str, msgspec.Meta(pattern=r"^/")]], msgspec.Meta(min_length=1)] | None = None  # noqa: E501
+    methods: list[HttpMethod] | None = None
+    host: Annotated[str, msgspec.Meta(pattern=_HOSTNAME.pattern)] | None = None
+    hosts: list[Annotated[str, msgspec.Meta(pattern=_HOSTNAME.pattern)]] | None = None
+    priority: int = 0
+    plugins: Plugins | None = None
+    upstream: Upstream | None = None
+    upstream_id: Id | None = None
+    service_id: Id | None = None
+    enable_websocket: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.uri is None) == (self.uris is None):
+            raise ValueError("a route needs exactly one of `uri` and `uris`")
+        if self.host is not None and self.hosts is not None:
+            raise ValueError("a route takes `host` or `hosts`, not both")
+        if self.upstream is not None and self.upstream_id is not None:
+            raise ValueError("a route takes `upstream` or `upstream_id`, not both")
+        if self.upstream is None and self.upstream_id is None and self.service_id is None:
+            raise ValueError("a route needs `upstream`, `upstream_id` or `service_id`")
+
+    @property
+    def uri_list(self) -> list[str]:
+        return [self.uri] if self.uri is not None else list(self.uris or ())
+
+    @property
+    def host_list(self) -> list[str]:
+        return [self.host] if self.host is not None else list(self.hosts or ())
+
+
+class Service(Conf, kw_only=True):
+    id: Id
+    name: str | None = None
+    desc: str | None = None
+    labels: Labels = {}
+    plugins: Plugins | None = None
+    upstream: Upstream | None = None
+    upstream_id: Id | None = None
+    enable_websocket: bool = False
+    hosts: list[Annotated[str, msgspec.Meta(pattern=_HOSTNAME.pattern)]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.upstream is not None and self.upstream_id is not None:
+            raise ValueError("a service takes `upstream` or `upstream_id`, not both")
+
+
+class GlobalRule(Conf, kw_only=True):
+    id: Id
+    plugins: Plugins
+
+
+Username = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[a-zA-Z0-9_-]+$")]
+
+
+class Credential(Conf, kw_only=True):
+    id: Id
+    desc: str | None = None
+    labels: Labels = {}
+    plugins: Plugins
+
+
+class Consumer(Conf, kw_only=True):
+    username: Username
+    desc: str | None = None
+    labels: Labels = {}
+    group_id: Id | None = None
+    plugins: Plugins | None = None
+    credentials: list[Credential] = []
+
+
+class ConsumerGroup(Conf, kw_only=True):
+    id: Id
+    desc: str | None = None
+    labels: Labels = {}
+    plugins: Plugins
+
+
+class Config(Conf, kw_only=True):
+    server: Server = msgspec.field(default_factory=Server)
+    routes: list[Route] = []
+    services: list[Service] = []
+    upstreams: list[Upstream] = []
+    consumers: list[Consumer] = []
+    consumer_groups: list[ConsumerGroup] = []
+    global_rules: list[GlobalRule] = []

@@ -1,0 +1,286 @@
+"""The client side: one h11 SERVER connection loop per accepted socket.
+
+Owns keep-alive, pipelining (h11 buffers what arrives early; requests are answered in
+order), HTTP/1.0 clients, `Expect: 100-continue` (the gateway answers 100 when the body is
+first read), the keep-alive idle timeout, the head deadline counted from the first byte, and
+the answer to bad input. It is the IO boundary on the client side: trio, h11 and OSError
+exceptions become `DownstreamError` here.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Protocol
+
+import h11
+import trio
+
+from gateway import proxy
+from gateway.accesslog import AccessLog
+from gateway.context import RequestContext
+from gateway.errors import DownstreamError, UpstreamError
+from gateway.http.headers import is_websocket_upgrade
+from gateway.http.replies import ROUTE_NOT_FOUND, Reply, reason, status_reply
+from gateway.pipeline import run_header_filters, run_log, run_request_phases
+from gateway.upstream.pool import PoolManager
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
+
+log = logging.getLogger("gateway")
+
+RECEIVE_SIZE = 64 * 1024
+CLIENT_GONE = 499  # nginx's status for "client closed the connection"
+_IO_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+class Shared(Protocol):
+    """What every connection reads from the server: the current runtime and shared pools."""
+
+    runtime: Runtime
+    pools: PoolManager
+    access_log: AccessLog
+    draining: bool
+
+
+def _host_without_port(value: bytes) -> bytes:
+    value = value.lower()
+    if value.startswith(b"["):
+        end = value.find(b"]")
+        return value[: end + 1] if end > 0 else value
+    return value.partition(b":")[0]
+
+
+class ClientConnection:
+    """Serves requests on one client connection until it closes or must close."""
+
+    def __init__(
+        self,
+        shared: Shared,
+        stream: trio.SocketStream,
+        remote: tuple[str, int],
+        server_port: int,
+    ) -> None:
+        self.shared = shared
+        self.stream = stream
+        self.remote_addr, self.remote_port = remote
+        self.server_port = server_port
+        limits = shared.runtime.limits
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head)
+        self.body_started = False
+        self._body_done = False
+        self.idle_scope: trio.CancelScope | None = None
+
+    @property
+    def draining(self) -> bool:
+        return self.shared.draining
+
+    # --- IO boundary -------------------------------------------------------------------
+
+    async def send(self, data: bytes) -> None:
+        """Write to the client; raises DownstreamError(499) when it went away."""
+        try:
+            await self.stream.send_all(data)
+        except _IO_ERRORS:
+            raise DownstreamError(CLIENT_GONE, "client closed the connection") from None
+
+    async def _receive(self) -> bytes:
+        try:
+            return await self.stream.receive_some(RECEIVE_SIZE)
+        except _IO_ERRORS:
+            return b""
+
+    # --- the loop ----------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Answer requests until the connection ends; never raises for client faults."""
+        try:
+            while True:
+                request = await self._wait_request()
+                if request is None:
+                    return
+                if not await self._handle(request):
+                    return
+                if self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
+                    return
+                self.h11.start_next_cycle()
+        except DownstreamError:
+            pass
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(self.stream)
+
+    async def _wait_request(self) -> h11.Request | None:
+        limits = self.shared.runtime.limits
+        head_deadline: float | None = None
+        while True:
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                await self._reject(exc.error_status_hint, str(exc))
+                return None
+            if event is h11.NEED_DATA:
+                if self.h11.their_state is h11.IDLE and not self.h11.trailing_data[0]:
+                    # Between requests: the keep-alive idle timeout applies, and a graceful
+                    # stop may cancel the wait.
+                    if self.shared.draining:
+                        return None
+                    with trio.CancelScope() as scope:
+                        scope.deadline = trio.current_time() + limits.keepalive_timeout
+                        self.idle_scope = scope
+                        data = await self._receive()
+                    self.idle_scope = None
+                    if scope.cancelled_caught:
+                        return None
+                else:
+                    if head_deadline is None:
+                        head_deadline = trio.current_time() + limits.head_timeout
+                    with trio.move_on_at(head_deadline) as scope:
+                        data = await self._receive()
+                    if scope.cancelled_caught:
+                        await self._reject(408, "request head timed out")
+                        return None
+                self.h11.receive_data(data)
+                continue
+            if type(event) is h11.Request:
+                return event
+            return None  # ConnectionClosed
+
+    async def receive_body(self) -> bytes | None:
+        """The next piece of the request body, or None at its end.
+
+        Answers `100 Continue` on first use when the client waits for it. Raises
+        DownstreamError when the client breaks the framing or goes away mid-body.
+        """
+        if self._body_done:
+            return None
+        if self.h11.they_are_waiting_for_100_continue:
+            await self.send(self.h11.send(h11.InformationalResponse(status_code=100)) or b"")
+        idle_timeout = self.shared.runtime.limits.body_idle_timeout
+        while True:
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise DownstreamError(400, f"bad request body: {exc}") from None
+            if event is h11.NEED_DATA:
+                with trio.move_on_after(idle_timeout) as scope:
+                    data = await self._receive()
+                if scope.cancelled_caught:
+                    raise DownstreamError(408, "request body timed out")
+                if not data:
+                    raise DownstreamError(CLIENT_GONE, "client closed mid-body")
+                self.h11.receive_data(data)
+                continue
+            if type(event) is h11.Data:
+                self.body_started = True
+                return event.data  # type: ignore[no-any-return]
+            if type(event) is h11.EndOfMessage:
+                self._body_done = True
+                return None
+            raise DownstreamError(CLIENT_GONE, "client closed mid-body")
+
+    # --- one request -------------------------------------------------------------------
+
+    async def _handle(self, request: h11.Request) -> bool:
+        """Serve one request; False when the connection must close afterwards."""
+        shared = self.shared
+        runtime = shared.runtime  # read once: a reload does not change a request in flight
+        self.body_started = False
+        self._body_done = False
+        ctx = RequestContext(
+            request.method,
+            request.target,
+            list(request.headers),
+            request.http_version,
+            self.remote_addr,
+            self.remote_port,
+            self.server_port,
+            trio.current_time(),
+        )
+        host = ctx.header(b"host")
+        ctx.host = _host_without_port(host) if host else b""
+        route = runtime.router.match(ctx.method, ctx.path, ctx.host)
+        keep = True
+        reply: Reply | None
+        if route is None:
+            reply = ROUTE_NOT_FOUND
+        else:
+            ctx.route = route
+            ctx.websocket = route.enable_websocket and is_websocket_upgrade(ctx.headers)
+            reply = await run_request_phases(route.chain, ctx)
+        try:
+            if reply is None and route is not None:
+                try:
+                    await proxy.forward(self, ctx, route, shared.pools)
+                    if ctx.websocket and ctx.status == 101:
+                        keep = False
+                except UpstreamError as exc:
+                    log.warning(
+                        "upstream %s failed for route %s: %s", ctx.upstream_addr, route.id, exc
+                    )
+                    if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                        reply = status_reply(exc.status)
+                    else:
+                        keep = False  # part of the response went out: cut it, never fake an end
+                        ctx.status = ctx.status or exc.status
+            if reply is not None:
+                keep = await self._send_reply(ctx, reply)
+        except DownstreamError as exc:
+            ctx.status = ctx.status or exc.status
+            keep = False
+        finally:
+            now = trio.current_time()
+            if route is not None and route.chain.logs:
+                run_log(route.chain, ctx)
+            shared.access_log.write(ctx, now)
+        return keep
+
+    async def _send_reply(self, ctx: RequestContext, reply: Reply) -> bool:
+        """Write a gateway-made response; False when the connection must close."""
+        ctx.status = reply.status
+        headers = list(reply.headers)
+        route = ctx.route
+        if route is not None and route.chain.header_filters:
+            run_header_filters(route.chain, ctx, reply.status, headers)
+        headers.append((b"content-length", str(len(reply.body)).encode()))
+        self._skip_buffered_body()
+        # An unread request body cannot be skipped safely: close instead of guessing.
+        close = reply.close or self.shared.draining or self.h11.their_state is not h11.DONE
+        if close:
+            headers.append((b"connection", b"close"))
+        data = self.h11.send(
+            h11.Response(status_code=reply.status, headers=headers, reason=reason(reply.status))
+        ) or b""
+        if ctx.method != b"HEAD":
+            data += self.h11.send(h11.Data(data=reply.body)) or b""
+        data += self.h11.send(h11.EndOfMessage()) or b""
+        await self.send(data)
+        return not close
+
+    def _skip_buffered_body(self) -> None:
+        """Consume what is already buffered of the request body (often just its end)."""
+        try:
+            while self.h11.their_state is h11.SEND_BODY:
+                event = self.h11.next_event()
+                if event is h11.NEED_DATA or type(event) is h11.EndOfMessage:
+                    return
+        except h11.RemoteProtocolError:
+            return
+
+    async def _reject(self, status: int, reason: str) -> None:
+        """Answer bad input with `status` and close; nothing reached an upstream."""
+        log.info("rejecting request from %s: %s", self.remote_addr, reason)
+        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        reply = status_reply(status)
+        headers = [*reply.headers, (b"content-length", str(len(reply.body)).encode()),
+                   (b"connection", b"close")]  # fmt: skip
+        try:
+            data = self.h11.send(
+                h11.Response(status_code=status, headers=headers, reason=reason(status))
+            ) or b""
+            data += self.h11.send(h11.Data(data=reply.body)) or b""
+            data += self.h11.send(h11.EndOfMessage()) or b""
+            await self.send(data)
+        except (h11.LocalProtocolError, DownstreamError):
+            pass

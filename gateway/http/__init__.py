@@ -1,0 +1,1 @@
+"""Pure HTTP helpers: header handling and fixed replies. No IO, no trio."""

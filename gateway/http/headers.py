@@ -1,0 +1,177 @@
+"""Header rules for a proxy (RFC 9110 section 7.6.1): hop-by-hop removal and forwarding.
+
+Headers are kept as h11 gives them: a list of `(name, value)` with lower-case byte names.
+Nothing here allocates per header beyond the outgoing list itself.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+Header = tuple[bytes, bytes]
+
+# Connection-scoped headers that never cross the proxy. Transfer-Encoding and
+# Content-Length are framing: the proxy restates framing for the next hop itself.
+HOP_BY_HOP: Final = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+FORWARDING: Final = frozenset(
+    {
+        b"x-real-ip",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+    }
+)
+
+
+def connection_tokens(headers: list[Header]) -> frozenset[bytes]:
+    """The lower-case names listed in every `Connection` header (also hop-by-hop)."""
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name == b"connection":
+            for token in value.split(b","):
+                token = token.strip().lower()
+                if token:
+                    tokens.add(token)
+    return frozenset(tokens)
+
+
+def is_websocket_upgrade(headers: list[Header]) -> bool:
+    """True when the request asks to switch to WebSocket (RFC 6455 section 4.1)."""
+    upgrade = False
+    connection_upgrade = False
+    for name, value in headers:
+        if name == b"upgrade" and value.strip().lower() == b"websocket":
+            upgrade = True
+        elif name == b"connection" and b"upgrade" in value.lower():
+            connection_upgrade = True
+    return upgrade and connection_upgrade
+
+
+def strip_hop_by_hop(headers: list[Header], keep_upgrade: bool = False) -> list[Header]:
+    """A new list without hop-by-hop headers, framing headers or names listed in `Connection`.
+
+    With `keep_upgrade`, `Upgrade` and `Connection: upgrade` survive (WebSocket handshake).
+    """
+    listed = connection_tokens(headers) if any(n == b"connection" for n, _ in headers) else ()
+    out: list[Header] = []
+    for name, value in headers:
+        if name in HOP_BY_HOP or name == b"content-length" or name in listed:
+            if keep_upgrade and name == b"upgrade":
+                out.append((name, value))
+            continue
+        out.append((name, value))
+    if keep_upgrade:
+        out.append((b"connection", b"upgrade"))
+    return out
+
+
+def get(headers: list[Header], name: bytes) -> bytes | None:
+    """The first value of `name` (lower-case bytes), or None."""
+    for n, v in headers:
+        if n == name:
+            return v
+    return None
+
+
+def remove(headers: list[Header], name: bytes) -> None:
+    """Remove every `name` header in place."""
+    headers[:] = [h for h in headers if h[0] != name]
+
+
+def set_header(headers: list[Header], name: bytes, value: bytes) -> None:
+    """Replace every `name` header with one `name: value`, in place."""
+    for i, (n, _) in enumerate(headers):
+        if n == name:
+            headers[i] = (name, value)
+            del_from = i + 1
+            headers[del_from:] = [h for h in headers[del_from:] if h[0] != name]
+            return
+    headers.append((name, value))
+
+
+def upstream_request_headers(
+    headers: list[Header],
+    *,
+    host: bytes,
+    remote_addr: bytes,
+    forwarded_host: bytes,
+    server_port: bytes,
+    framing: Header | None,
+    websocket: bool,
+) -> list[Header]:
+    """The head the upstream receives: the client's headers minus hop-by-hop, forwarding and
+    framing headers, then Host, the forwarding headers and the restated framing.
+
+    X-Forwarded-For appends the client address to what the client sent (nginx's
+    `$proxy_add_x_forwarded_for`); the other forwarding headers are always the gateway's own.
+    """
+    out: list[Header] = [(b"host", host)]
+    listed = connection_tokens(headers) if any(n == b"connection" for n, _ in headers) else ()
+    xff: list[bytes] = []
+    for name, value in headers:
+        if name in HOP_BY_HOP or name in listed or name in FORWARDING:
+            if websocket and name == b"upgrade":
+                out.append((name, value))
+            continue
+        if name == b"host" or name == b"content-length" or name == b"expect":
+            continue
+        if name == b"x-forwarded-for":
+            xff.append(value)
+            continue
+        out.append((name, value))
+    if websocket:
+        out.append((b"connection", b"upgrade"))
+    xff.append(remote_addr)
+    out.append((b"x-forwarded-for", b", ".join(xff)))
+    out.append((b"x-real-ip", remote_addr))
+    out.append((b"x-forwarded-proto", b"http"))
+    out.append((b"x-forwarded-host", forwarded_host))
+    out.append((b"x-forwarded-port", server_port))
+    if framing is not None:
+        out.append(framing)
+    return out
+
+
+def client_response_headers(
+    headers: list[Header], *, no_body: bool, websocket: bool = False
+) -> list[Header]:
+    """The head the client receives: the upstream's headers minus hop-by-hop ones, with the
+    framing restated (Content-Length kept when the upstream sent one without chunking,
+    otherwise chunked; h11 turns that into close-delimited for HTTP/1.0 clients).
+    """
+    listed = connection_tokens(headers) if any(n == b"connection" for n, _ in headers) else ()
+    out: list[Header] = []
+    content_length: bytes | None = None
+    chunked = False
+    for name, value in headers:
+        if name == b"content-length":
+            content_length = value
+            continue
+        if name == b"transfer-encoding":
+            chunked = True
+            continue
+        if name in HOP_BY_HOP or name in listed:
+            if websocket and name == b"upgrade":
+                out.append((name, value))
+            continue
+        out.append((name, value))
+    if websocket:
+        out.append((b"connection", b"upgrade"))
+    elif content_length is not None and not chunked:
+        out.append((b"content-length", content_length))
+    elif not no_body:
+        out.append((b"transfer-encoding", b"chunked"))
+    return out

@@ -1,0 +1,92 @@
+"""Replies the gateway answers by itself (errors, rejections), built once where possible.
+
+A `Reply` ends a request: a plugin hook or the proxy returns one and the downstream loop
+writes it. Bodies follow APISIX: JSON objects with a trailing newline.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Final
+
+import msgspec
+
+Header = tuple[bytes, bytes]
+
+_JSON_ENCODE = msgspec.json.Encoder().encode
+JSON_CONTENT_TYPE: Final = (b"content-type", b"application/json")
+TEXT_CONTENT_TYPE: Final = (b"content-type", b"text/plain; charset=utf-8")
+
+
+class Reply:
+    """A complete response: status, headers (lower-case bytes names) and body bytes."""
+
+    __slots__ = ("body", "close", "headers", "status")
+
+    def __init__(
+        self, status: int, headers: list[Header], body: bytes = b"", *, close: bool = False
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.close = close
+
+    def __repr__(self) -> str:
+        return f"Reply(status={self.status}, body={self.body[:80]!r})"
+
+
+# Reason phrases the gateway states itself, as nginx does, whatever the upstream sent.
+REASONS: Final = {s.value: s.phrase.encode() for s in HTTPStatus}
+
+
+def reason(status: int) -> bytes:
+    return REASONS.get(status, b"")
+
+
+def json_body(obj: object) -> bytes:
+    """Encode `obj` as APISIX does for error bodies: compact JSON plus a newline."""
+    return _JSON_ENCODE(obj) + b"\n"
+
+
+def json_reply(status: int, obj: object, extra: list[Header] | None = None) -> Reply:
+    """A JSON reply; `extra` headers come after the content type."""
+    headers = [JSON_CONTENT_TYPE]
+    if extra:
+        headers.extend(extra)
+    return Reply(status, headers, json_body(obj))
+
+
+def error_msg(status: int, message: str) -> Reply:
+    """`{"error_msg": message}`: the router's and limit-count's error shape."""
+    return json_reply(status, {"error_msg": message})
+
+
+def message(status: int, text: str, extra: list[Header] | None = None) -> Reply:
+    """`{"message": text}`: the auth plugins' error shape."""
+    return json_reply(status, {"message": text}, extra)
+
+
+ROUTE_NOT_FOUND: Final = error_msg(404, "404 Route Not Found")
+BAD_GATEWAY: Final = error_msg(502, "502 Bad Gateway")
+GATEWAY_TIMEOUT: Final = error_msg(504, "504 Gateway Time-out")
+SERVICE_UNAVAILABLE: Final = error_msg(503, "503 Service Temporarily Unavailable")
+
+_STATUS_TEXT: Final = {
+    400: "400 Bad Request",
+    408: "408 Request Time-out",
+    413: "413 Request Entity Too Large",
+    414: "414 Request-URI Too Large",
+    431: "431 Request Header Fields Too Large",
+    500: "500 Internal Server Error",
+    501: "501 Not Implemented",
+    502: "502 Bad Gateway",
+    503: "503 Service Temporarily Unavailable",
+    504: "504 Gateway Time-out",
+}
+
+
+def status_reply(status: int, *, close: bool = False) -> Reply:
+    """The gateway's plain error for `status`, in the router's JSON shape."""
+    reply = error_msg(status, _STATUS_TEXT.get(status, str(status)))
+    reply.close = close
+    return reply

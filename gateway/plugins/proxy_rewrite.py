@@ -1,0 +1,119 @@
+"""proxy-rewrite: change what the upstream receives (URI, method, Host, headers).
+
+Matches APISIX 3.x: `uri` beats `regex_uri`; `regex_uri` is a flat list of
+pattern/template pairs, the first matching pattern wins; header actions run in the order
+add, remove, set; a plain object under `headers` means `set`. The client's query string is
+kept unless the new URI carries its own.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+import msgspec
+
+from gateway.context import RequestContext
+from gateway.pipeline import Conf, Plugin
+from gateway.plugins.template import Template
+
+HeaderValue = str | list[str]
+_ACTIONS = frozenset({"add", "set", "remove"})
+Method = Literal[
+    "GET", "POST", "PUT", "HEAD", "DELETE", "OPTIONS", "MKCOL", "COPY", "MOVE",
+    "PROPFIND", "LOCK", "UNLOCK", "PATCH", "TRACE",
+]  # fmt: skip
+
+
+class HeaderActions(Conf, kw_only=True):
+    add: dict[str, HeaderValue] = {}
+    set: dict[str, HeaderValue] = {}
+    remove: list[str] = []
+
+
+class ProxyRewriteConf(Conf, kw_only=True):
+    uri: Annotated[str, msgspec.Meta(min_length=1, pattern=r"^/")] | None = None
+    method: Method | None = None
+    regex_uri: Annotated[list[str], msgspec.Meta(min_length=2)] | None = None
+    host: str | None = None
+    # Either {add, set, remove} or, in APISIX's older form, a plain object of headers to set.
+    headers: dict[str, HeaderValue | dict[str, HeaderValue] | list[str]] | None = None
+    use_real_request_uri_unsafe: bool = False
+
+    def header_actions(self) -> HeaderActions:
+        """`headers` in the {add, set, remove} form, whichever form the config used."""
+        if not self.headers:
+            return HeaderActions()
+        if set(self.headers) <= _ACTIONS:
+            return msgspec.convert(self.headers, HeaderActions)
+        return HeaderActions(set=msgspec.convert(self.headers, dict[str, HeaderValue]))
+
+    def __post_init__(self) -> None:
+        if self.headers:
+            try:
+                self.header_actions()
+            except msgspec.ValidationError as exc:
+                raise ValueError(f"invalid headers: {exc}") from None
+        if self.regex_uri is not None:
+            if len(self.regex_uri) % 2:
+                raise ValueError("regex_uri must hold pattern/template pairs (an even length)")
+            for pattern in self.regex_uri[::2]:
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise ValueError(f"invalid regex_uri pattern {pattern!r}: {exc}") from None
+
+
+def _values(value: HeaderValue) -> list[Template]:
+    return [Template(v) for v in (value if isinstance(value, list) else [value])]
+
+
+class ProxyRewrite(Plugin):
+    name = "proxy-rewrite"
+    priority = 1008
+    Conf = ProxyRewriteConf
+
+    def __init__(self, conf: ProxyRewriteConf) -> None:
+        super().__init__(conf)
+        self.uri = Template(conf.uri) if conf.uri is not None else None
+        self.regex_uri = tuple(
+            (re.compile(conf.regex_uri[i]), Template(conf.regex_uri[i + 1]))
+            for i in range(0, len(conf.regex_uri or ()), 2)
+        )
+        self.method = conf.method.encode() if conf.method else None
+        self.host = conf.host.encode("latin-1") if conf.host else None
+        actions = conf.header_actions()
+        self.add = tuple((n.lower().encode("latin-1"), _values(v)) for n, v in actions.add.items())
+        self.remove = frozenset(n.lower().encode("latin-1") for n in actions.remove)
+        self.set = tuple((n.lower().encode("latin-1"), _values(v)) for n, v in actions.set.items())
+
+    def rewrite(self, ctx: RequestContext) -> None:
+        groups: tuple[str | None, ...] = ()
+        new_path: str | None = None
+        if self.uri is not None:
+            new_path = self.uri.render(ctx)
+        elif self.regex_uri:
+            path = ctx.path.decode("latin-1")
+            for pattern, template in self.regex_uri:
+                m = pattern.search(path)
+                if m is not None:
+                    groups = (m.group(0), *m.groups())
+                    new_path = template.render(ctx, groups)
+                    break
+        if new_path is not None:
+            uri = new_path.encode("latin-1")
+            if ctx.query and b"?" not in uri:
+                uri += b"?" + ctx.query
+            ctx.upstream_uri = uri
+        if self.method is not None:
+            ctx.upstream_method = self.method
+        if self.host is not None:
+            ctx.upstream_host = self.host
+        headers = ctx.headers
+        for name, templates in self.add:
+            headers.extend((name, t.render(ctx, groups).encode("latin-1")) for t in templates)
+        if self.remove:
+            headers[:] = [h for h in headers if h[0] not in self.remove]
+        for name, templates in self.set:
+            headers[:] = [h for h in headers if h[0] != name]
+            headers.extend((name, t.render(ctx, groups).encode("latin-1")) for t in templates)

@@ -1,0 +1,259 @@
+"""Forward one request to its upstream and relay the response, streaming both bodies.
+
+Owns the upstream exchange: node choice, pooled connection checkout, the one retry of a
+stale pooled connection, timeouts, and the WebSocket tunnel after a 101. Bodies move one
+receive at a time (at most 64 KiB), and every event parsed from one upstream read is sent
+to the client in a single write, so memory per request is bounded and backpressure is
+whatever the slower side imposes.
+
+Raises `UpstreamError` (the downstream loop answers 502/504, or aborts the client
+connection when part of the response was already sent) and `DownstreamError` when the
+client goes away.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import h11
+import trio
+
+from gateway.context import RequestContext
+from gateway.errors import UpstreamError, UpstreamPhase
+from gateway.http.headers import client_response_headers, upstream_request_headers
+from gateway.http.replies import reason
+from gateway.pipeline import run_header_filters
+from gateway.runtime import CompiledRoute, CompiledUpstream
+from gateway.upstream.balancer import Node
+from gateway.upstream.connection import UpstreamConnection
+from gateway.upstream.pool import PoolManager
+
+# RFC 9110 section 9.2.2: a request that may be sent twice with the same effect.
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+TUNNEL_CHUNK = 64 * 1024
+
+
+class Client(Protocol):
+    """What the proxy needs of the downstream connection."""
+
+    h11: h11.Connection
+    stream: trio.abc.Stream
+    body_started: bool
+    draining: bool
+
+    async def receive_body(self) -> bytes | None: ...
+
+    async def send(self, data: bytes) -> None: ...
+
+
+def _framing(ctx: RequestContext) -> tuple[bytes, bytes] | None:
+    """The request body framing restated for the upstream (h11 has validated the client's)."""
+    chunked = False
+    for name, value in ctx.headers:
+        if name == b"content-length":
+            return (b"content-length", value) if value.strip() != b"0" else None
+        if name == b"transfer-encoding":
+            chunked = True
+    return (b"transfer-encoding", b"chunked") if chunked else None
+
+
+def _host_header(ctx: RequestContext, upstream: CompiledUpstream, node_host: bytes) -> bytes:
+    if ctx.upstream_host is not None:
+        return ctx.upstream_host
+    if upstream.pass_host == "node":
+        return node_host
+    if upstream.pass_host == "rewrite" and upstream.upstream_host is not None:
+        return upstream.upstream_host
+    return ctx.header(b"host") or node_host
+
+
+async def _wait_connect(upstream: CompiledUpstream, node: Node) -> UpstreamConnection:
+    with trio.move_on_after(upstream.connect_timeout):
+        return await UpstreamConnection.wait_open(node)
+    raise UpstreamError(UpstreamPhase.CONNECT, "timed out", timeout=True)
+
+
+async def forward(client: Client, ctx: RequestContext, route: CompiledRoute, pools: PoolManager) -> None:
+    """Proxy the request in `ctx` to `route`'s upstream and stream the response to `client`."""
+    upstream = route.upstream
+    node = upstream.balancer.pick()
+    ctx.upstream_addr = f"{node.host}:{node.port}"
+    framing = _framing(ctx)
+    forwarded_host = ctx.header(b"host") or b""
+    headers = upstream_request_headers(
+        ctx.headers,
+        host=_host_header(ctx, upstream, node.host_header),
+        remote_addr=ctx.remote_addr.encode(),
+        forwarded_host=forwarded_host,
+        server_port=str(ctx.server_port).encode(),
+        framing=framing,
+        websocket=ctx.websocket,
+    )
+    request = h11.Request(
+        method=ctx.upstream_method or ctx.method,
+        target=ctx.upstream_uri or ctx.target,
+        headers=headers,
+    )
+    started = trio.current_time()
+    fresh_only = False
+    try:
+        while True:
+            conn = None if fresh_only else pools.checkout(node, started)
+            if conn is None:
+                conn = await _wait_connect(upstream, node)
+                pools.opened()
+            try:
+                await _exchange(client, ctx, conn, request, framing is not None, upstream, pools)
+                return
+            except UpstreamError as exc:
+                conn.close()
+                if (
+                    exc.reused
+                    and not exc.responded
+                    and not fresh_only
+                    and not client.body_started
+                    and request.method in IDEMPOTENT
+                ):
+                    fresh_only = True  # RFC 9112 section 9.3.1: retry once on a new connection
+                    continue
+                raise
+            except BaseException:
+                conn.close()
+                raise
+    finally:
+        ctx.upstream_time = trio.current_time() - started
+
+
+async def _send_upstream(conn: UpstreamConnection, data: bytes, timeout: float) -> None:
+    with trio.move_on_after(timeout):
+        await conn.send(data)
+        return
+    raise UpstreamError(UpstreamPhase.SEND, "timed out", timeout=True, reused=conn.reused)
+
+
+async def _exchange(
+    client: Client,
+    ctx: RequestContext,
+    conn: UpstreamConnection,
+    request: h11.Request,
+    has_body: bool,
+    upstream: CompiledUpstream,
+    pools: PoolManager,
+) -> None:
+    conn.requests += 1
+    out = conn.h11.send(request) or b""
+    if has_body:
+        await _send_upstream(conn, out, upstream.send_timeout)
+        while (chunk := await client.receive_body()) is not None:
+            await _send_upstream(conn, conn.h11.send(h11.Data(data=chunk)) or b"", upstream.send_timeout)
+        await _send_upstream(conn, conn.h11.send(h11.EndOfMessage()) or b"", upstream.send_timeout)
+    else:
+        # Advance the client's parser past the (empty) body before answering.
+        while await client.receive_body() is not None:
+            pass
+        out += conn.h11.send(h11.EndOfMessage()) or b""
+        await _send_upstream(conn, out, upstream.send_timeout)
+
+    responded = False
+    pending = bytearray()
+    client_h11 = client.h11
+    while True:
+        try:
+            event = conn.h11.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise UpstreamError(
+                UpstreamPhase.READ, f"invalid response: {exc}", reused=conn.reused, responded=responded
+            ) from None
+        if event is h11.NEED_DATA:
+            if pending:
+                await client.send(bytes(pending))
+                pending.clear()
+            data = b""
+            with trio.move_on_after(upstream.read_timeout) as scope:
+                data = await conn.receive(responded)
+            if scope.cancelled_caught:
+                raise UpstreamError(
+                    UpstreamPhase.READ, "timed out", timeout=True, reused=conn.reused, responded=responded
+                )
+            if data:
+                responded = True
+            conn.h11.receive_data(data)
+            continue
+        if type(event) is h11.Data:
+            pending += client_h11.send(event) or b""
+        elif type(event) is h11.Response:
+            status = event.status_code
+            no_body = ctx.method == b"HEAD" or status in (204, 304)
+            headers = client_response_headers(list(event.headers), no_body=no_body)
+            ctx.status = status
+            if ctx.route is not None and ctx.route.chain.header_filters:
+                run_header_filters(ctx.route.chain, ctx, status, headers)
+            if client.draining:
+                headers.append((b"connection", b"close"))
+            pending += client_h11.send(
+                h11.Response(status_code=status, headers=headers, reason=reason(status) or event.reason)
+            ) or b""
+        elif type(event) is h11.EndOfMessage:
+            pending += client_h11.send(h11.EndOfMessage()) or b""
+            await client.send(bytes(pending))
+            _release(conn, upstream, pools)
+            return
+        elif type(event) is h11.InformationalResponse:
+            if event.status_code == 101 and ctx.websocket:
+                await _tunnel(client, ctx, conn, event, upstream)
+                return
+            # 100 Continue is the gateway's own business with the client; 103 is dropped.
+        else:  # ConnectionClosed or PAUSED before the end of the response
+            raise UpstreamError(
+                UpstreamPhase.READ, "connection closed early", reused=conn.reused, responded=responded
+            )
+
+
+def _release(conn: UpstreamConnection, upstream: CompiledUpstream, pools: PoolManager) -> None:
+    """Pool the connection if both sides of h11 finished cleanly, else close it."""
+    if conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
+        conn.h11.start_next_cycle()
+        pools.checkin(
+            conn, upstream.pool_size, upstream.max_requests, upstream.idle_timeout, trio.current_time()
+        )
+    else:
+        conn.close()
+
+
+async def _tunnel(
+    client: Client,
+    ctx: RequestContext,
+    conn: UpstreamConnection,
+    event: h11.InformationalResponse,
+    upstream: CompiledUpstream,
+) -> None:
+    """After a 101: relay the handshake answer, then bytes both ways until either side ends."""
+    ctx.status = 101
+    headers = client_response_headers(list(event.headers), no_body=True, websocket=True)
+    await client.send(
+        client.h11.send(h11.InformationalResponse(status_code=101, headers=headers, reason=event.reason))
+        or b""
+    )
+    upstream_early, _ = conn.h11.trailing_data
+    client_early, _ = client.h11.trailing_data
+    if upstream_early:
+        await client.send(bytes(upstream_early))
+    if client_early:
+        await conn.send(bytes(client_early))
+
+    async def pipe(source: trio.abc.Stream, sink: trio.abc.Stream, done: trio.CancelScope) -> None:
+        try:
+            while True:
+                with trio.move_on_after(upstream.read_timeout) as idle:
+                    data = await source.receive_some(TUNNEL_CHUNK)
+                if idle.cancelled_caught or not data:
+                    break
+                await sink.send_all(data)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        done.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pipe, client.stream, conn.stream, nursery.cancel_scope)
+        nursery.start_soon(pipe, conn.stream, client.stream, nursery.cancel_scope)
+    conn.close()

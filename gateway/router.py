@@ -1,0 +1,105 @@
+"""Route matching: exact and prefix URIs, methods, hosts with wildcards, priority.
+
+Built once per config. Rules (APISIX's radixtree): an exact URI beats a prefix; a longer
+prefix beats a shorter one; among routes with the same URI, higher `priority` first, then
+config order. A candidate whose method or host does not match is skipped and the next one
+tried. `/petstore/*` matches `/petstore/` and `/petstore/a`, not `/petstore`.
+
+Pure: no IO. A match costs one dict lookup for exact paths plus one per distinct prefix
+length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class _Candidate(Generic[T]):
+    __slots__ = ("exact_hosts", "methods", "priority", "order", "value", "wildcard_hosts")
+
+    def __init__(
+        self, value: T, methods: frozenset[bytes] | None, hosts: Sequence[str], priority: int, order: int
+    ) -> None:
+        self.value = value
+        self.methods = methods
+        self.exact_hosts = frozenset(h.lower().encode() for h in hosts if not h.startswith("*"))
+        # "*.example.com" -> b".example.com"; a bare "*" matches every host.
+        self.wildcard_hosts = tuple(h[1:].lower().encode() for h in hosts if h.startswith("*"))
+        self.priority = priority
+        self.order = order
+
+    def accepts(self, method: bytes, host: bytes) -> bool:
+        if self.methods is not None and method not in self.methods:
+            return False
+        if not self.exact_hosts and not self.wildcard_hosts:
+            return True
+        if host in self.exact_hosts:
+            return True
+        return any(host.endswith(suffix) and len(host) > len(suffix) for suffix in self.wildcard_hosts)
+
+
+class RouteSpec(Generic[T]):
+    """What the router needs to know of one route."""
+
+    __slots__ = ("hosts", "methods", "priority", "uris", "value")
+
+    def __init__(
+        self,
+        value: T,
+        uris: Sequence[str],
+        methods: Sequence[str] | None = None,
+        hosts: Sequence[str] = (),
+        priority: int = 0,
+    ) -> None:
+        self.value = value
+        self.uris = uris
+        self.methods = methods
+        self.hosts = hosts
+        self.priority = priority
+
+
+class Router(Generic[T]):
+    """Maps (method, path, host) to the value of the best matching route, or None."""
+
+    def __init__(self, specs: Iterable[RouteSpec[T]]) -> None:
+        exact: dict[bytes, list[_Candidate[T]]] = {}
+        prefix: dict[bytes, list[_Candidate[T]]] = {}
+        for order, spec in enumerate(specs):
+            methods = frozenset(m.encode() for m in spec.methods) if spec.methods else None
+            candidate = _Candidate(spec.value, methods, spec.hosts, spec.priority, order)
+            for uri in spec.uris:
+                if uri.endswith("*"):
+                    prefix.setdefault(uri[:-1].encode(), []).append(candidate)
+                else:
+                    exact.setdefault(uri.encode(), []).append(candidate)
+
+        def ranked(cands: list[_Candidate[T]]) -> tuple[_Candidate[T], ...]:
+            return tuple(sorted(cands, key=lambda c: (-c.priority, c.order)))
+
+        self._exact = {path: ranked(c) for path, c in exact.items()}
+        by_length: dict[int, dict[bytes, tuple[_Candidate[T], ...]]] = {}
+        for p, cands in prefix.items():
+            by_length.setdefault(len(p), {})[p] = ranked(cands)
+        # Longest prefix first.
+        self._prefixes = tuple(sorted(by_length.items(), key=lambda kv: -kv[0]))
+
+    def match(self, method: bytes, path: bytes, host: bytes) -> T | None:
+        """The best route for a request; `path` without the query, `host` lower-case, no port."""
+        cands = self._exact.get(path)
+        if cands is not None:
+            for c in cands:
+                if c.accepts(method, host):
+                    return c.value
+        n = len(path)
+        for length, table in self._prefixes:
+            if length > n:
+                continue
+            cands = table.get(path[:length])
+            if cands is not None:
+                for c in cands:
+                    if c.accepts(method, host):
+                        return c.value
+        return None

@@ -1,0 +1,130 @@
+"""Compile a validated `Config` into the immutable `Runtime` the request path reads.
+
+All load-time work happens here, once: routes into a `Router`, plugin confs into plugin
+instances and per-route `Chain`s (global rules first, service plugins overridden by route
+plugins), upstreams into balancers with their timeouts. A reload compiles a new Runtime and
+swaps it whole; requests in flight keep the one they started with.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.config.model import Config, Route, Service, Upstream, plugin_items
+from gateway.pipeline import Chain, Plugin
+from gateway.plugins import BY_NAME
+from gateway.router import Router, RouteSpec
+from gateway.upstream.balancer import Node, RoundRobin
+
+
+class CompiledUpstream:
+    """An upstream ready for the proxy: node choice, timeouts, pool and Host settings."""
+
+    __slots__ = (
+        "balancer",
+        "connect_timeout",
+        "id",
+        "idle_timeout",
+        "max_requests",
+        "pass_host",
+        "pool_size",
+        "read_timeout",
+        "send_timeout",
+        "upstream_host",
+    )
+
+    def __init__(self, conf: Upstream, label: str) -> None:
+        self.id = conf.id or label
+        self.balancer = RoundRobin([Node(h, p, w) for h, p, w in conf.node_list()])
+        self.connect_timeout = conf.timeout.connect
+        self.send_timeout = conf.timeout.send
+        self.read_timeout = conf.timeout.read
+        self.pool_size = conf.keepalive_pool.size
+        self.idle_timeout = conf.keepalive_pool.idle_timeout
+        self.max_requests = conf.keepalive_pool.requests
+        self.pass_host = conf.pass_host
+        self.upstream_host = conf.upstream_host.encode("latin-1") if conf.upstream_host else None
+
+
+class CompiledRoute:
+    """A matched route: its id, its plugin chain and where it proxies to."""
+
+    __slots__ = ("chain", "enable_websocket", "id", "service_id", "upstream")
+
+    def __init__(
+        self,
+        route_id: str,
+        service_id: str | None,
+        chain: Chain,
+        upstream: CompiledUpstream,
+        enable_websocket: bool,
+    ) -> None:
+        self.id = route_id
+        self.service_id = service_id
+        self.chain = chain
+        self.upstream = upstream
+        self.enable_websocket = enable_websocket
+
+    def __repr__(self) -> str:
+        return f"CompiledRoute({self.id!r}, plugins={self.chain.names()})"
+
+
+def instantiate(plugins: Any) -> dict[str, Plugin]:
+    """Plugin instances for a `Plugins` value, by name."""
+    return {name: BY_NAME[name](conf) for name, conf in plugin_items(plugins)}
+
+
+class Runtime:
+    """Everything the request path reads, built once per config and never changed."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.server = config.server
+        self.limits = config.server.limits
+        self.upstreams = {
+            u.id: CompiledUpstream(u, u.id) for u in config.upstreams if u.id is not None
+        }
+        global_plugins: list[Plugin] = []
+        for rule in config.global_rules:
+            global_plugins.extend(instantiate(rule.plugins).values())
+        self.global_chain = Chain(global_plugins)
+        services = {s.id: s for s in config.services}
+        specs = []
+        for route in config.routes:
+            service = services.get(route.service_id) if route.service_id else None
+            compiled = self._compile_route(route, service, global_plugins)
+            hosts = route.host_list or (service.hosts if service and service.hosts else [])
+            specs.append(
+                RouteSpec(compiled, route.uri_list, route.methods, hosts, route.priority)
+            )
+        self.router: Router[CompiledRoute] = Router(specs)
+
+    def _compile_route(
+        self, route: Route, service: Service | None, global_plugins: list[Plugin]
+    ) -> CompiledRoute:
+        merged: dict[str, Plugin] = {}
+        if service is not None:
+            merged.update(instantiate(service.plugins))
+        merged.update(instantiate(route.plugins))
+        chain = Chain([*global_plugins, *merged.values()])
+        upstream = self._route_upstream(route, service)
+        websocket = route.enable_websocket or bool(service and service.enable_websocket)
+        return CompiledRoute(
+            route.id, route.service_id, chain, upstream, websocket
+        )
+
+    def _route_upstream(self, route: Route, service: Service | None) -> CompiledUpstream:
+        if route.upstream is not None:
+            return CompiledUpstream(route.upstream, f"route:{route.id}")
+        if route.upstream_id is not None:
+            return self.upstreams[route.upstream_id]
+        assert service is not None  # checks.py guarantees an upstream somewhere
+        if service.upstream is not None:
+            return CompiledUpstream(service.upstream, f"service:{service.id}")
+        assert service.upstream_id is not None
+        return self.upstreams[service.upstream_id]
+
+
+def compile_config(config: Config) -> Runtime:
+    """Build the runtime for a validated config."""
+    return Runtime(config)

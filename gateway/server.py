@@ -1,0 +1,191 @@
+"""The listening side of one gateway process: listeners, accept loops, reload and drain.
+
+`Gateway.serve` binds every `server.listen` address, reports readiness through
+`task_status.started(addresses)` and serves until `stop()`; then it stops accepting and
+gives open connections `server.shutdown_timeout` seconds to finish. `reload()` swaps the
+compiled runtime atomically or keeps the old one when the new file is invalid.
+`run_process` wires this to signals: SIGHUP reloads, SIGTERM/SIGINT drain and exit.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+import socket
+
+import trio
+
+from gateway.accesslog import AccessLog
+from gateway.config.load import load
+from gateway.config.model import split_host_port
+from gateway.downstream import ClientConnection
+from gateway.errors import ConfigErrors
+from gateway.runtime import Runtime, compile_config
+from gateway.upstream.pool import PoolManager
+
+log = logging.getLogger("gateway")
+
+BACKLOG = 4096
+POOL_REAP_INTERVAL_S = 1.0
+
+
+async def open_listener(address: str, reuse_port: bool) -> trio.SocketListener:
+    """A listening socket for `host:port` (`[v6]:port`); SO_REUSEPORT lets workers share it."""
+    host, port = split_host_port(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        await sock.bind((host, port))
+        sock.listen(BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketListener(sock)
+
+
+def _format_address(sockname: tuple[str, int] | tuple[str, int, int, int]) -> str:
+    host, port = sockname[0], sockname[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Gateway:
+    """One process's server: the current `Runtime`, upstream pools and open connections."""
+
+    def __init__(self, config_path: str | None, runtime: Runtime, *, reuse_port: bool = False) -> None:
+        self.config_path = config_path
+        self.runtime = runtime
+        self.reuse_port = reuse_port
+        self.pools = PoolManager()
+        self.access_log = AccessLog(runtime.server.access_log)
+        self.draining = False
+        self.connections: set[ClientConnection] = set()
+        self._accept_scope: trio.CancelScope | None = None
+        self._stop_requested = False
+
+    async def serve(self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until `stop()`; then drain within `server.shutdown_timeout`."""
+        listeners = [
+            await open_listener(a, self.reuse_port) for a in self.runtime.server.addresses
+        ]
+        addresses = [_format_address(ln.socket.getsockname()) for ln in listeners]
+        limiter = trio.Semaphore(self.runtime.limits.max_connections)
+        try:
+            async with trio.open_nursery() as connections:
+                async with trio.open_nursery() as acceptors:
+                    self._accept_scope = acceptors.cancel_scope
+                    for listener in listeners:
+                        acceptors.start_soon(self._accept_loop, listener, connections, limiter)
+                    acceptors.start_soon(self._reap_pools)
+                    log.info("gateway listening on %s", " ".join(addresses))
+                    task_status.started(addresses)
+                    if self._stop_requested:
+                        acceptors.cancel_scope.cancel()
+                for listener in listeners:
+                    await listener.aclose()
+                grace = self.runtime.server.shutdown_timeout
+                connections.cancel_scope.deadline = trio.current_time() + grace
+                self._close_idle()
+        finally:
+            self.pools.close_all()
+            self.access_log.close()
+
+    def stop(self) -> None:
+        """Stop accepting; idle keep-alive connections close, requests in flight finish."""
+        self._stop_requested = True
+        self.draining = True
+        if self._accept_scope is not None:
+            self._accept_scope.cancel()
+        self._close_idle()
+
+    def _close_idle(self) -> None:
+        for conn in self.connections:
+            if conn.idle_scope is not None:
+                conn.idle_scope.cancel()
+
+    def reload(self) -> bool:
+        """Re-read the config file; swap the runtime if valid, else keep the old one."""
+        if self.config_path is None:
+            return False
+        try:
+            runtime = compile_config(load(self.config_path))
+        except ConfigErrors as exc:
+            log.error("reload refused, the previous config keeps serving:\n%s", exc)
+            return False
+        if runtime.server.addresses != self.runtime.server.addresses:
+            log.warning("server.listen changed: restart the gateway to apply it")
+        if runtime.server.access_log != self.runtime.server.access_log:
+            old = self.access_log
+            self.access_log = AccessLog(runtime.server.access_log)
+            old.close()
+        self.runtime = runtime
+        log.info("config reloaded from %s", self.config_path)
+        return True
+
+    async def _accept_loop(
+        self, listener: trio.SocketListener, connections: trio.Nursery, limiter: trio.Semaphore
+    ) -> None:
+        port = listener.socket.getsockname()[1]
+        while True:
+            # Past max_connections, stop accepting: the kernel backlog holds the rest.
+            await limiter.acquire()
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                limiter.release()
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error("accept failed (%s); pausing", exc.strerror)
+                    await trio.sleep(0.1)
+                    continue
+                raise
+            except BaseException:
+                limiter.release()
+                raise
+            connections.start_soon(self._serve_connection, stream, port, limiter)
+
+    async def _serve_connection(
+        self, stream: trio.SocketStream, port: int, limiter: trio.Semaphore
+    ) -> None:
+        try:
+            try:
+                peer = stream.socket.getpeername()
+            except OSError:
+                await trio.aclose_forcefully(stream)
+                return
+            conn = ClientConnection(self, stream, (peer[0], peer[1]), port)
+            self.connections.add(conn)
+            try:
+                await conn.serve()
+            finally:
+                self.connections.discard(conn)
+        finally:
+            limiter.release()
+
+    async def _reap_pools(self) -> None:
+        while True:
+            await trio.sleep(POOL_REAP_INTERVAL_S)
+            self.pools.reap(trio.current_time())
+
+
+async def run_process(config_path: str, runtime: Runtime, reuse_port: bool = False) -> None:
+    """Serve with signal handling: SIGHUP reloads, SIGTERM/SIGINT drain then return."""
+    gateway = Gateway(config_path, runtime, reuse_port=reuse_port)
+    with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(gateway.serve)
+
+            async def watch_signals() -> None:
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        gateway.reload()
+                    else:
+                        log.info("received %s, draining", signal.Signals(signum).name)
+                        gateway.stop()
+                        return
+
+            nursery.start_soon(watch_signals)

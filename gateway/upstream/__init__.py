@@ -1,0 +1,1 @@
+"""Upstream side: node choice (`balancer`), one connection (`connection`), pools (`pool`)."""

@@ -1,0 +1,126 @@
+"""One TCP connection to an upstream node, with its h11 CLIENT state.
+
+This is the IO boundary on the upstream side: trio, h11 and OSError exceptions become
+`UpstreamError` here (see `_fail`). Nothing here takes a timeout: the proxy wraps each wait
+in the upstream's connect, send or read timeout.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import ipaddress
+import socket
+from typing import NoReturn
+
+import h11
+import trio
+
+from gateway.errors import UpstreamError, UpstreamPhase
+from gateway.upstream.balancer import Node
+
+RECEIVE_SIZE = 64 * 1024
+
+
+class ConnState(enum.Enum):
+    ACTIVE = "active"
+    IDLE = "idle"
+    CLOSED = "closed"
+
+
+def _fail(phase: UpstreamPhase, exc: BaseException, *, reused: bool, responded: bool) -> NoReturn:
+    """Translate an IO exception into the gateway's UpstreamError."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+    raise UpstreamError(phase, reason, reused=reused, responded=responded) from exc
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class UpstreamConnection:
+    """A connection to `node`; `h11` frames requests and parses responses."""
+
+    __slots__ = ("_sock", "h11", "idle_expires", "node", "requests", "reused", "state", "stream")
+
+    def __init__(self, node: Node, sock: socket.socket, stream: trio.SocketStream) -> None:
+        self.node = node
+        self._sock = sock
+        self.stream = stream
+        self.h11 = h11.Connection(h11.CLIENT)
+        self.requests = 0
+        self.idle_expires = 0.0
+        self.reused = False
+        self.state = ConnState.ACTIVE
+
+    def __repr__(self) -> str:
+        return f"<UpstreamConnection {self.node.host}:{self.node.port} {self.state.name}>"
+
+    @classmethod
+    async def wait_open(cls, node: Node) -> UpstreamConnection:
+        """Connect to `node`; raises UpstreamError(CONNECT). The caller sets the timeout."""
+        host, port = node.address
+        try:
+            if _is_ip(host):
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                address: tuple[str, int] = (host, port)
+            else:
+                infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                if not infos:
+                    raise OSError(errno.EHOSTUNREACH, "no address")
+                family, _, _, _, sockaddr = infos[0]
+                address = (str(sockaddr[0]), int(sockaddr[1]))
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as exc:
+            _fail(UpstreamPhase.CONNECT, exc, reused=False, responded=False)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            tsock = trio.socket.from_stdlib_socket(sock)
+            await tsock.connect(address)
+        except OSError as exc:
+            sock.close()
+            _fail(UpstreamPhase.CONNECT, exc, reused=False, responded=False)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(node, sock, trio.SocketStream(tsock))
+
+    def has_unexpected_input(self) -> bool:
+        """True when an idle connection became readable: late bytes, or the peer's FIN.
+
+        Either way it must not carry another request (RFC 9112 section 9.3.1 lets a server
+        close an idle connection at any time).
+        """
+        try:
+            data = self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True
+        del data  # bytes or EOF: either way the connection is unusable
+        return True
+
+    async def send(self, data: bytes, phase: UpstreamPhase = UpstreamPhase.SEND) -> None:
+        """Write bytes; raises UpstreamError(SEND)."""
+        try:
+            await self.stream.send_all(data)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            _fail(phase, exc, reused=self.reused, responded=False)
+
+    async def receive(self, responded: bool) -> bytes:
+        """Read some bytes (b"" at EOF); raises UpstreamError(READ)."""
+        try:
+            return await self.stream.receive_some(RECEIVE_SIZE)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            _fail(UpstreamPhase.READ, exc, reused=self.reused, responded=responded)
+
+    def close(self) -> None:
+        """Close at once (sync: never blocks, safe in cleanup)."""
+        if self.state is not ConnState.CLOSED:
+            self.state = ConnState.CLOSED
+            self.stream.socket.close()
