@@ -155,7 +155,7 @@ class ClientConnection:
         if self._body_done:
             return None
         if self.h11.they_are_waiting_for_100_continue:
-            await self.send(self.h11.send(h11.InformationalResponse(status_code=100)) or b"")
+            await self.send(self.h11.send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")) or b"")
         idle_timeout = self.shared.runtime.limits.body_idle_timeout
         while True:
             try:

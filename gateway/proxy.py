@@ -210,8 +210,13 @@ async def _exchange(
 
 
 def _release(conn: UpstreamConnection, upstream: CompiledUpstream, pools: PoolManager) -> None:
-    """Pool the connection if both sides of h11 finished cleanly, else close it."""
-    if conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
+    """Pool the connection if both sides of h11 finished cleanly and nothing more arrived
+    after the response (bytes nobody asked for must never be read as the next response)."""
+    if (
+        conn.h11.our_state is h11.DONE
+        and conn.h11.their_state is h11.DONE
+        and not conn.h11.trailing_data[0]
+    ):
         conn.h11.start_next_cycle()
         pools.checkin(
             conn, upstream.pool_size, upstream.max_requests, upstream.idle_timeout, trio.current_time()

@@ -32,7 +32,7 @@ POOL_REAP_INTERVAL_S = 1.0
 
 async def open_listener(address: str, reuse_port: bool) -> trio.SocketListener:
     """A listening socket for `host:port` (`[v6]:port`); SO_REUSEPORT lets workers share it."""
-    host, port = split_host_port(address)
+    host, port = split_host_port(address, allow_port_zero=True)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = trio.socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -87,11 +87,13 @@ class Gateway:
                     if self._stop_requested:
                         acceptors.cancel_scope.cancel()
                 for listener in listeners:
-                    await listener.aclose()
+                    listener.socket.close()
                 grace = self.runtime.server.shutdown_timeout
                 connections.cancel_scope.deadline = trio.current_time() + grace
                 self._close_idle()
         finally:
+            for listener in listeners:
+                listener.socket.close()
             self.pools.close_all()
             self.access_log.close()
 

@@ -28,13 +28,16 @@ _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[^:\[\]]+):([0-9]{1,5})$")
 _HOSTNAME = re.compile(r"^(\*\.)?[a-zA-Z0-9_-]+(\.[a-zA-Z0-9_-]+)*$|^\*$")
 
 
-def split_host_port(text: str) -> tuple[str, int]:
-    """`host:port` or `[v6]:port` -> (host, port); raises ValueError naming the problem."""
+def split_host_port(text: str, *, allow_port_zero: bool = False) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` -> (host, port); raises ValueError naming the problem.
+
+    Port 0 (any free port) is allowed for listen addresses only.
+    """
     m = _HOST_PORT.match(text)
     if m is None:
         raise ValueError(f"expected `host:port` (IPv6 as `[::1]:port`), got {text!r}")
     port = int(m.group(2))
-    if not 1 <= port <= 65535:
+    if not (0 if allow_port_zero else 1) <= port <= 65535:
         raise ValueError(f"port out of range in {text!r}")
     return m.group(1).strip("[]"), port
 
@@ -92,7 +95,7 @@ class Server(Conf, kw_only=True):
 
     def __post_init__(self) -> None:
         for address in self.addresses:
-            split_host_port(address)
+            split_host_port(address, allow_port_zero=True)
 
     @property
     def addresses(self) -> list[str]:

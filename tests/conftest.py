@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.helpers import GatewayProcess, Upstream
+
+
+@pytest.fixture
+async def upstream(nursery: trio.Nursery) -> Upstream:
+    """A recording echo upstream on a free loopback port."""
+    return await nursery.start(Upstream().serve)
+
+
+@pytest.fixture
+def gateway_process(tmp_path: Path) -> Iterator[list[GatewayProcess]]:
+    """Gateway subprocesses started by a test; killed at teardown if still running."""
+    started: list[GatewayProcess] = []
+    yield started
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+async def second_upstream(nursery: trio.Nursery) -> AsyncIterator[Upstream]:
+    yield await nursery.start(Upstream(name="second").serve)

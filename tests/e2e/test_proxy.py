@@ -1,0 +1,397 @@
+"""Contract tests for proxying (SPEC sections 2 and 6) over real loopback sockets."""
+
+from __future__ import annotations
+
+import trio
+
+from tests.helpers import (
+    Received,
+    Upstream,
+    config_for,
+    connect,
+    raw_serve,
+    read_response,
+    read_until_close,
+    request,
+    start_gateway,
+)
+
+
+def route(upstream: Upstream, **extra: object) -> dict[str, object]:
+    return {"id": "r1", "uri": "/*", "upstream": {"nodes": {upstream.address: 1}}, **extra}
+
+
+async def test_get_reaches_upstream_with_forwarding_headers(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    _, gw = await start_gateway(nursery, config_for([route(upstream)]))
+    resp = await request(
+        gw,
+        target="/pets/1?limit=2",
+        headers=[("X-Forwarded-For", "10.0.0.9"), ("X-Real-IP", "6.6.6.6")],
+    )
+    assert resp.status == 200
+    got = upstream.received[0]
+    assert got.target == b"/pets/1?limit=2"
+    assert got.header(b"host") == b"gateway.test"
+    assert got.header(b"x-forwarded-for") == b"10.0.0.9, 127.0.0.1"
+    assert got.header(b"x-real-ip") == b"127.0.0.1"
+    assert got.header(b"x-forwarded-proto") == b"http"
+    assert got.header(b"x-forwarded-host") == b"gateway.test"
+    assert got.header(b"x-forwarded-port") == gw.rsplit(":", 1)[1].encode()
+
+
+async def test_unmatched_route_is_404_with_apisix_body(nursery: trio.Nursery, upstream: Upstream) -> None:
+    cfg = config_for([{"id": "r", "uri": "/petstore/*", "upstream": {"nodes": {upstream.address: 1}}}])
+    _, gw = await start_gateway(nursery, cfg)
+    for target in ("/petstore", "/other", "/petstorex/"):
+        resp = await request(gw, target=target)
+        assert resp.status == 404
+        assert resp.body == b'{"error_msg":"404 Route Not Found"}\n'
+    assert upstream.received == []
+    assert (await request(gw, target="/petstore/")).status == 200
+
+
+async def test_methods_and_hosts_select_routes(nursery: trio.Nursery, upstream: Upstream) -> None:
+    node = {"nodes": {upstream.address: 1}}
+    cfg = config_for(
+        [
+            {"id": "get-only", "uri": "/a", "methods": ["GET"], "upstream": node},
+            {"id": "wild", "uri": "/h", "hosts": ["*.example.com"], "upstream": node,
+             "plugins": {"proxy-rewrite": {"headers": {"set": {"x-route": "wild"}}}}},
+        ]
+    )  # fmt: skip
+    _, gw = await start_gateway(nursery, cfg)
+    assert (await request(gw, "GET", "/a")).status == 200
+    assert (await request(gw, "POST", "/a", body=b"x")).status == 404
+    ok = await request(gw, target="/h", headers=[("host", "api.Example.com:9080")])
+    assert ok.status == 200
+    assert upstream.received[-1].header(b"x-route") == b"wild"
+    assert (await request(gw, target="/h", headers=[("host", "example.com")])).status == 404
+
+
+async def test_request_and_response_bodies_pass_byte_exact(nursery: trio.Nursery) -> None:
+    payload = bytes(range(256)) * 4096  # 1 MiB
+
+    async def respond(req: Received) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        return 201, [(b"x-len", str(len(req.body)).encode())], req.body[::-1]
+
+    up = await nursery.start(Upstream(responder=respond).serve)
+    _, gw = await start_gateway(nursery, config_for([route(up)]))
+    resp = await request(gw, "POST", "/upload", body=payload)
+    assert resp.status == 201
+    assert resp.header(b"x-len") == str(len(payload)).encode()
+    assert resp.body == payload[::-1]
+    assert up.received[0].body == payload
+    assert up.received[0].header(b"content-length") == str(len(payload)).encode()
+
+
+async def test_chunked_request_body_is_restated_chunked(nursery: trio.Nursery, upstream: Upstream) -> None:
+    _, gw = await start_gateway(nursery, config_for([route(upstream)]))
+    stream = await connect(gw)
+    async with stream:
+        await stream.send_all(
+            b"POST /c HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        )
+        resp = await read_response(stream, method=b"POST")
+    assert resp.status == 200
+    got = upstream.received[0]
+    assert got.body == b"hello world"
+    assert got.header(b"transfer-encoding") == b"chunked"
+    assert got.header(b"content-length") is None
+
+
+async def test_chunked_and_close_delimited_responses(nursery: trio.Nursery) -> None:
+    async def chunked_then_close(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        await stream.send_all(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+        )
+        await stream.receive_some(65536)
+        await stream.send_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil-close")
+        await stream.aclose()
+
+    port = await nursery.start(raw_serve, chunked_then_close)
+    cfg = config_for([{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}])
+    _, gw = await start_gateway(nursery, cfg)
+    stream = await connect(gw)
+    async with stream:
+        await stream.send_all(b"GET /1 HTTP/1.1\r\nhost: x\r\n\r\n")
+        first = await read_response(stream)
+        assert first.body == b"abcde"
+        assert first.header(b"transfer-encoding") == b"chunked"
+        await stream.send_all(b"GET /2 HTTP/1.1\r\nhost: x\r\n\r\n")
+        second = await read_response(stream)
+        # The upstream's close-delimited body reaches the client chunked, and the client's
+        # connection stays open: Connection is hop-by-hop.
+        assert second.body == b"until-close"
+        assert second.header(b"transfer-encoding") == b"chunked"
+        assert second.header(b"connection") is None
+
+
+async def test_keepalive_pool_reuses_upstream_connections(nursery: trio.Nursery, upstream: Upstream) -> None:
+    gateway, gw = await start_gateway(nursery, config_for([route(upstream)]))
+    for _ in range(5):
+        assert (await request(gw)).status == 200
+    assert upstream.connections == 1
+    assert {r.connection for r in upstream.received} == {0}
+    stats = gateway.pools.statistics()
+    assert stats["opened"] == 1
+    assert stats["reused"] == 4
+
+
+async def test_keepalive_pool_requests_limit(nursery: trio.Nursery, upstream: Upstream) -> None:
+    cfg = config_for([route(upstream)])
+    cfg["routes"][0]["upstream"]["keepalive_pool"] = {"requests": 2}
+    _, gw = await start_gateway(nursery, cfg)
+    for _ in range(5):
+        assert (await request(gw)).status == 200
+    assert [r.connection for r in upstream.received] == [0, 0, 1, 1, 2]
+
+
+async def test_pipelined_requests_answered_in_order(nursery: trio.Nursery, upstream: Upstream) -> None:
+    _, gw = await start_gateway(nursery, config_for([route(upstream)]))
+    stream = await connect(gw)
+    async with stream:
+        await stream.send_all(b"".join(f"GET /p{i} HTTP/1.1\r\nhost: x\r\n\r\n".encode() for i in range(5)))
+        import h11
+
+        conn = h11.Connection(h11.CLIENT)
+        for i in range(5):
+            conn.send(h11.Request(method="GET", target=f"/p{i}", headers=[("host", "x")]))
+            conn.send(h11.EndOfMessage())
+            resp = await read_response(stream, conn)
+            assert resp.json()["target"] == f"/p{i}"
+            conn.start_next_cycle()
+
+
+async def test_http10_client(nursery: trio.Nursery, upstream: Upstream) -> None:
+    _, gw = await start_gateway(nursery, config_for([route(upstream)]))
+    stream = await connect(gw)
+    async with stream:
+        await stream.send_all(b"GET /old HTTP/1.0\r\nhost: x\r\n\r\n")
+        raw = await read_until_close(stream)
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b'"target": "/old"' in raw
+
+
+async def test_expect_100_continue(nursery: trio.Nursery, upstream: Upstream) -> None:
+    _, gw = await start_gateway(nursery, config_for([route(upstream)]))
+    stream = await connect(gw)
+    async with stream:
+        await stream.send_all(
+            b"POST /e HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 4\r\n\r\n"
+        )
+        interim = await stream.receive_some(65536)
+        assert interim.startswith(b"HTTP/1.1 100 ")
+        await stream.send_all(b"data")
+        resp = await read_response(stream, method=b"POST")
+    assert resp.status == 200
+    assert upstream.received[0].body == b"data"
+    assert upstream.received[0].header(b"expect") is None
+
+
+async def test_hop_by_hop_headers_not_forwarded(nursery: trio.Nursery) -> None:
+    async def respond(req: Received) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        return 200, [(b"keep-alive", b"timeout=5"), (b"x-secret-hop", b"1"),
+                     (b"connection", b"x-secret-hop"), (b"x-kept", b"yes")], b"ok"  # fmt: skip
+
+    up = await nursery.start(Upstream(responder=respond).serve)
+    _, gw = await start_gateway(nursery, config_for([route(up)]))
+    resp = await request(
+        gw,
+        headers=[("Connection", "keep-alive, X-Drop-Me"), ("X-Drop-Me", "1"), ("TE", "trailers"),
+                 ("Proxy-Authorization", "Basic Zm9v"), ("Keep-Alive", "300"), ("X-Keep", "1")],
+    )  # fmt: skip
+    got = up.received[0]
+    for name in (b"x-drop-me", b"te", b"proxy-authorization", b"keep-alive"):
+        assert got.header(name) is None, name
+    assert got.header(b"x-keep") == b"1"
+    assert resp.header(b"keep-alive") is None
+    assert resp.header(b"x-secret-hop") is None
+    assert resp.header(b"x-kept") == b"yes"
+
+
+async def test_refused_port_is_502(nursery: trio.Nursery) -> None:
+    from tests.helpers import free_port
+
+    cfg = config_for([{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{free_port()}": 1}}}])
+    _, gw = await start_gateway(nursery, cfg)
+    resp = await request(gw)
+    assert resp.status == 502
+    assert resp.body == b'{"error_msg":"502 Bad Gateway"}\n'
+
+
+async def test_silent_upstream_is_504(nursery: trio.Nursery) -> None:
+    async def silent(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        await trio.sleep_forever()
+
+    port = await nursery.start(raw_serve, silent)
+    cfg = config_for(
+        [{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1},
+                                               "timeout": {"connect": 5, "send": 5, "read": 0.3}}}]
+    )  # fmt: skip
+    _, gw = await start_gateway(nursery, cfg)
+    resp = await request(gw)
+    assert resp.status == 504
+    assert resp.body == b'{"error_msg":"504 Gateway Time-out"}\n'
+
+
+async def test_upstream_reset_before_response_is_502(nursery: trio.Nursery) -> None:
+    async def hangup(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        await stream.aclose()
+
+    port = await nursery.start(raw_serve, hangup)
+    cfg = config_for([{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}])
+    _, gw = await start_gateway(nursery, cfg)
+    assert (await request(gw)).status == 502
+
+
+def _conn_script(serve_first: int) -> tuple[list[int], object]:
+    """An upstream that answers `serve_first` requests per connection, then hangs up on the
+    next one without a byte: what a pooled connection that went stale looks like."""
+    seen: list[int] = []
+
+    async def handler(stream: trio.SocketStream) -> None:
+        index = len(seen)
+        seen.append(0)
+        while True:
+            data = await stream.receive_some(65536)
+            if not data:
+                return
+            if seen[index] >= serve_first:
+                await trio.aclose_forcefully(stream)
+                return
+            seen[index] += 1
+            await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+
+    return seen, handler
+
+
+async def test_stale_pooled_connection_retried_once_for_idempotent(nursery: trio.Nursery) -> None:
+    seen, handler = _conn_script(serve_first=1)
+    port = await nursery.start(raw_serve, handler)
+    cfg = config_for([{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}])
+    _, gw = await start_gateway(nursery, cfg)
+    assert (await request(gw)).status == 200
+    # The pooled connection fails without a response byte: GET is retried on a fresh one.
+    resp = await request(gw)
+    assert resp.status == 200
+    assert resp.body == b"ok"
+    assert len(seen) == 2
+    # POST is not idempotent: no retry, 502.
+    resp = await request(gw, "POST", body=b"x")
+    assert resp.status == 502
+    assert len(seen) == 2
+
+
+async def test_pooled_connection_with_unexpected_bytes_is_discarded(nursery: trio.Nursery) -> None:
+    connections: list[int] = []
+
+    async def chatty(stream: trio.SocketStream) -> None:
+        connections.append(1)
+        while await stream.receive_some(65536):
+            # A complete response followed by bytes nobody asked for.
+            await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n")
+
+    port = await nursery.start(raw_serve, chatty)
+    cfg = config_for([{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}])
+    gateway, gw = await start_gateway(nursery, cfg)
+    for _ in range(3):
+        resp = await request(gw)
+        assert resp.status == 200
+        assert resp.body == b"ok"
+    assert len(connections) == 3
+
+
+async def test_weighted_round_robin(nursery: trio.Nursery, upstream: Upstream, second_upstream: Upstream) -> None:
+    cfg = config_for(
+        [{"id": "r", "uri": "/*",
+          "upstream": {"nodes": [{"host": "127.0.0.1", "port": upstream.port, "weight": 3},
+                                 {"host": "127.0.0.1", "port": second_upstream.port, "weight": 1}]}}]
+    )  # fmt: skip
+    _, gw = await start_gateway(nursery, cfg)
+    for _ in range(8):
+        assert (await request(gw)).status == 200
+    assert len(upstream.received) == 6
+    assert len(second_upstream.received) == 2
+
+
+async def test_pass_host_modes(nursery: trio.Nursery, upstream: Upstream) -> None:
+    node = {upstream.address: 1}
+    cfg = config_for(
+        [
+            {"id": "pass", "uri": "/pass", "upstream": {"nodes": node}},
+            {"id": "node", "uri": "/node", "upstream": {"nodes": node, "pass_host": "node"}},
+            {"id": "rw", "uri": "/rw", "upstream": {"nodes": node, "pass_host": "rewrite",
+                                                    "upstream_host": "internal.svc"}},
+        ]
+    )  # fmt: skip
+    _, gw = await start_gateway(nursery, cfg)
+    for target in ("/pass", "/node", "/rw"):
+        assert (await request(gw, target=target, headers=[("host", "public.example")])).status == 200
+    hosts = [r.header(b"host") for r in upstream.received]
+    assert hosts == [b"public.example", upstream.address.encode(), b"internal.svc"]
+
+
+async def test_upstream_id_service_and_global_rule_merge(nursery: trio.Nursery, upstream: Upstream) -> None:
+    cfg = config_for(
+        [
+            {"id": "svc-route", "uri": "/s/*", "service_id": "svc",
+             "plugins": {"proxy-rewrite": {"headers": {"set": {"x-from": "route"}}}}},
+            {"id": "plain", "uri": "/p", "service_id": "svc"},
+        ],
+        upstreams=[{"id": "u", "nodes": {upstream.address: 1}}],
+        services=[{"id": "svc", "upstream_id": "u",
+                   "plugins": {"proxy-rewrite": {"headers": {"set": {"x-from": "service"}}}}}],
+    )  # fmt: skip
+    _, gw = await start_gateway(nursery, cfg)
+    assert (await request(gw, target="/s/1")).status == 200
+    assert (await request(gw, target="/p")).status == 200
+    assert upstream.received[0].header(b"x-from") == b"route"
+    assert upstream.received[1].header(b"x-from") == b"service"
+
+
+async def test_proxy_rewrite_end_to_end(nursery: trio.Nursery, upstream: Upstream) -> None:
+    cfg = config_for(
+        [{"id": "r", "uri": "/api/*", "upstream": {"nodes": {upstream.address: 1}},
+          "plugins": {"proxy-rewrite": {
+              "regex_uri": ["^/api/(\\w+)/(\\w+)", "/v2/$2/$1"],
+              "host": "backend.internal",
+              "method": "PUT",
+              "headers": {"add": {"x-added": "$remote_addr"}, "remove": ["x-remove"],
+                          "set": {"x-set": "v-$1"}}}}}]
+    )  # fmt: skip
+    _, gw = await start_gateway(nursery, cfg)
+    resp = await request(gw, target="/api/users/42?full=1", headers=[("x-remove", "1"), ("x-set", "old")])
+    assert resp.status == 200
+    got = upstream.received[0]
+    assert got.method == b"PUT"
+    assert got.target == b"/v2/42/users?full=1"
+    assert got.header(b"host") == b"backend.internal"
+    assert got.header(b"x-added") == b"127.0.0.1"
+    assert got.header(b"x-remove") is None
+    assert [v for n, v in got.headers if n == b"x-set"] == [b"v-users"]
+
+
+async def test_head_request_has_no_body(nursery: trio.Nursery, upstream: Upstream) -> None:
+    _, gw = await start_gateway(nursery, config_for([route(upstream)]))
+    stream = await connect(gw)
+    async with stream:
+        await stream.send_all(b"HEAD /h HTTP/1.1\r\nhost: x\r\n\r\nGET /after HTTP/1.1\r\nhost: x\r\n\r\n")
+        import h11
+
+        conn = h11.Connection(h11.CLIENT)
+        conn.send(h11.Request(method="HEAD", target="/h", headers=[("host", "x")]))
+        conn.send(h11.EndOfMessage())
+        head = await read_response(stream, conn)
+        assert head.status == 200
+        assert head.body == b""
+        conn.start_next_cycle()
+        conn.send(h11.Request(method="GET", target="/after", headers=[("host", "x")]))
+        conn.send(h11.EndOfMessage())
+        after = await read_response(stream, conn)
+        assert after.json()["target"] == "/after"
