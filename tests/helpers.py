@@ -265,13 +265,14 @@ class GatewayProcess:
 
     def start(self) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "--config", str(self.config_path)],
-            stdout=self.stdout_path.open("wb"),
-            stderr=self.stderr_path.open("wb"),
-            cwd=ROOT,
-            env=env,
-        )
+        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "--config", str(self.config_path)],
+                stdout=out,
+                stderr=err,
+                cwd=ROOT,
+                env=env,
+            )
 
     @property
     def pid(self) -> int:

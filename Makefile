@@ -1,0 +1,50 @@
+# trio-gateway: `make run` starts the demo, `make test` runs every test, `make bench` measures.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
+APT_PACKAGES_BENCH := nginx-light wrk
+
+.PHONY: install run test test-fast lint bench bench-micro bench-load bench-deps clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+# Starts the demo echo upstream on 127.0.0.1:9081 and the gateway on config.json (:9080).
+run: install
+	@$(PY) bench/echo_upstream.py --port 9081 & upstream=$$!; \
+	trap 'kill $$upstream 2>/dev/null' EXIT INT TERM; \
+	$(PY) -m gateway --config config.json
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m ruff check gateway tests bench
+	$(PY) -m mypy
+
+# Debian packages for the load benchmark (nginx as baseline and fast upstream, wrk as client).
+bench-deps:
+	@missing=""; for p in nginx wrk; do command -v $$p >/dev/null || [ -x /usr/sbin/$$p ] || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  $(SUDO) apt-get install -y $(APT_PACKAGES_BENCH) >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update >/dev/null && $(SUDO) apt-get install -y $(APT_PACKAGES_BENCH) >/dev/null; }; \
+	fi
+
+bench: bench-micro bench-load
+
+bench-micro: install
+	$(PY) bench/micro/hot_path.py
+
+bench-load: install bench-deps
+	$(PY) bench/load/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,245 @@
+"""The CLI as a subprocess: check, serve, SIGHUP reload, SIGTERM drain, workers, access log."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from tests.helpers import ROOT, GatewayProcess, Received, Upstream, free_port, request, wait_port
+
+
+def write_config(path: Path, config: dict[str, Any]) -> Path:
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+
+
+def basic_config(port: int, upstream: str, **server: Any) -> dict[str, Any]:
+    return {
+        "server": {"listen": f"127.0.0.1:{port}", "access_log": False, **server},
+        "routes": [{"id": "r1", "uri": "/*", "upstream": {"nodes": {upstream: 1}}}],
+    }
+
+
+# --- gateway check ----------------------------------------------------------------------
+
+
+def test_check_accepts_the_shipped_config() -> None:
+    result = run_cli("check", "--config", str(ROOT / "config.json"))
+    assert result.returncode == 0, result.stderr
+    assert "configuration is valid" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({"routes": [{"id": "r", "uri": "/a", "upstream_id": "missing"}]},
+         "- at `$.routes[0].upstream_id`"),
+        ({"routes": [{"id": "r", "uri": "/a", "upstream": {"nodes": {"h:1": 1}},
+                      "plugins": {"proxy-rewrite": {"uri": 5}}}]},
+         "- at `$.routes[0].plugins.proxy-rewrite.uri`"),
+        ({"server": {"listen": "nope"}}, "- at `$.server`"),
+        ({"routes": [], "extra": 1}, "unknown field `extra`"),
+    ],
+)  # fmt: skip
+def test_check_rejects_bad_config_naming_the_path(tmp_path: Path, config: dict[str, Any], expected: str) -> None:
+    path = write_config(tmp_path / "bad.json", config)
+    for args in (("check", "--config", str(path)), ("--config", str(path), "--check")):
+        result = run_cli(*args)
+        assert result.returncode != 0
+        assert expected in result.stderr
+
+
+def test_check_reports_every_problem(tmp_path: Path) -> None:
+    config = {
+        "routes": [
+            {"id": "a", "uri": "/a", "upstream_id": "nope"},
+            {"id": "a", "uri": "/b", "service_id": "nosvc"},
+        ]
+    }
+    result = run_cli("check", "--config", str(write_config(tmp_path / "c.json", config)))
+    assert result.returncode == 1
+    lines = [ln for ln in result.stderr.splitlines() if " - at `" in ln]
+    assert len(lines) == 3
+    assert "$.routes[1].id" in result.stderr
+    assert "$.routes[1].service_id" in result.stderr
+
+
+def test_check_unset_env_reference_is_an_error(tmp_path: Path) -> None:
+    config = {"routes": [{"id": "r", "uri": "/a", "upstream": {"nodes": {"h:1": 1}},
+                          "plugins": {"proxy-rewrite": {"host": "$env://GATEWAY_TEST_UNSET"}}}]}  # fmt: skip
+    result = run_cli("check", "--config", str(write_config(tmp_path / "c.json", config)))
+    assert result.returncode == 1
+    assert "GATEWAY_TEST_UNSET" in result.stderr
+    assert "$.routes[0].plugins.proxy-rewrite.host" in result.stderr
+
+
+# --- serving ----------------------------------------------------------------------------
+
+
+async def start_process(
+    tmp_path: Path, started: list[GatewayProcess], config: dict[str, Any]
+) -> tuple[GatewayProcess, Path]:
+    path = write_config(tmp_path / "config.json", config)
+    process = GatewayProcess(path, tmp_path)
+    started.append(process)
+    process.start()
+    listen = config["server"]["listen"]
+    for address in [listen] if isinstance(listen, str) else listen:
+        await wait_port(address)
+    return process, path
+
+
+async def test_serves_several_addresses_and_writes_access_log(
+    tmp_path: Path, gateway_process: list[GatewayProcess], upstream: Upstream
+) -> None:
+    a, b = f"127.0.0.1:{free_port()}", f"[::1]:{free_port()}"
+    config = basic_config(0, upstream.address)
+    config["server"]["listen"] = [a, b]
+    config["server"]["access_log"] = str(tmp_path / "access.log")
+    await start_process(tmp_path, gateway_process, config)
+    assert (await request(a, target="/x?apikey=secret-value")).status == 200
+    assert (await request(b, target="/y")).status == 200
+    lines = (tmp_path / "access.log").read_text().splitlines()
+    entries = [json.loads(line) for line in lines]
+    assert [e["path"] for e in entries] == ["/x", "/y"]
+    assert entries[0]["status"] == 200
+    assert entries[0]["route_id"] == "r1"
+    assert entries[0]["upstream"] == upstream.address
+    assert entries[0]["upstream_time"] >= 0
+    assert "secret-value" not in "\n".join(lines)
+
+
+async def test_sighup_reload_valid_then_invalid(
+    tmp_path: Path, gateway_process: list[GatewayProcess], upstream: Upstream, second_upstream: Upstream
+) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    config = basic_config(0, upstream.address)
+    config["server"]["listen"] = address
+    process, path = await start_process(tmp_path, gateway_process, config)
+    assert (await request(address)).status == 200
+    assert len(upstream.received) == 1
+
+    write_config(path, basic_config(0, second_upstream.address) | {"server": config["server"]})
+    process.signal(signal.SIGHUP)
+    await process.wait_log("config reloaded")
+    assert (await request(address)).status == 200
+    assert len(second_upstream.received) == 1
+
+    path.write_text('{"routes": [{"id": "r1", "uri": 5}]}')
+    process.signal(signal.SIGHUP)
+    await process.wait_log("reload refused")
+    assert "$.routes[0].uri" in process.stderr()
+    assert (await request(address)).status == 200
+    assert len(second_upstream.received) == 2
+
+
+async def test_sigterm_lets_in_flight_request_finish(
+    tmp_path: Path, gateway_process: list[GatewayProcess], nursery: trio.Nursery
+) -> None:
+    arrived = trio.Event()
+    release = trio.Event()
+
+    async def slow(req: Received) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        arrived.set()
+        await release.wait()
+        return 200, [], b"finished"
+
+    up = await nursery.start(Upstream(responder=slow).serve)
+    address = f"127.0.0.1:{free_port()}"
+    config = basic_config(0, up.address)
+    config["server"]["listen"] = address
+    process, _ = await start_process(tmp_path, gateway_process, config)
+    results: list[Any] = []
+
+    async def client() -> None:
+        results.append(await request(address, target="/slow"))
+
+    async with trio.open_nursery() as inner:
+        inner.start_soon(client)
+        await arrived.wait()
+        process.signal(signal.SIGTERM)
+        await process.wait_log("draining")
+        # New connections are refused while the old request is still in flight.
+        with trio.fail_after(10):
+            while True:
+                try:
+                    (await request(address)).status
+                except OSError:
+                    break
+                await trio.sleep(0.02)
+        release.set()
+    assert results[0].status == 200
+    assert results[0].body == b"finished"
+    assert await process.wait_exit() == 0
+
+
+async def test_python_dash_m_and_console_script(tmp_path: Path, upstream: Upstream) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    config = basic_config(0, upstream.address)
+    config["server"]["listen"] = address
+    path = write_config(tmp_path / "c.json", config)
+    script = Path(sys.executable).parent / "gateway"
+    process = await trio.lowlevel.open_process(
+        [str(script), "--config", str(path)], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+    )
+    try:
+        await wait_port(address)
+        assert (await request(address)).status == 200
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(30):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def _worker_pids(supervisor: int) -> set[int]:
+    out = subprocess.run(["pgrep", "-P", str(supervisor)], capture_output=True, text=True).stdout
+    return {int(p) for p in out.split()}
+
+
+async def test_workers_share_the_port_and_are_restarted(
+    tmp_path: Path, gateway_process: list[GatewayProcess], upstream: Upstream
+) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    config = basic_config(0, upstream.address, workers=2)
+    config["server"]["listen"] = address
+    process, _ = await start_process(tmp_path, gateway_process, config)
+    await process.wait_log("gateway listening", count=2)
+    workers = _worker_pids(process.pid)
+    assert len(workers) == 2
+    assert (await request(address)).status == 200
+
+    victim = min(workers)
+    os.kill(victim, signal.SIGKILL)
+    await process.wait_log("restarting")
+    await process.wait_log("gateway listening", count=3)
+    now = _worker_pids(process.pid)
+    assert len(now) == 2
+    assert victim not in now
+    for _ in range(10):
+        assert (await request(address)).status == 200
+    process.signal(signal.SIGTERM)
+    assert await process.wait_exit() == 0
+
+
+def test_ipv6_loopback_available() -> None:
+    # The multi-address test above listens on [::1]; make a missing IPv6 stack obvious.
+    with socket.socket(socket.AF_INET6) as s:
+        s.bind(("::1", 0))
