@@ -46,7 +46,7 @@ def resolve_env(value: Any, environ: Mapping[str, str], path: str, errors: list[
 def _split_msgspec_error(text: str) -> ConfigError:
     message, sep, path = text.rpartition(" - at `")
     if not sep:
-        return ConfigError(text)
+        return ConfigError(text, "$")  # msgspec names no path for the top-level object
     return ConfigError(message, path.rstrip("`"))
 
 

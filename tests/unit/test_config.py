@@ -1,0 +1,104 @@
+"""Config errors: (JSON snippet, expected `$.path`), and what a valid config compiles to."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from gateway.config.load import parse
+from gateway.errors import ConfigErrors
+from gateway.runtime import compile_config
+
+UP = {"nodes": {"127.0.0.1:8080": 1}}
+
+
+def route(**extra: Any) -> dict[str, Any]:
+    return {"id": "r", "uri": "/a", "upstream": UP, **extra}
+
+
+CASES: list[tuple[dict[str, Any], str]] = [
+    ({"routes": [route(uri=None)]}, "$.routes[0]"),
+    ({"routes": [route(uri="no-slash")]}, "$.routes[0].uri"),
+    ({"routes": [route(methods=["FETCH"])]}, "$.routes[0].methods[0]"),
+    ({"routes": [route(priority="high")]}, "$.routes[0].priority"),
+    ({"routes": [route(hosts=["bad host"])]}, "$.routes[0].hosts[0]"),
+    ({"routes": [route(plugins={"no-such-plugin": {}})]}, "$.routes[0].plugins"),
+    ({"routes": [route(plugins={"proxy-rewrite": {"hide_credential": True}})]},
+     "$.routes[0].plugins.proxy-rewrite"),
+    ({"routes": [route(plugins={"proxy-rewrite": {"regex_uri": ["(", "/x"]}})]},
+     "$.routes[0].plugins.proxy-rewrite"),
+    ({"routes": [route(upstream={"nodes": {"no-port": 1}})]}, "$.routes[0].upstream"),
+    ({"routes": [route(upstream={"nodes": {"h:1": 1}, "timeout": {"read": 0}})]},
+     "$.routes[0].upstream.timeout.read"),
+    ({"routes": [route(upstream={"nodes": {"h:1": 1}, "pass_host": "rewrite"})]},
+     "$.routes[0].upstream"),
+    ({"routes": [route(upstream={"nodes": {"h:1": 1}, "scheme": "gopher"})]},
+     "$.routes[0].upstream.scheme"),
+    ({"routes": [route(upstream=None, upstream_id="nope")]}, "$.routes[0].upstream_id"),
+    ({"routes": [route(service_id="nope")]}, "$.routes[0].service_id"),
+    ({"routes": [route(), route()]}, "$.routes[1].id"),
+    ({"upstreams": [{"nodes": {"h:1": 1}}]}, "$.upstreams[0]"),
+    ({"upstreams": [{"id": "u", **UP}, {"id": "u", **UP}]}, "$.upstreams[1].id"),
+    ({"services": [{"id": "s", "upstream_id": "x"}]}, "$.services[0].upstream_id"),
+    ({"server": {"workers": 0}}, "$.server.workers"),
+    ({"server": {"listen": ["127.0.0.1:99999"]}}, "$.server"),
+    ({"server": {"limits": {"max_headers": 0}}}, "$.server.limits.max_headers"),
+    ({"global_rules": [{"id": "g"}]}, "$.global_rules[0]"),
+    ({"consumers": [{"username": "bad name!"}]}, "$.consumers[0].username"),
+    ({"consumers": [{"username": "a", "group_id": "none"}]}, "$.consumers[0].group_id"),
+    ({"unknown": 1}, "$"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("snippet", "path"), CASES)
+def test_bad_config_names_the_path(snippet: dict[str, Any], path: str) -> None:
+    with pytest.raises(ConfigErrors) as info:
+        parse(json.dumps(snippet).encode())
+    assert any(e.path == path for e in info.value.errors), str(info.value)
+
+
+def test_invalid_json_is_reported() -> None:
+    with pytest.raises(ConfigErrors, match="invalid JSON"):
+        parse(b"{not json")
+
+
+def test_env_references_are_resolved_and_never_literal() -> None:
+    snippet = {"routes": [route(plugins={"proxy-rewrite": {"host": "$env://BACKEND_HOST"}})]}
+    config = parse(json.dumps(snippet).encode(), environ={"BACKEND_HOST": "svc.internal"})
+    assert config.routes[0].plugins.proxy_rewrite.host == "svc.internal"
+    with pytest.raises(ConfigErrors) as info:
+        parse(json.dumps(snippet).encode(), environ={})
+    assert info.value.errors[0].path == "$.routes[0].plugins.proxy-rewrite.host"
+
+
+def test_defaults_follow_apisix() -> None:
+    config = parse(json.dumps({"routes": [route()]}).encode())
+    upstream = config.routes[0].upstream
+    assert (upstream.timeout.connect, upstream.timeout.send, upstream.timeout.read) == (60, 60, 60)
+    assert (upstream.keepalive_pool.size, upstream.keepalive_pool.idle_timeout,
+            upstream.keepalive_pool.requests) == (320, 60, 1000)  # fmt: skip
+    assert upstream.pass_host == "pass"
+    assert config.server.workers == 1
+    assert config.server.shutdown_timeout == 30
+    assert config.server.limits.max_headers == 100
+
+
+def test_compile_merges_service_and_route_plugins_after_global_rules() -> None:
+    snippet = {
+        "global_rules": [{"id": "g", "plugins": {"proxy-rewrite": {"host": "global"}}}],
+        "services": [{"id": "s", "upstream": UP, "plugins": {"proxy-rewrite": {"host": "svc"}}}],
+        "routes": [{"id": "r", "uri": "/a", "service_id": "s"}],
+    }
+    runtime = compile_config(parse(json.dumps(snippet).encode()))
+    compiled = runtime.router.match(b"GET", b"/a", b"")
+    assert compiled is not None
+    hosts = [p.conf.host for p in compiled.chain.plugins]
+    assert hosts == ["global", "svc"]
+
+
+def test_shipped_config_is_valid() -> None:
+    from tests.helpers import ROOT
+
+    parse((ROOT / "config.json").read_bytes())

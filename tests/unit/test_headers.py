@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from gateway.http.headers import (
+    client_response_headers,
+    is_websocket_upgrade,
+    strip_hop_by_hop,
+    upstream_request_headers,
+)
+
+
+def names(headers: list[tuple[bytes, bytes]]) -> list[bytes]:
+    return [n for n, _ in headers]
+
+
+def test_upstream_head_drops_hop_by_hop_and_restates_framing() -> None:
+    client = [
+        (b"host", b"public"),
+        (b"connection", b"keep-alive, x-private"),
+        (b"x-private", b"1"),
+        (b"keep-alive", b"300"),
+        (b"te", b"trailers"),
+        (b"transfer-encoding", b"chunked"),
+        (b"proxy-authorization", b"Basic x"),
+        (b"x-forwarded-for", b"1.1.1.1"),
+        (b"x-forwarded-for", b"2.2.2.2"),
+        (b"x-real-ip", b"9.9.9.9"),
+        (b"expect", b"100-continue"),
+        (b"accept", b"*/*"),
+    ]
+    out = upstream_request_headers(
+        client,
+        host=b"backend",
+        remote_addr=b"127.0.0.1",
+        forwarded_host=b"public",
+        server_port=b"9080",
+        framing=(b"transfer-encoding", b"chunked"),
+        websocket=False,
+    )
+    assert out == [
+        (b"host", b"backend"),
+        (b"accept", b"*/*"),
+        (b"x-forwarded-for", b"1.1.1.1, 2.2.2.2, 127.0.0.1"),
+        (b"x-real-ip", b"127.0.0.1"),
+        (b"x-forwarded-proto", b"http"),
+        (b"x-forwarded-host", b"public"),
+        (b"x-forwarded-port", b"9080"),
+        (b"transfer-encoding", b"chunked"),
+    ]
+
+
+def test_websocket_upgrade_survives_only_when_asked() -> None:
+    client = [(b"connection", b"Upgrade"), (b"upgrade", b"websocket"), (b"sec-websocket-key", b"k")]
+    assert is_websocket_upgrade(client)
+    kwargs = dict(host=b"h", remote_addr=b"r", forwarded_host=b"h", server_port=b"1", framing=None)
+    with_ws = upstream_request_headers(client, websocket=True, **kwargs)  # type: ignore[arg-type]
+    assert (b"upgrade", b"websocket") in with_ws
+    assert (b"connection", b"upgrade") in with_ws
+    without = upstream_request_headers(client, websocket=False, **kwargs)  # type: ignore[arg-type]
+    assert b"upgrade" not in names(without)
+    assert b"connection" not in names(without)
+
+
+def test_response_framing_restated() -> None:
+    upstream = [(b"content-length", b"5"), (b"connection", b"close, x-h"), (b"x-h", b"1"), (b"a", b"b")]
+    assert client_response_headers(upstream, no_body=False) == [(b"a", b"b"), (b"content-length", b"5")]
+    chunked = [(b"transfer-encoding", b"chunked"), (b"content-length", b"5")]
+    assert client_response_headers(chunked, no_body=False) == [(b"transfer-encoding", b"chunked")]
+    assert client_response_headers([], no_body=False) == [(b"transfer-encoding", b"chunked")]
+    assert client_response_headers([], no_body=True) == []
+
+
+def test_strip_hop_by_hop() -> None:
+    headers = [(b"connection", b"foo"), (b"foo", b"1"), (b"upgrade", b"h2c"), (b"bar", b"2")]
+    assert strip_hop_by_hop(headers) == [(b"bar", b"2")]
