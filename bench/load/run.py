@@ -1,0 +1,226 @@
+"""Load benchmark: the gateway next to its baselines, in one run, on loopback.
+
+Processes (each started and stopped by PID):
+  - upstream: nginx from Debian when installed (else the shipped echo upstream), CPU 1;
+  - direct:   wrk straight at the upstream (the ceiling);
+  - nginx:    nginx as a reverse proxy (1 worker, upstream keepalive), CPU 0;
+  - gateway:  trio-gateway, 1 worker, CPU 0;
+  - wrk:      1 thread, 64 keep-alive connections, CPU 1.
+Scenarios: small GET, 64 KiB GET, 1 MiB POST. Prints a table and JSON (req/s, p50, p99 and
+the ratios to nginx and to direct). Timing never goes into a test.
+
+    python bench/load/run.py [--duration 5] [--connections 64] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL, MEDIUM, POST = "/small", "/64k", "/post"
+SCENARIOS = [("small GET", SMALL, None), ("64 KiB GET", MEDIUM, None), ("1 MiB POST", POST, 1 << 20)]
+HAVE_TASKSET = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def pinned(cpu: int, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", str(cpu), *argv] if HAVE_TASKSET else argv
+
+
+def find_nginx() -> str | None:
+    return shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+
+
+NGINX_COMMON = """
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log error;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
+  keepalive_requests 1000000;
+  {body}
+}}
+"""
+
+NGINX_UPSTREAM = """
+  server {{
+    listen 127.0.0.1:{port};
+    location = /small {{ default_type text/plain; return 200 "hello, world\\n"; }}
+    location = /64k {{ default_type application/octet-stream; alias {dir}/64k.bin; }}
+    location = /post {{ client_max_body_size 2m; client_body_buffer_size 2m;
+                        default_type text/plain; return 200 "ok\\n"; }}
+  }}
+"""
+
+NGINX_PROXY = """
+  upstream backend {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    client_max_body_size 2m;
+    location / {{
+      proxy_pass http://backend; proxy_http_version 1.1;
+      proxy_set_header Connection ""; proxy_request_buffering off;
+    }}
+  }}
+"""
+
+
+class Procs:
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, argv: list[str], **kw: object) -> subprocess.Popen[bytes]:
+        p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)  # type: ignore[call-overload]
+        self.procs.append(p)
+        return p
+
+    def stop_all(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def start_nginx(procs: Procs, nginx: str, workdir: Path, body: str) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "nginx.conf").write_text(NGINX_COMMON.format(dir=workdir, body=body))
+    cpu = 0 if workdir.name.endswith("proxy") else 1  # the proxy under test gets CPU 0
+    argv = [nginx, "-p", str(workdir), "-c", str(workdir / "nginx.conf"), "-g", "daemon off;"]
+    procs.start(pinned(cpu, argv))
+
+
+def run_wrk(url: str, duration: int, connections: int, post_bytes: int | None, tmp: Path) -> dict[str, float]:
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+    if post_bytes:
+        script = tmp / "post.lua"
+        script.write_text(
+            f'wrk.method = "POST"\nwrk.body = string.rep("x", {post_bytes})\n'
+            'wrk.headers["Content-Type"] = "application/octet-stream"\n'
+        )
+        argv += ["-s", str(script)]
+    out = subprocess.run(pinned(1, [*argv, url]), capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def pct(p: str) -> float:
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not m:
+            return float("nan")
+        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99"),
+            "non_2xx": int(errors.group(1)) if errors else 0}  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        print("wrk is not installed (make bench-deps installs it)", file=sys.stderr)
+        return 1
+    nginx = find_nginx()
+    tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    tmp.chmod(0o755)  # nginx workers run as an unprivileged user and must read the files
+    procs = Procs()
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    try:
+        up_port = free_port()
+        if nginx:
+            updir = tmp / "upstream"
+            updir.mkdir(mode=0o755)
+            (updir / "64k.bin").write_bytes(b"x" * 65536)
+            (updir / "64k.bin").chmod(0o644)
+            start_nginx(procs, nginx, updir, NGINX_UPSTREAM.format(port=up_port, dir=updir))
+            upstream_kind = "nginx"
+            paths = {SMALL: SMALL, MEDIUM: MEDIUM, POST: POST}
+        else:
+            procs.start(pinned(1, [sys.executable, str(ROOT / "bench/echo_upstream.py"), "--port", str(up_port)]))
+            upstream_kind = "echo_upstream.py"
+            paths = {SMALL: "/bytes/13", MEDIUM: "/bytes/65536", POST: "/bytes/3"}
+        wait_port(up_port)
+
+        targets = {"direct": up_port}
+        if nginx:
+            proxy_port = free_port()
+            start_nginx(procs, nginx, tmp / "nginx-proxy", NGINX_PROXY.format(port=proxy_port, upstream=up_port))
+            wait_port(proxy_port)
+            targets["nginx"] = proxy_port
+
+        gw_port = free_port()
+        config = {
+            "server": {"listen": f"127.0.0.1:{gw_port}", "access_log": False},
+            "upstreams": [{"id": "up", "nodes": {f"127.0.0.1:{up_port}": 1}}],
+            "routes": [{"id": "bench", "uri": "/*", "upstream_id": "up"}],
+        }
+        (tmp / "gateway.json").write_text(json.dumps(config))
+        procs.start(pinned(0, [sys.executable, "-m", "gateway", "--config", str(tmp / "gateway.json")]), cwd=ROOT)
+        wait_port(gw_port)
+        targets["gateway"] = gw_port
+
+        for label, path, post in SCENARIOS:
+            results[label] = {}
+            for name, port in targets.items():
+                url = f"http://127.0.0.1:{port}{paths[path]}"
+                run_wrk(url, 1, args.connections, post, tmp)  # warm-up
+                results[label][name] = run_wrk(url, args.duration, args.connections, post, tmp)
+    finally:
+        procs.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print(f"upstream: {upstream_kind}; {args.connections} connections, {args.duration}s per run; "
+          f"gateway and nginx proxy on CPU 0, wrk and upstream on CPU 1" if HAVE_TASKSET else "unpinned")  # fmt: skip
+    print(f"{'scenario':<12} {'target':<8} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'x nginx':>8} {'x direct':>8}")
+    for label, by_target in results.items():
+        for name, r in by_target.items():
+            r["x_direct"] = round(r["rps"] / by_target["direct"]["rps"], 3)
+            if "nginx" in by_target:
+                r["x_nginx"] = round(r["rps"] / by_target["nginx"]["rps"], 3)
+            print(f"{label:<12} {name:<8} {r['rps']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+                  f"{r.get('x_nginx', float('nan')):>8.3f} {r['x_direct']:>8.3f}")  # fmt: skip
+    doc = {"upstream": upstream_kind, "connections": args.connections, "duration_s": args.duration,
+           "results": results}  # fmt: skip
+    print(json.dumps(doc))
+    if args.json:
+        args.json.write_text(json.dumps(doc, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
