@@ -10,6 +10,7 @@ the load benchmark); `?delay=S` waits S seconds before answering.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import socket
@@ -21,7 +22,11 @@ import trio
 
 def _response(status: int, body: bytes, content_type: bytes) -> list[h11.Event]:
     headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-    return [h11.Response(status_code=status, headers=headers), h11.Data(data=body), h11.EndOfMessage()]
+    return [
+        h11.Response(status_code=status, headers=headers),
+        h11.Data(data=body),
+        h11.EndOfMessage(),
+    ]
 
 
 _BYTES_CACHE: dict[int, bytes] = {}
@@ -73,7 +78,9 @@ async def handle(stream: trio.SocketStream) -> None:
                     "method": request.method.decode(),
                     "path": parts.path,
                     "query": parts.query,
-                    "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.headers],
+                    "headers": [
+                        [k.decode("latin-1"), v.decode("latin-1")] for k, v in request.headers
+                    ],
                     "body_length": length,
                     "body_sha256": digest.hexdigest(),
                 }
@@ -89,7 +96,9 @@ async def handle(stream: trio.SocketStream) -> None:
         await trio.aclose_forcefully(stream)
 
 
-async def serve(host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve(
+    host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
     listeners = await trio.open_tcp_listeners(port, host=host)
     for listener in listeners:
         listener.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -103,10 +112,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=9081)
     args = parser.parse_args()
     print(f"echo upstream on {args.host}:{args.port}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         trio.run(serve, args.host, args.port)
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

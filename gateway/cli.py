@@ -1,7 +1,7 @@
 """Command line: run the gateway, or check a config file like `nginx -t`.
 
-    gateway --config PATH            serve (server.workers processes)
-    gateway check --config PATH      validate only; also `gateway --config PATH --check`
+gateway --config PATH            serve (server.workers processes)
+gateway check --config PATH      validate only; also `gateway --config PATH --check`
 """
 
 from __future__ import annotations

@@ -155,7 +155,12 @@ class ClientConnection:
         if self._body_done:
             return None
         if self.h11.they_are_waiting_for_100_continue:
-            await self.send(self.h11.send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")) or b"")
+            await self.send(
+                self.h11.send(
+                    h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
+                )
+                or b""
+            )
         idle_timeout = self.shared.runtime.limits.body_idle_timeout
         while True:
             try:
@@ -173,7 +178,7 @@ class ClientConnection:
                 continue
             if type(event) is h11.Data:
                 self.body_started = True
-                return event.data  # type: ignore[no-any-return]
+                return event.data
             if type(event) is h11.EndOfMessage:
                 self._body_done = True
                 return None
@@ -248,9 +253,12 @@ class ClientConnection:
         close = reply.close or self.shared.draining or self.h11.their_state is not h11.DONE
         if close:
             headers.append((b"connection", b"close"))
-        data = self.h11.send(
-            h11.Response(status_code=reply.status, headers=headers, reason=reason(reply.status))
-        ) or b""
+        data = (
+            self.h11.send(
+                h11.Response(status_code=reply.status, headers=headers, reason=reason(reply.status))
+            )
+            or b""
+        )
         if ctx.method != b"HEAD":
             data += self.h11.send(h11.Data(data=reply.body)) or b""
         data += self.h11.send(h11.EndOfMessage()) or b""
@@ -267,18 +275,24 @@ class ClientConnection:
         except h11.RemoteProtocolError:
             return
 
-    async def _reject(self, status: int, reason: str) -> None:
+    async def _reject(self, status: int, why: str) -> None:
         """Answer bad input with `status` and close; nothing reached an upstream."""
-        log.info("rejecting request from %s: %s", self.remote_addr, reason)
+        log.info("rejecting request from %s: %s", self.remote_addr, why)
         if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
         reply = status_reply(status)
-        headers = [*reply.headers, (b"content-length", str(len(reply.body)).encode()),
-                   (b"connection", b"close")]  # fmt: skip
+        headers = [
+            *reply.headers,
+            (b"content-length", str(len(reply.body)).encode()),
+            (b"connection", b"close"),
+        ]
         try:
-            data = self.h11.send(
-                h11.Response(status_code=status, headers=headers, reason=reason(status))
-            ) or b""
+            data = (
+                self.h11.send(
+                    h11.Response(status_code=status, headers=headers, reason=reason(status))
+                )
+                or b""
+            )
             data += self.h11.send(h11.Data(data=reply.body)) or b""
             data += self.h11.send(h11.EndOfMessage()) or b""
             await self.send(data)

@@ -75,15 +75,9 @@ class Chain:
         self.access = self._hooks("access")
         self.before_proxy = self._hooks("before_proxy")
         self.header_filters: tuple[HeaderFilter, ...] = tuple(
-            p.header_filter  # type: ignore[attr-defined]
-            for p in self.plugins
-            if hasattr(p, "header_filter")
+            p.header_filter for p in self.plugins if hasattr(p, "header_filter")
         )
-        self.logs: tuple[LogHook, ...] = tuple(
-            p.log  # type: ignore[attr-defined]
-            for p in self.plugins
-            if hasattr(p, "log")
-        )
+        self.logs: tuple[LogHook, ...] = tuple(p.log for p in self.plugins if hasattr(p, "log"))
 
     def _hooks(self, phase: str) -> tuple[tuple[Hook, bool], ...]:
         hooks = []
@@ -127,7 +121,9 @@ async def run_request_phases(chain: Chain, ctx: RequestContext) -> Reply | None:
     return None
 
 
-def run_header_filters(chain: Chain, ctx: RequestContext, status: int, headers: list[Header]) -> None:
+def run_header_filters(
+    chain: Chain, ctx: RequestContext, status: int, headers: list[Header]
+) -> None:
     """Let plugins edit the response head before it goes to the client."""
     for fn in chain.header_filters:
         fn(ctx, status, headers)

@@ -36,10 +36,17 @@ TUNNEL_CHUNK = 64 * 1024
 class Client(Protocol):
     """What the proxy needs of the downstream connection."""
 
-    h11: h11.Connection
-    stream: trio.abc.Stream
-    body_started: bool
-    draining: bool
+    @property
+    def h11(self) -> h11.Connection: ...
+
+    @property
+    def stream(self) -> trio.SocketStream: ...
+
+    @property
+    def body_started(self) -> bool: ...
+
+    @property
+    def draining(self) -> bool: ...
 
     async def receive_body(self) -> bytes | None: ...
 
@@ -73,7 +80,9 @@ async def _wait_connect(upstream: CompiledUpstream, node: Node) -> UpstreamConne
     raise UpstreamError(UpstreamPhase.CONNECT, "timed out", timeout=True)
 
 
-async def forward(client: Client, ctx: RequestContext, route: CompiledRoute, pools: PoolManager) -> None:
+async def forward(
+    client: Client, ctx: RequestContext, route: CompiledRoute, pools: PoolManager
+) -> None:
     """Proxy the request in `ctx` to `route`'s upstream and stream the response to `client`."""
     upstream = route.upstream
     node = upstream.balancer.pick()
@@ -124,8 +133,9 @@ async def forward(client: Client, ctx: RequestContext, route: CompiledRoute, poo
         ctx.upstream_time = trio.current_time() - started
 
 
-async def _send_upstream(conn: UpstreamConnection, data: bytes, timeout: float) -> None:
-    with trio.move_on_after(timeout):
+async def _send_upstream(conn: UpstreamConnection, data: bytes, upstream: CompiledUpstream) -> None:
+    """Send within the upstream's configured send timeout; raises UpstreamError (504 on timeout)."""
+    with trio.move_on_after(upstream.send_timeout):
         await conn.send(data)
         return
     raise UpstreamError(UpstreamPhase.SEND, "timed out", timeout=True, reused=conn.reused)
@@ -143,16 +153,16 @@ async def _exchange(
     conn.requests += 1
     out = conn.h11.send(request) or b""
     if has_body:
-        await _send_upstream(conn, out, upstream.send_timeout)
+        await _send_upstream(conn, out, upstream)
         while (chunk := await client.receive_body()) is not None:
-            await _send_upstream(conn, conn.h11.send(h11.Data(data=chunk)) or b"", upstream.send_timeout)
-        await _send_upstream(conn, conn.h11.send(h11.EndOfMessage()) or b"", upstream.send_timeout)
+            await _send_upstream(conn, conn.h11.send(h11.Data(data=chunk)) or b"", upstream)
+        await _send_upstream(conn, conn.h11.send(h11.EndOfMessage()) or b"", upstream)
     else:
         # Advance the client's parser past the (empty) body before answering.
         while await client.receive_body() is not None:
             pass
         out += conn.h11.send(h11.EndOfMessage()) or b""
-        await _send_upstream(conn, out, upstream.send_timeout)
+        await _send_upstream(conn, out, upstream)
 
     responded = False
     pending = bytearray()
@@ -162,7 +172,10 @@ async def _exchange(
             event = conn.h11.next_event()
         except h11.RemoteProtocolError as exc:
             raise UpstreamError(
-                UpstreamPhase.READ, f"invalid response: {exc}", reused=conn.reused, responded=responded
+                UpstreamPhase.READ,
+                f"invalid response: {exc}",
+                reused=conn.reused,
+                responded=responded,
             ) from None
         if event is h11.NEED_DATA:
             if pending:
@@ -173,7 +186,11 @@ async def _exchange(
                 data = await conn.receive(responded)
             if scope.cancelled_caught:
                 raise UpstreamError(
-                    UpstreamPhase.READ, "timed out", timeout=True, reused=conn.reused, responded=responded
+                    UpstreamPhase.READ,
+                    "timed out",
+                    timeout=True,
+                    reused=conn.reused,
+                    responded=responded,
                 )
             if data:
                 responded = True
@@ -190,9 +207,14 @@ async def _exchange(
                 run_header_filters(ctx.route.chain, ctx, status, headers)
             if client.draining:
                 headers.append((b"connection", b"close"))
-            pending += client_h11.send(
-                h11.Response(status_code=status, headers=headers, reason=reason(status) or event.reason)
-            ) or b""
+            pending += (
+                client_h11.send(
+                    h11.Response(
+                        status_code=status, headers=headers, reason=reason(status) or event.reason
+                    )
+                )
+                or b""
+            )
         elif type(event) is h11.EndOfMessage:
             pending += client_h11.send(h11.EndOfMessage()) or b""
             await client.send(bytes(pending))
@@ -205,7 +227,10 @@ async def _exchange(
             # 100 Continue is the gateway's own business with the client; 103 is dropped.
         else:  # ConnectionClosed or PAUSED before the end of the response
             raise UpstreamError(
-                UpstreamPhase.READ, "connection closed early", reused=conn.reused, responded=responded
+                UpstreamPhase.READ,
+                "connection closed early",
+                reused=conn.reused,
+                responded=responded,
             )
 
 
@@ -219,7 +244,11 @@ def _release(conn: UpstreamConnection, upstream: CompiledUpstream, pools: PoolMa
     ):
         conn.h11.start_next_cycle()
         pools.checkin(
-            conn, upstream.pool_size, upstream.max_requests, upstream.idle_timeout, trio.current_time()
+            conn,
+            upstream.pool_size,
+            upstream.max_requests,
+            upstream.idle_timeout,
+            trio.current_time(),
         )
     else:
         conn.close()
@@ -236,7 +265,9 @@ async def _tunnel(
     ctx.status = 101
     headers = client_response_headers(list(event.headers), no_body=True, websocket=True)
     await client.send(
-        client.h11.send(h11.InformationalResponse(status_code=101, headers=headers, reason=event.reason))
+        client.h11.send(
+            h11.InformationalResponse(status_code=101, headers=headers, reason=event.reason)
+        )
         or b""
     )
     upstream_early, _ = conn.h11.trailing_data

@@ -18,10 +18,15 @@ T = TypeVar("T")
 
 
 class _Candidate(Generic[T]):
-    __slots__ = ("exact_hosts", "methods", "priority", "order", "value", "wildcard_hosts")
+    __slots__ = ("exact_hosts", "methods", "order", "priority", "value", "wildcard_hosts")
 
     def __init__(
-        self, value: T, methods: frozenset[bytes] | None, hosts: Sequence[str], priority: int, order: int
+        self,
+        value: T,
+        methods: frozenset[bytes] | None,
+        hosts: Sequence[str],
+        priority: int,
+        order: int,
     ) -> None:
         self.value = value
         self.methods = methods
@@ -38,7 +43,9 @@ class _Candidate(Generic[T]):
             return True
         if host in self.exact_hosts:
             return True
-        return any(host.endswith(suffix) and len(host) > len(suffix) for suffix in self.wildcard_hosts)
+        return any(
+            host.endswith(suffix) and len(host) > len(suffix) for suffix in self.wildcard_hosts
+        )
 
 
 class RouteSpec(Generic[T]):

@@ -94,9 +94,7 @@ class Runtime:
             service = services.get(route.service_id) if route.service_id else None
             compiled = self._compile_route(route, service, global_plugins)
             hosts = route.host_list or (service.hosts if service and service.hosts else [])
-            specs.append(
-                RouteSpec(compiled, route.uri_list, route.methods, hosts, route.priority)
-            )
+            specs.append(RouteSpec(compiled, route.uri_list, route.methods, hosts, route.priority))
         self.router: Router[CompiledRoute] = Router(specs)
 
     def _compile_route(
@@ -109,9 +107,7 @@ class Runtime:
         chain = Chain([*global_plugins, *merged.values()])
         upstream = self._route_upstream(route, service)
         websocket = route.enable_websocket or bool(service and service.enable_websocket)
-        return CompiledRoute(
-            route.id, route.service_id, chain, upstream, websocket
-        )
+        return CompiledRoute(route.id, route.service_id, chain, upstream, websocket)
 
     def _route_upstream(self, route: Route, service: Service | None) -> CompiledUpstream:
         if route.upstream is not None:

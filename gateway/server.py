@@ -57,7 +57,9 @@ def _format_address(sockname: tuple[str, int] | tuple[str, int, int, int]) -> st
 class Gateway:
     """One process's server: the current `Runtime`, upstream pools and open connections."""
 
-    def __init__(self, config_path: str | None, runtime: Runtime, *, reuse_port: bool = False) -> None:
+    def __init__(
+        self, config_path: str | None, runtime: Runtime, *, reuse_port: bool = False
+    ) -> None:
         self.config_path = config_path
         self.runtime = runtime
         self.reuse_port = reuse_port
@@ -68,11 +70,11 @@ class Gateway:
         self._accept_scope: trio.CancelScope | None = None
         self._stop_requested = False
 
-    async def serve(self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Serve until `stop()`; then drain within `server.shutdown_timeout`."""
-        listeners = [
-            await open_listener(a, self.reuse_port) for a in self.runtime.server.addresses
-        ]
+        listeners = [await open_listener(a, self.reuse_port) for a in self.runtime.server.addresses]
         addresses = [_format_address(ln.socket.getsockname()) for ln in listeners]
         limiter = trio.Semaphore(self.runtime.limits.max_connections)
         try:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,5 +25,6 @@ def gateway_process(tmp_path: Path) -> Iterator[list[GatewayProcess]]:
 
 
 @pytest.fixture
-async def second_upstream(nursery: trio.Nursery) -> AsyncIterator[Upstream]:
-    yield await nursery.start(Upstream(name="second").serve)
+async def second_upstream(nursery: trio.Nursery) -> Upstream:
+    """Another recording echo upstream, for balancing and reload tests."""
+    return await nursery.start(Upstream(name="second").serve)

@@ -111,7 +111,9 @@ class Upstream:
         finally:
             await trio.aclose_forcefully(stream)
 
-    async def serve(self, *, task_status: trio.TaskStatus[Upstream] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self, *, task_status: trio.TaskStatus[Upstream] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         await raw_serve(self._handle, task_status=task_status, on_port=self._set_port, result=self)
 
     def _set_port(self, port: int) -> None:

@@ -29,7 +29,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL, MEDIUM, POST = "/small", "/64k", "/post"
-SCENARIOS = [("small GET", SMALL, None), ("64 KiB GET", MEDIUM, None), ("1 MiB POST", POST, 1 << 20)]
+SCENARIOS = [
+    ("small GET", SMALL, None),
+    ("64 KiB GET", MEDIUM, None),
+    ("1 MiB POST", POST, 1 << 20),
+]
 HAVE_TASKSET = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
 
 
@@ -55,7 +59,9 @@ def pinned(cpu: int, argv: list[str]) -> list[str]:
 
 
 def find_nginx() -> str | None:
-    return shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    return shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
 
 
 NGINX_COMMON = """
@@ -123,7 +129,9 @@ def start_nginx(procs: Procs, nginx: str, workdir: Path, body: str) -> None:
     procs.start(pinned(cpu, argv))
 
 
-def run_wrk(url: str, duration: int, connections: int, post_bytes: int | None, tmp: Path) -> dict[str, float]:
+def run_wrk(
+    url: str, duration: int, connections: int, post_bytes: int | None, tmp: Path
+) -> dict[str, float]:
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
     if post_bytes:
         script = tmp / "post.lua"
@@ -142,8 +150,12 @@ def run_wrk(url: str, duration: int, connections: int, post_bytes: int | None, t
         return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99"),
-            "non_2xx": int(errors.group(1)) if errors else 0}  # fmt: skip
+    return {
+        "rps": rps,
+        "p50_ms": pct("50"),
+        "p99_ms": pct("99"),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+    }
 
 
 def main() -> int:
@@ -171,7 +183,12 @@ def main() -> int:
             upstream_kind = "nginx"
             paths = {SMALL: SMALL, MEDIUM: MEDIUM, POST: POST}
         else:
-            procs.start(pinned(1, [sys.executable, str(ROOT / "bench/echo_upstream.py"), "--port", str(up_port)]))
+            procs.start(
+                pinned(
+                    1,
+                    [sys.executable, str(ROOT / "bench/echo_upstream.py"), "--port", str(up_port)],
+                )
+            )
             upstream_kind = "echo_upstream.py"
             paths = {SMALL: "/bytes/13", MEDIUM: "/bytes/65536", POST: "/bytes/3"}
         wait_port(up_port)
@@ -179,7 +196,12 @@ def main() -> int:
         targets = {"direct": up_port}
         if nginx:
             proxy_port = free_port()
-            start_nginx(procs, nginx, tmp / "nginx-proxy", NGINX_PROXY.format(port=proxy_port, upstream=up_port))
+            start_nginx(
+                procs,
+                nginx,
+                tmp / "nginx-proxy",
+                NGINX_PROXY.format(port=proxy_port, upstream=up_port),
+            )
             wait_port(proxy_port)
             targets["nginx"] = proxy_port
 
@@ -190,7 +212,10 @@ def main() -> int:
             "routes": [{"id": "bench", "uri": "/*", "upstream_id": "up"}],
         }
         (tmp / "gateway.json").write_text(json.dumps(config))
-        procs.start(pinned(0, [sys.executable, "-m", "gateway", "--config", str(tmp / "gateway.json")]), cwd=ROOT)
+        procs.start(
+            pinned(0, [sys.executable, "-m", "gateway", "--config", str(tmp / "gateway.json")]),
+            cwd=ROOT,
+        )
         wait_port(gw_port)
         targets["gateway"] = gw_port
 
@@ -204,18 +229,34 @@ def main() -> int:
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"upstream: {upstream_kind}; {args.connections} connections, {args.duration}s per run; "
-          f"gateway and nginx proxy on CPU 0, wrk and upstream on CPU 1" if HAVE_TASKSET else "unpinned")  # fmt: skip
-    print(f"{'scenario':<12} {'target':<8} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'x nginx':>8} {'x direct':>8}")
+    placement = (
+        "gateway and nginx proxy on CPU 0, wrk and upstream on CPU 1"
+        if HAVE_TASKSET
+        else "processes not pinned (taskset missing or one CPU)"
+    )
+    print(
+        f"upstream: {upstream_kind}; {args.connections} connections, "
+        f"{args.duration}s per run; {placement}"
+    )
+    print(
+        f"{'scenario':<12} {'target':<8} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'x nginx':>8} {'x direct':>8}"
+    )
     for label, by_target in results.items():
         for name, r in by_target.items():
             r["x_direct"] = round(r["rps"] / by_target["direct"]["rps"], 3)
             if "nginx" in by_target:
                 r["x_nginx"] = round(r["rps"] / by_target["nginx"]["rps"], 3)
-            print(f"{label:<12} {name:<8} {r['rps']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-                  f"{r.get('x_nginx', float('nan')):>8.3f} {r['x_direct']:>8.3f}")  # fmt: skip
-    doc = {"upstream": upstream_kind, "connections": args.connections, "duration_s": args.duration,
-           "results": results}  # fmt: skip
+            print(
+                f"{label:<12} {name:<8} {r['rps']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+                f"{r.get('x_nginx', float('nan')):>8.3f} {r['x_direct']:>8.3f}"
+            )
+    doc = {
+        "upstream": upstream_kind,
+        "connections": args.connections,
+        "duration_s": args.duration,
+        "results": results,
+    }
     print(json.dumps(doc))
     if args.json:
         args.json.write_text(json.dumps(doc, indent=2))

@@ -8,6 +8,7 @@ the upstream request head. Prints JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -36,14 +37,21 @@ ROUTES = 200  # a realistic table, with the matched route near the end
 
 
 def build_runtime():  # type: ignore[no-untyped-def]
-    routes = [
-        {"id": f"r{i}", "uri": f"/service{i}/*", "upstream_id": "u"} for i in range(ROUTES)
-    ]
+    routes = [{"id": f"r{i}", "uri": f"/service{i}/*", "upstream_id": "u"} for i in range(ROUTES)]
     routes.append(
-        {"id": "pets", "uri": "/petstore/*", "upstream_id": "u", "methods": ["GET", "POST"],
-         "plugins": {"proxy-rewrite": {"regex_uri": ["^/petstore/(.*)", "/$1"],
-                                       "headers": {"set": {"X-Gateway": "trio-gateway"}}}}}
-    )  # fmt: skip
+        {
+            "id": "pets",
+            "uri": "/petstore/*",
+            "upstream_id": "u",
+            "methods": ["GET", "POST"],
+            "plugins": {
+                "proxy-rewrite": {
+                    "regex_uri": ["^/petstore/(.*)", "/$1"],
+                    "headers": {"set": {"X-Gateway": "trio-gateway"}},
+                }
+            },
+        }
+    )
     config = {"upstreams": [{"id": "u", "nodes": {"127.0.0.1:8080": 1}}], "routes": routes}
     return compile_config(parse(json.dumps(config).encode()))
 
@@ -77,23 +85,28 @@ def main() -> None:
     compiled = route()
 
     def new_ctx() -> RequestContext:
-        ctx = RequestContext(request.method, request.target, list(headers), b"1.1", "127.0.0.1", 5555, 9080, 0.0)
+        ctx = RequestContext(
+            request.method, request.target, list(headers), b"1.1", "127.0.0.1", 5555, 9080, 0.0
+        )
         ctx.route = compiled  # type: ignore[assignment]
         return ctx
 
     def chain() -> None:
         ctx = new_ctx()
         coro = run_request_phases(compiled.chain, ctx)  # type: ignore[attr-defined]
-        try:
+        with contextlib.suppress(StopIteration):
             coro.send(None)
-        except StopIteration:
-            pass
 
     def upstream_head() -> list[tuple[bytes, bytes]]:
         return upstream_request_headers(
-            headers, host=b"api.example.com", remote_addr=b"127.0.0.1",
-            forwarded_host=b"api.example.com", server_port=b"9080", framing=None, websocket=False,
-        )  # fmt: skip
+            headers,
+            host=b"api.example.com",
+            remote_addr=b"127.0.0.1",
+            forwarded_host=b"api.example.com",
+            server_port=b"9080",
+            framing=None,
+            websocket=False,
+        )
 
     def serialise_upstream_request() -> bytes:
         conn = h11.Connection(h11.CLIENT)

@@ -29,7 +29,9 @@ def check(config: Config) -> list[ConfigError]:
     upstream_ids = set()
     for i, upstream in enumerate(config.upstreams):
         if upstream.id is None:
-            errors.append(ConfigError("an upstream in `upstreams` needs an `id`", f"$.upstreams[{i}]"))
+            errors.append(
+                ConfigError("an upstream in `upstreams` needs an `id`", f"$.upstreams[{i}]")
+            )
         else:
             upstream_ids.add(upstream.id)
     errors += _duplicates(
@@ -56,11 +58,11 @@ def check(config: Config) -> list[ConfigError]:
     )
 
     services = {s.id: s for s in config.services}
-    for i, service in enumerate(config.services):
-        if service.upstream_id is not None and service.upstream_id not in upstream_ids:
+    for i, svc in enumerate(config.services):
+        if svc.upstream_id is not None and svc.upstream_id not in upstream_ids:
             errors.append(
                 ConfigError(
-                    f"upstream_id {service.upstream_id!r} names no upstream",
+                    f"upstream_id {svc.upstream_id!r} names no upstream",
                     f"$.services[{i}].upstream_id",
                 )
             )
@@ -88,9 +90,7 @@ def check(config: Config) -> list[ConfigError]:
             and service.upstream_id is None
         ):
             errors.append(
-                ConfigError(
-                    "neither the route nor its service names an upstream", f"$.routes[{i}]"
-                )
+                ConfigError("neither the route nor its service names an upstream", f"$.routes[{i}]")
             )
 
     group_ids = {g.id for g in config.consumer_groups}

@@ -26,7 +26,9 @@ def _path_key(path: str, key: str) -> str:
     return f"{path}[{key!r}]"
 
 
-def resolve_env(value: Any, environ: Mapping[str, str], path: str, errors: list[ConfigError]) -> Any:
+def resolve_env(
+    value: Any, environ: Mapping[str, str], path: str, errors: list[ConfigError]
+) -> Any:
     """`value` with every `$env://NAME` string replaced from `environ`."""
     if isinstance(value, str):
         if value.startswith(ENV_PREFIX):

@@ -21,8 +21,17 @@ Seconds = Annotated[float, msgspec.Meta(gt=0)]
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Labels = dict[str, str]
 HttpMethod = Literal[
-    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "PURGE",
-]  # fmt: skip
+    "GET",
+    "POST",
+    "PUT",
+    "DELETE",
+    "PATCH",
+    "HEAD",
+    "OPTIONS",
+    "CONNECT",
+    "TRACE",
+    "PURGE",
+]
 
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[^:\[\]]+):([0-9]{1,5})$")
 _HOSTNAME = re.compile(r"^(\*\.)?[a-zA-Z0-9_-]+(\.[a-zA-Z0-9_-]+)*$|^\*$")
@@ -72,7 +81,7 @@ def plugin_items(plugins: Any) -> list[tuple[str, Any]]:
     ]
 
 
-class Limits(Conf, kw_only=True):
+class Limits(Conf, frozen=True, kw_only=True):
     """Hostile-input limits (SPEC section 7); defaults after nginx, Envoy and HAProxy."""
 
     max_request_line: Annotated[int, msgspec.Meta(ge=256)] = 8 * 1024
@@ -86,7 +95,7 @@ class Limits(Conf, kw_only=True):
     buffer_size: Annotated[int, msgspec.Meta(ge=1024)] = 64 * 1024
 
 
-class Server(Conf, kw_only=True):
+class Server(Conf, frozen=True, kw_only=True):
     listen: str | Annotated[list[str], msgspec.Meta(min_length=1)] = "127.0.0.1:9080"
     workers: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1
     shutdown_timeout: Annotated[float, msgspec.Meta(ge=0)] = 30.0
@@ -102,25 +111,25 @@ class Server(Conf, kw_only=True):
         return [self.listen] if isinstance(self.listen, str) else list(self.listen)
 
 
-class Timeout(Conf, kw_only=True):
+class Timeout(Conf, frozen=True, kw_only=True):
     connect: Seconds = 60.0
     send: Seconds = 60.0
     read: Seconds = 60.0
 
 
-class KeepalivePool(Conf, kw_only=True):
+class KeepalivePool(Conf, frozen=True, kw_only=True):
     size: Annotated[int, msgspec.Meta(ge=0)] = 320
     idle_timeout: Annotated[float, msgspec.Meta(ge=0)] = 60.0
     requests: Annotated[int, msgspec.Meta(ge=1)] = 1000
 
 
-class Node(Conf, kw_only=True):
+class Node(Conf, frozen=True, kw_only=True):
     host: Annotated[str, msgspec.Meta(min_length=1)]
     port: Port = 80
     weight: Annotated[int, msgspec.Meta(ge=0)] = 1
 
 
-class Upstream(Conf, kw_only=True):
+class Upstream(Conf, frozen=True, kw_only=True):
     id: Id | None = None
     name: str | None = None
     desc: str | None = None
@@ -150,13 +159,16 @@ class Upstream(Conf, kw_only=True):
         return [(n.host, n.port, n.weight) for n in self.nodes]
 
 
-class Route(Conf, kw_only=True):
+class Route(Conf, frozen=True, kw_only=True):
     id: Id
     name: str | None = None
     desc: str | None = None
     labels: Labels = {}
     uri: Annotated[str, msgspec.Meta(pattern=r"^/")] | None = None
-    uris: Annotated[list[Annotated[str, msgspec.Meta(pattern=r"^/")]], msgspec.Meta(min_length=1)] | None = None  # noqa: E501
+    uris: (
+        Annotated[list[Annotated[str, msgspec.Meta(pattern=r"^/")]], msgspec.Meta(min_length=1)]
+        | None
+    ) = None
     methods: list[HttpMethod] | None = None
     host: Annotated[str, msgspec.Meta(pattern=_HOSTNAME.pattern)] | None = None
     hosts: list[Annotated[str, msgspec.Meta(pattern=_HOSTNAME.pattern)]] | None = None
@@ -186,7 +198,7 @@ class Route(Conf, kw_only=True):
         return [self.host] if self.host is not None else list(self.hosts or ())
 
 
-class Service(Conf, kw_only=True):
+class Service(Conf, frozen=True, kw_only=True):
     id: Id
     name: str | None = None
     desc: str | None = None
@@ -202,7 +214,7 @@ class Service(Conf, kw_only=True):
             raise ValueError("a service takes `upstream` or `upstream_id`, not both")
 
 
-class GlobalRule(Conf, kw_only=True):
+class GlobalRule(Conf, frozen=True, kw_only=True):
     id: Id
     plugins: Plugins
 
@@ -210,14 +222,14 @@ class GlobalRule(Conf, kw_only=True):
 Username = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[a-zA-Z0-9_-]+$")]
 
 
-class Credential(Conf, kw_only=True):
+class Credential(Conf, frozen=True, kw_only=True):
     id: Id
     desc: str | None = None
     labels: Labels = {}
     plugins: Plugins
 
 
-class Consumer(Conf, kw_only=True):
+class Consumer(Conf, frozen=True, kw_only=True):
     username: Username
     desc: str | None = None
     labels: Labels = {}
@@ -226,14 +238,14 @@ class Consumer(Conf, kw_only=True):
     credentials: list[Credential] = []
 
 
-class ConsumerGroup(Conf, kw_only=True):
+class ConsumerGroup(Conf, frozen=True, kw_only=True):
     id: Id
     desc: str | None = None
     labels: Labels = {}
     plugins: Plugins
 
 
-class Config(Conf, kw_only=True):
+class Config(Conf, frozen=True, kw_only=True):
     server: Server = msgspec.field(default_factory=Server)
     routes: list[Route] = []
     services: list[Service] = []

@@ -20,18 +20,30 @@ from gateway.plugins.template import Template
 HeaderValue = str | list[str]
 _ACTIONS = frozenset({"add", "set", "remove"})
 Method = Literal[
-    "GET", "POST", "PUT", "HEAD", "DELETE", "OPTIONS", "MKCOL", "COPY", "MOVE",
-    "PROPFIND", "LOCK", "UNLOCK", "PATCH", "TRACE",
-]  # fmt: skip
+    "GET",
+    "POST",
+    "PUT",
+    "HEAD",
+    "DELETE",
+    "OPTIONS",
+    "MKCOL",
+    "COPY",
+    "MOVE",
+    "PROPFIND",
+    "LOCK",
+    "UNLOCK",
+    "PATCH",
+    "TRACE",
+]
 
 
-class HeaderActions(Conf, kw_only=True):
+class HeaderActions(Conf, frozen=True, kw_only=True):
     add: dict[str, HeaderValue] = {}
     set: dict[str, HeaderValue] = {}
     remove: list[str] = []
 
 
-class ProxyRewriteConf(Conf, kw_only=True):
+class ProxyRewriteConf(Conf, frozen=True, kw_only=True):
     uri: Annotated[str, msgspec.Meta(min_length=1, pattern=r"^/")] | None = None
     method: Method | None = None
     regex_uri: Annotated[list[str], msgspec.Meta(min_length=2)] | None = None
@@ -76,9 +88,9 @@ class ProxyRewrite(Plugin):
     def __init__(self, conf: ProxyRewriteConf) -> None:
         super().__init__(conf)
         self.uri = Template(conf.uri) if conf.uri is not None else None
+        pairs = conf.regex_uri or []
         self.regex_uri = tuple(
-            (re.compile(conf.regex_uri[i]), Template(conf.regex_uri[i + 1]))
-            for i in range(0, len(conf.regex_uri or ()), 2)
+            (re.compile(pairs[i]), Template(pairs[i + 1])) for i in range(0, len(pairs), 2)
         )
         self.method = conf.method.encode() if conf.method else None
         self.host = conf.host.encode("latin-1") if conf.host else None

@@ -45,7 +45,12 @@ class PoolManager:
         self._stats["opened"] += 1
 
     def checkin(
-        self, conn: UpstreamConnection, size: int, max_requests: int, idle_timeout: float, now: float
+        self,
+        conn: UpstreamConnection,
+        size: int,
+        max_requests: int,
+        idle_timeout: float,
+        now: float,
     ) -> None:
         """Return a connection whose response completed; closes it if it may not be kept."""
         if conn.requests >= max_requests or size <= 0:

@@ -65,7 +65,9 @@ async def streaming_upstream(stream: trio.SocketStream) -> None:
             conn.start_next_cycle()
 
 
-async def exchange(stream: trio.SocketStream, conn: h11.Connection, request: h11.Request, upload: bool) -> tuple[bytes, int, str]:
+async def exchange(
+    stream: trio.SocketStream, conn: h11.Connection, request: h11.Request, upload: bool
+) -> tuple[bytes, int, str]:
     """Send `request` (with a BODY_BYTES body when `upload`), return (head status, size, sha256)."""
     await stream.send_all(conn.send(request))
     if upload:
@@ -139,4 +141,6 @@ async def test_100mb_bodies_stream_with_flat_memory(
 
     peak = rss_kb(process.pid, "VmHWM")
     print(f"gateway RSS baseline {baseline} kB, peak {peak} kB")
-    assert peak - baseline < MEMORY_SLACK_KB, f"gateway grew from {baseline} kB to a peak of {peak} kB"
+    assert peak - baseline < MEMORY_SLACK_KB, (
+        f"gateway grew from {baseline} kB to a peak of {peak} kB"
+    )

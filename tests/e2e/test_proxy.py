@@ -41,8 +41,12 @@ async def test_get_reaches_upstream_with_forwarding_headers(
     assert got.header(b"x-forwarded-port") == gw.rsplit(":", 1)[1].encode()
 
 
-async def test_unmatched_route_is_404_with_apisix_body(nursery: trio.Nursery, upstream: Upstream) -> None:
-    cfg = config_for([{"id": "r", "uri": "/petstore/*", "upstream": {"nodes": {upstream.address: 1}}}])
+async def test_unmatched_route_is_404_with_apisix_body(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    cfg = config_for(
+        [{"id": "r", "uri": "/petstore/*", "upstream": {"nodes": {upstream.address: 1}}}]
+    )
     _, gw = await start_gateway(nursery, cfg)
     for target in ("/petstore", "/other", "/petstorex/"):
         resp = await request(gw, target=target)
@@ -57,10 +61,15 @@ async def test_methods_and_hosts_select_routes(nursery: trio.Nursery, upstream: 
     cfg = config_for(
         [
             {"id": "get-only", "uri": "/a", "methods": ["GET"], "upstream": node},
-            {"id": "wild", "uri": "/h", "hosts": ["*.example.com"], "upstream": node,
-             "plugins": {"proxy-rewrite": {"headers": {"set": {"x-route": "wild"}}}}},
+            {
+                "id": "wild",
+                "uri": "/h",
+                "hosts": ["*.example.com"],
+                "upstream": node,
+                "plugins": {"proxy-rewrite": {"headers": {"set": {"x-route": "wild"}}}},
+            },
         ]
-    )  # fmt: skip
+    )
     _, gw = await start_gateway(nursery, cfg)
     assert (await request(gw, "GET", "/a")).status == 200
     assert (await request(gw, "POST", "/a", body=b"x")).status == 404
@@ -86,7 +95,9 @@ async def test_request_and_response_bodies_pass_byte_exact(nursery: trio.Nursery
     assert up.received[0].header(b"content-length") == str(len(payload)).encode()
 
 
-async def test_chunked_request_body_is_restated_chunked(nursery: trio.Nursery, upstream: Upstream) -> None:
+async def test_chunked_request_body_is_restated_chunked(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
     _, gw = await start_gateway(nursery, config_for([route(upstream)]))
     stream = await connect(gw)
     async with stream:
@@ -130,7 +141,9 @@ async def test_chunked_and_close_delimited_responses(nursery: trio.Nursery) -> N
         assert second.header(b"connection") is None
 
 
-async def test_keepalive_pool_reuses_upstream_connections(nursery: trio.Nursery, upstream: Upstream) -> None:
+async def test_keepalive_pool_reuses_upstream_connections(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
     gateway, gw = await start_gateway(nursery, config_for([route(upstream)]))
     for _ in range(5):
         assert (await request(gw)).status == 200
@@ -150,11 +163,15 @@ async def test_keepalive_pool_requests_limit(nursery: trio.Nursery, upstream: Up
     assert [r.connection for r in upstream.received] == [0, 0, 1, 1, 2]
 
 
-async def test_pipelined_requests_answered_in_order(nursery: trio.Nursery, upstream: Upstream) -> None:
+async def test_pipelined_requests_answered_in_order(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
     _, gw = await start_gateway(nursery, config_for([route(upstream)]))
     stream = await connect(gw)
     async with stream:
-        await stream.send_all(b"".join(f"GET /p{i} HTTP/1.1\r\nhost: x\r\n\r\n".encode() for i in range(5)))
+        await stream.send_all(
+            b"".join(f"GET /p{i} HTTP/1.1\r\nhost: x\r\n\r\n".encode() for i in range(5))
+        )
         import h11
 
         conn = h11.Connection(h11.CLIENT)
@@ -194,16 +211,30 @@ async def test_expect_100_continue(nursery: trio.Nursery, upstream: Upstream) ->
 
 async def test_hop_by_hop_headers_not_forwarded(nursery: trio.Nursery) -> None:
     async def respond(req: Received) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        return 200, [(b"keep-alive", b"timeout=5"), (b"x-secret-hop", b"1"),
-                     (b"connection", b"x-secret-hop"), (b"x-kept", b"yes")], b"ok"  # fmt: skip
+        return (
+            200,
+            [
+                (b"keep-alive", b"timeout=5"),
+                (b"x-secret-hop", b"1"),
+                (b"connection", b"x-secret-hop"),
+                (b"x-kept", b"yes"),
+            ],
+            b"ok",
+        )
 
     up = await nursery.start(Upstream(responder=respond).serve)
     _, gw = await start_gateway(nursery, config_for([route(up)]))
     resp = await request(
         gw,
-        headers=[("Connection", "keep-alive, X-Drop-Me"), ("X-Drop-Me", "1"), ("TE", "trailers"),
-                 ("Proxy-Authorization", "Basic Zm9v"), ("Keep-Alive", "300"), ("X-Keep", "1")],
-    )  # fmt: skip
+        headers=[
+            ("Connection", "keep-alive, X-Drop-Me"),
+            ("X-Drop-Me", "1"),
+            ("TE", "trailers"),
+            ("Proxy-Authorization", "Basic Zm9v"),
+            ("Keep-Alive", "300"),
+            ("X-Keep", "1"),
+        ],
+    )
     got = up.received[0]
     for name in (b"x-drop-me", b"te", b"proxy-authorization", b"keep-alive"):
         assert got.header(name) is None, name
@@ -216,7 +247,9 @@ async def test_hop_by_hop_headers_not_forwarded(nursery: trio.Nursery) -> None:
 async def test_refused_port_is_502(nursery: trio.Nursery) -> None:
     from tests.helpers import free_port
 
-    cfg = config_for([{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{free_port()}": 1}}}])
+    cfg = config_for(
+        [{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{free_port()}": 1}}}]
+    )
     _, gw = await start_gateway(nursery, cfg)
     resp = await request(gw)
     assert resp.status == 502
@@ -230,9 +263,17 @@ async def test_silent_upstream_is_504(nursery: trio.Nursery) -> None:
 
     port = await nursery.start(raw_serve, silent)
     cfg = config_for(
-        [{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1},
-                                               "timeout": {"connect": 5, "send": 5, "read": 0.3}}}]
-    )  # fmt: skip
+        [
+            {
+                "id": "r",
+                "uri": "/*",
+                "upstream": {
+                    "nodes": {f"127.0.0.1:{port}": 1},
+                    "timeout": {"connect": 5, "send": 5, "read": 0.3},
+                },
+            }
+        ]
+    )
     _, gw = await start_gateway(nursery, cfg)
     resp = await request(gw)
     assert resp.status == 504
@@ -295,11 +336,13 @@ async def test_pooled_connection_with_unexpected_bytes_is_discarded(nursery: tri
         connections.append(1)
         while await stream.receive_some(65536):
             # A complete response followed by bytes nobody asked for.
-            await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n")
+            await stream.send_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n"
+            )
 
     port = await nursery.start(raw_serve, chatty)
     cfg = config_for([{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}])
-    gateway, gw = await start_gateway(nursery, cfg)
+    _, gw = await start_gateway(nursery, cfg)
     for _ in range(3):
         resp = await request(gw)
         assert resp.status == 200
@@ -307,12 +350,23 @@ async def test_pooled_connection_with_unexpected_bytes_is_discarded(nursery: tri
     assert len(connections) == 3
 
 
-async def test_weighted_round_robin(nursery: trio.Nursery, upstream: Upstream, second_upstream: Upstream) -> None:
+async def test_weighted_round_robin(
+    nursery: trio.Nursery, upstream: Upstream, second_upstream: Upstream
+) -> None:
     cfg = config_for(
-        [{"id": "r", "uri": "/*",
-          "upstream": {"nodes": [{"host": "127.0.0.1", "port": upstream.port, "weight": 3},
-                                 {"host": "127.0.0.1", "port": second_upstream.port, "weight": 1}]}}]
-    )  # fmt: skip
+        [
+            {
+                "id": "r",
+                "uri": "/*",
+                "upstream": {
+                    "nodes": [
+                        {"host": "127.0.0.1", "port": upstream.port, "weight": 3},
+                        {"host": "127.0.0.1", "port": second_upstream.port, "weight": 1},
+                    ]
+                },
+            }
+        ]
+    )
     _, gw = await start_gateway(nursery, cfg)
     for _ in range(8):
         assert (await request(gw)).status == 200
@@ -326,28 +380,48 @@ async def test_pass_host_modes(nursery: trio.Nursery, upstream: Upstream) -> Non
         [
             {"id": "pass", "uri": "/pass", "upstream": {"nodes": node}},
             {"id": "node", "uri": "/node", "upstream": {"nodes": node, "pass_host": "node"}},
-            {"id": "rw", "uri": "/rw", "upstream": {"nodes": node, "pass_host": "rewrite",
-                                                    "upstream_host": "internal.svc"}},
+            {
+                "id": "rw",
+                "uri": "/rw",
+                "upstream": {
+                    "nodes": node,
+                    "pass_host": "rewrite",
+                    "upstream_host": "internal.svc",
+                },
+            },
         ]
-    )  # fmt: skip
+    )
     _, gw = await start_gateway(nursery, cfg)
     for target in ("/pass", "/node", "/rw"):
-        assert (await request(gw, target=target, headers=[("host", "public.example")])).status == 200
+        assert (
+            await request(gw, target=target, headers=[("host", "public.example")])
+        ).status == 200
     hosts = [r.header(b"host") for r in upstream.received]
     assert hosts == [b"public.example", upstream.address.encode(), b"internal.svc"]
 
 
-async def test_upstream_id_service_and_global_rule_merge(nursery: trio.Nursery, upstream: Upstream) -> None:
+async def test_upstream_id_service_and_global_rule_merge(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
     cfg = config_for(
         [
-            {"id": "svc-route", "uri": "/s/*", "service_id": "svc",
-             "plugins": {"proxy-rewrite": {"headers": {"set": {"x-from": "route"}}}}},
+            {
+                "id": "svc-route",
+                "uri": "/s/*",
+                "service_id": "svc",
+                "plugins": {"proxy-rewrite": {"headers": {"set": {"x-from": "route"}}}},
+            },
             {"id": "plain", "uri": "/p", "service_id": "svc"},
         ],
         upstreams=[{"id": "u", "nodes": {upstream.address: 1}}],
-        services=[{"id": "svc", "upstream_id": "u",
-                   "plugins": {"proxy-rewrite": {"headers": {"set": {"x-from": "service"}}}}}],
-    )  # fmt: skip
+        services=[
+            {
+                "id": "svc",
+                "upstream_id": "u",
+                "plugins": {"proxy-rewrite": {"headers": {"set": {"x-from": "service"}}}},
+            }
+        ],
+    )
     _, gw = await start_gateway(nursery, cfg)
     assert (await request(gw, target="/s/1")).status == 200
     assert (await request(gw, target="/p")).status == 200
@@ -357,16 +431,30 @@ async def test_upstream_id_service_and_global_rule_merge(nursery: trio.Nursery, 
 
 async def test_proxy_rewrite_end_to_end(nursery: trio.Nursery, upstream: Upstream) -> None:
     cfg = config_for(
-        [{"id": "r", "uri": "/api/*", "upstream": {"nodes": {upstream.address: 1}},
-          "plugins": {"proxy-rewrite": {
-              "regex_uri": ["^/api/(\\w+)/(\\w+)", "/v2/$2/$1"],
-              "host": "backend.internal",
-              "method": "PUT",
-              "headers": {"add": {"x-added": "$remote_addr"}, "remove": ["x-remove"],
-                          "set": {"x-set": "v-$1"}}}}}]
-    )  # fmt: skip
+        [
+            {
+                "id": "r",
+                "uri": "/api/*",
+                "upstream": {"nodes": {upstream.address: 1}},
+                "plugins": {
+                    "proxy-rewrite": {
+                        "regex_uri": ["^/api/(\\w+)/(\\w+)", "/v2/$2/$1"],
+                        "host": "backend.internal",
+                        "method": "PUT",
+                        "headers": {
+                            "add": {"x-added": "$remote_addr"},
+                            "remove": ["x-remove"],
+                            "set": {"x-set": "v-$1"},
+                        },
+                    }
+                },
+            }
+        ]
+    )
     _, gw = await start_gateway(nursery, cfg)
-    resp = await request(gw, target="/api/users/42?full=1", headers=[("x-remove", "1"), ("x-set", "old")])
+    resp = await request(
+        gw, target="/api/users/42?full=1", headers=[("x-remove", "1"), ("x-set", "old")]
+    )
     assert resp.status == 200
     got = upstream.received[0]
     assert got.method == b"PUT"
@@ -381,7 +469,9 @@ async def test_head_request_has_no_body(nursery: trio.Nursery, upstream: Upstrea
     _, gw = await start_gateway(nursery, config_for([route(upstream)]))
     stream = await connect(gw)
     async with stream:
-        await stream.send_all(b"HEAD /h HTTP/1.1\r\nhost: x\r\n\r\nGET /after HTTP/1.1\r\nhost: x\r\n\r\n")
+        await stream.send_all(
+            b"HEAD /h HTTP/1.1\r\nhost: x\r\n\r\nGET /after HTTP/1.1\r\nhost: x\r\n\r\n"
+        )
         import h11
 
         conn = h11.Connection(h11.CLIENT)

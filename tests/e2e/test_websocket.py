@@ -23,11 +23,15 @@ async def test_websocket_echo_through_gateway(nursery: trio.Nursery, upstream: U
     port = server.port
     cfg = config_for(
         [
-            {"id": "ws", "uri": "/ws", "enable_websocket": True,
-             "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}},
+            {
+                "id": "ws",
+                "uri": "/ws",
+                "enable_websocket": True,
+                "upstream": {"nodes": {f"127.0.0.1:{port}": 1}},
+            },
             {"id": "plain", "uri": "/plain", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}},
         ]
-    )  # fmt: skip
+    )
     _, gw = await start_gateway(nursery, cfg)
     async with open_websocket_url(f"ws://{gw}/ws") as ws:
         for text in ("hello", "x" * 70_000, "bye"):
@@ -43,9 +47,13 @@ async def test_upgrade_not_forwarded_without_enable_websocket(
     resp = await request(
         gw,
         target="/ws",
-        headers=[("Connection", "Upgrade"), ("Upgrade", "websocket"),
-                 ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13")],
-    )  # fmt: skip
+        headers=[
+            ("Connection", "Upgrade"),
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Version", "13"),
+        ],
+    )
     assert resp.status == 200
     got = upstream.received[0]
     assert got.header(b"upgrade") is None

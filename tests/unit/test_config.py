@@ -25,17 +25,27 @@ CASES: list[tuple[dict[str, Any], str]] = [
     ({"routes": [route(priority="high")]}, "$.routes[0].priority"),
     ({"routes": [route(hosts=["bad host"])]}, "$.routes[0].hosts[0]"),
     ({"routes": [route(plugins={"no-such-plugin": {}})]}, "$.routes[0].plugins"),
-    ({"routes": [route(plugins={"proxy-rewrite": {"hide_credential": True}})]},
-     "$.routes[0].plugins.proxy-rewrite"),
-    ({"routes": [route(plugins={"proxy-rewrite": {"regex_uri": ["(", "/x"]}})]},
-     "$.routes[0].plugins.proxy-rewrite"),
+    (
+        {"routes": [route(plugins={"proxy-rewrite": {"hide_credential": True}})]},
+        "$.routes[0].plugins.proxy-rewrite",
+    ),
+    (
+        {"routes": [route(plugins={"proxy-rewrite": {"regex_uri": ["(", "/x"]}})]},
+        "$.routes[0].plugins.proxy-rewrite",
+    ),
     ({"routes": [route(upstream={"nodes": {"no-port": 1}})]}, "$.routes[0].upstream"),
-    ({"routes": [route(upstream={"nodes": {"h:1": 1}, "timeout": {"read": 0}})]},
-     "$.routes[0].upstream.timeout.read"),
-    ({"routes": [route(upstream={"nodes": {"h:1": 1}, "pass_host": "rewrite"})]},
-     "$.routes[0].upstream"),
-    ({"routes": [route(upstream={"nodes": {"h:1": 1}, "scheme": "gopher"})]},
-     "$.routes[0].upstream.scheme"),
+    (
+        {"routes": [route(upstream={"nodes": {"h:1": 1}, "timeout": {"read": 0}})]},
+        "$.routes[0].upstream.timeout.read",
+    ),
+    (
+        {"routes": [route(upstream={"nodes": {"h:1": 1}, "pass_host": "rewrite"})]},
+        "$.routes[0].upstream",
+    ),
+    (
+        {"routes": [route(upstream={"nodes": {"h:1": 1}, "scheme": "gopher"})]},
+        "$.routes[0].upstream.scheme",
+    ),
     ({"routes": [route(upstream=None, upstream_id="nope")]}, "$.routes[0].upstream_id"),
     ({"routes": [route(service_id="nope")]}, "$.routes[0].service_id"),
     ({"routes": [route(), route()]}, "$.routes[1].id"),
@@ -49,7 +59,7 @@ CASES: list[tuple[dict[str, Any], str]] = [
     ({"consumers": [{"username": "bad name!"}]}, "$.consumers[0].username"),
     ({"consumers": [{"username": "a", "group_id": "none"}]}, "$.consumers[0].group_id"),
     ({"unknown": 1}, "$"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("snippet", "path"), CASES)
@@ -77,8 +87,11 @@ def test_defaults_follow_apisix() -> None:
     config = parse(json.dumps({"routes": [route()]}).encode())
     upstream = config.routes[0].upstream
     assert (upstream.timeout.connect, upstream.timeout.send, upstream.timeout.read) == (60, 60, 60)
-    assert (upstream.keepalive_pool.size, upstream.keepalive_pool.idle_timeout,
-            upstream.keepalive_pool.requests) == (320, 60, 1000)  # fmt: skip
+    assert (
+        upstream.keepalive_pool.size,
+        upstream.keepalive_pool.idle_timeout,
+        upstream.keepalive_pool.requests,
+    ) == (320, 60, 1000)
     assert upstream.pass_host == "pass"
     assert config.server.workers == 1
     assert config.server.shutdown_timeout == 30

@@ -61,8 +61,16 @@ def test_websocket_upgrade_survives_only_when_asked() -> None:
 
 
 def test_response_framing_restated() -> None:
-    upstream = [(b"content-length", b"5"), (b"connection", b"close, x-h"), (b"x-h", b"1"), (b"a", b"b")]
-    assert client_response_headers(upstream, no_body=False) == [(b"a", b"b"), (b"content-length", b"5")]
+    upstream = [
+        (b"content-length", b"5"),
+        (b"connection", b"close, x-h"),
+        (b"x-h", b"1"),
+        (b"a", b"b"),
+    ]
+    assert client_response_headers(upstream, no_body=False) == [
+        (b"a", b"b"),
+        (b"content-length", b"5"),
+    ]
     chunked = [(b"transfer-encoding", b"chunked"), (b"content-length", b"5")]
     assert client_response_headers(chunked, no_body=False) == [(b"transfer-encoding", b"chunked")]
     assert client_response_headers([], no_body=False) == [(b"transfer-encoding", b"chunked")]

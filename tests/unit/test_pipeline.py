@@ -42,12 +42,18 @@ def ctx() -> RequestContext:
 
 async def test_phases_run_in_priority_order_and_async_hooks_are_awaited() -> None:
     trace: list[str] = []
-    chain = Chain([Recorder("low", 1, trace), AsyncRecorder("high", 9, trace), Recorder("mid", 5, trace)])
+    chain = Chain(
+        [Recorder("low", 1, trace), AsyncRecorder("high", 9, trace), Recorder("mid", 5, trace)]
+    )
     assert await run_request_phases(chain, ctx()) is None
     assert trace == [
-        "rewrite:high", "rewrite:mid", "rewrite:low",
-        "async-access:high", "access:mid", "access:low",
-    ]  # fmt: skip
+        "rewrite:high",
+        "rewrite:mid",
+        "rewrite:low",
+        "async-access:high",
+        "access:mid",
+        "access:low",
+    ]
 
 
 async def test_a_reply_ends_the_request() -> None:
@@ -59,7 +65,15 @@ async def test_a_reply_ends_the_request() -> None:
     assert trace == ["rewrite:first"]
 
 
-PURE = ["router.py", "http", "upstream/balancer.py", "config", "plugins", "context.py", "pipeline.py"]
+PURE = [
+    "router.py",
+    "http",
+    "upstream/balancer.py",
+    "config",
+    "plugins",
+    "context.py",
+    "pipeline.py",
+]
 
 
 def test_pure_modules_never_import_trio_or_sockets() -> None:

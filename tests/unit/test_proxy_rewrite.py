@@ -9,8 +9,12 @@ from gateway.context import RequestContext
 from gateway.plugins.proxy_rewrite import ProxyRewrite, ProxyRewriteConf
 
 
-def ctx(target: bytes = b"/api/users/42?full=1", headers: list[tuple[bytes, bytes]] | None = None) -> RequestContext:
-    return RequestContext(b"GET", target, headers or [(b"host", b"h")], b"1.1", "10.0.0.1", 5000, 9080, 0.0)
+def ctx(
+    target: bytes = b"/api/users/42?full=1", headers: list[tuple[bytes, bytes]] | None = None
+) -> RequestContext:
+    return RequestContext(
+        b"GET", target, headers or [(b"host", b"h")], b"1.1", "10.0.0.1", 5000, 9080, 0.0
+    )
 
 
 def plugin(**conf: Any) -> ProxyRewrite:
@@ -25,7 +29,9 @@ def test_uri_wins_over_regex_and_keeps_query() -> None:
 
 def test_regex_uri_first_matching_pair_wins() -> None:
     c = ctx()
-    plugin(regex_uri=["^/nomatch", "/x", "^/api/(\\w+)/(\\d+)", "/$2/$1", "^/api", "/late"]).rewrite(c)
+    plugin(
+        regex_uri=["^/nomatch", "/x", "^/api/(\\w+)/(\\d+)", "/$2/$1", "^/api", "/late"]
+    ).rewrite(c)
     assert c.upstream_uri == b"/42/users?full=1"
 
 
@@ -43,7 +49,9 @@ def test_uri_variables() -> None:
 
 def test_header_actions_run_add_remove_set() -> None:
     c = ctx(headers=[(b"host", b"h"), (b"x-a", b"old"), (b"x-gone", b"1"), (b"x-s", b"old")])
-    plugin(headers={"add": {"X-A": "new"}, "remove": ["X-Gone"], "set": {"X-S": "$http_host"}}).rewrite(c)
+    plugin(
+        headers={"add": {"X-A": "new"}, "remove": ["X-Gone"], "set": {"X-S": "$http_host"}}
+    ).rewrite(c)
     assert c.headers == [(b"host", b"h"), (b"x-a", b"old"), (b"x-a", b"new"), (b"x-s", b"h")]
 
 
@@ -61,9 +69,15 @@ def test_method_and_host() -> None:
 
 @pytest.mark.parametrize(
     "conf",
-    [{"regex_uri": ["^/a"]}, {"regex_uri": ["(", "/x"]}, {"uri": "relative"}, {"method": "FETCH"},
-     {"headers": {"set": {"x": 1}}}, {"nope": 1}],
-)  # fmt: skip
+    [
+        {"regex_uri": ["^/a"]},
+        {"regex_uri": ["(", "/x"]},
+        {"uri": "relative"},
+        {"method": "FETCH"},
+        {"headers": {"set": {"x": 1}}},
+        {"nope": 1},
+    ],
+)
 def test_bad_confs_are_refused(conf: dict[str, Any]) -> None:
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert(conf, ProxyRewriteConf)
