@@ -13,7 +13,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,dev]'
 	@touch $(STAMP)
 
 # Starts the demo echo upstream on 127.0.0.1:9081 and the gateway on config.json (:9080).
@@ -22,12 +22,12 @@ run: install
 	trap 'kill $$upstream 2>/dev/null' EXIT INT TERM; \
 	$(PY) -m gateway --config config.json
 
-test: install
+test: install lint
 	$(PY) -m pytest -q
 
 lint: install
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	$(PY) -m ruff check gateway tests bench
+	$(PY) -m ruff format --check gateway tests bench
 	$(PY) -m mypy
 
 # Debian packages for the load benchmark (nginx as baseline and fast upstream, wrk as client).
