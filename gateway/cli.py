@@ -22,7 +22,7 @@ log = logging.getLogger("gateway")
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="trio-gateway API gateway")
-    parser.add_argument("command", nargs="?", choices=["run", "check"], default="run")
+    parser.add_argument("command", nargs="?", choices=["run", "check", "hash-key"], default="run")
     parser.add_argument("--config", "-c", default="config.json", help="path to config.json")
     parser.add_argument("--check", action="store_true", help="validate the config and exit")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -51,8 +51,22 @@ def check(path: str) -> int:
     return 0
 
 
+def hash_key_command() -> int:
+    """Read one key from stdin (trailing newline dropped) and print its `key_hash`."""
+    from gateway.plugins.key_auth import hash_key
+
+    key = sys.stdin.readline().rstrip("\r\n")
+    if not key:
+        print("hash-key: expected a key on standard input", file=sys.stderr)
+        return 1
+    print(hash_key(key))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "hash-key":
+        return hash_key_command()
     if args.command == "check" or args.check:
         return check(args.config)
     logging.basicConfig(

@@ -6,11 +6,16 @@ first use and cached. Nothing here does IO.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, unquote_plus
 
 if TYPE_CHECKING:
+    from gateway.consumers import Consumer, Credential
+    from gateway.pipeline import Chain
     from gateway.runtime import CompiledRoute
+
+BodyReader = Callable[[int], Awaitable["bytes | None"]]
 
 Header = tuple[bytes, bytes]
 
@@ -26,7 +31,12 @@ class RequestContext:
 
     __slots__ = (
         "_args",
+        "_cookies",
+        "body",
+        "body_reader",
+        "chain",
         "consumer",
+        "credential",
         "headers",
         "host",
         "http_version",
@@ -72,7 +82,14 @@ class RequestContext:
         self.start = start
         self.host = b""
         self.route: CompiledRoute | None = None
-        self.consumer: Any = None  # the consumer model arrives with authentication
+        self.chain: Chain | None = None
+        self.consumer: Consumer | None = None
+        self.credential: Credential | None = None
+        # A plugin that needs the whole body (hmac-auth's digest) reads it through
+        # `body_reader(limit)`; the proxy then sends `body` instead of streaming.
+        self.body: bytes | None = None
+        self.body_reader: BodyReader | None = None
+        self._cookies: dict[str, str] | None = None
         self.status = 0
         self.upstream_uri: bytes | None = None
         self.upstream_host: bytes | None = None
@@ -90,6 +107,51 @@ class RequestContext:
             for key, value in parse_qsl(self.query.decode("latin-1"), keep_blank_values=True):
                 self._args.setdefault(key, value)
         return self._args
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        """Cookies from the Cookie headers, first value wins (parsed once)."""
+        if self._cookies is None:
+            self._cookies = {}
+            for name, value in self.headers:
+                if name == b"cookie":
+                    for part in value.decode("latin-1").split(";"):
+                        key, sep, val = part.strip().partition("=")
+                        if sep:
+                            self._cookies.setdefault(key, val)
+        return self._cookies
+
+    def remove_query_arg(self, name: str) -> None:
+        """Drop every `name` argument from the query the upstream will receive."""
+        kept = [
+            part
+            for part in self.query.split(b"&")
+            if part and unquote_plus(part.partition(b"=")[0].decode("latin-1")) != name
+        ]
+        self.query = b"&".join(kept)
+        self.target = self.path + b"?" + self.query if self.query else self.path
+        self._args = None
+
+    def remove_cookie(self, name: str) -> None:
+        """Drop only the cookie `name` from the Cookie headers; empty headers go away."""
+        out = []
+        for header, value in self.headers:
+            if header == b"cookie":
+                parts = [
+                    p
+                    for p in value.split(b";")
+                    if p.strip() and p.strip().partition(b"=")[0].decode("latin-1") != name
+                ]
+                if not parts:
+                    continue
+                value = b";".join(parts).strip()
+            out.append((header, value))
+        self.headers[:] = out
+        self._cookies = None
+
+    def remove_header(self, name: bytes) -> None:
+        """Drop every `name` header (lower-case bytes)."""
+        self.headers[:] = [h for h in self.headers if h[0] != name]
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of request header `name` (lower-case bytes), or None."""

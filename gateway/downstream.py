@@ -19,7 +19,7 @@ from gateway import proxy
 from gateway.accesslog import AccessLog
 from gateway.context import RequestContext
 from gateway.errors import DownstreamError, UpstreamError
-from gateway.http.headers import is_websocket_upgrade
+from gateway.http.headers import is_identity, is_websocket_upgrade
 from gateway.http.replies import ROUTE_NOT_FOUND, Reply, reason, status_reply
 from gateway.pipeline import run_header_filters, run_log, run_request_phases
 from gateway.upstream.pool import PoolManager
@@ -184,6 +184,19 @@ class ClientConnection:
                 return None
             raise DownstreamError(CLIENT_GONE, "client closed mid-body")
 
+    async def read_whole_body(self, limit: int) -> bytes | None:
+        """The whole request body, or None when it is larger than `limit` bytes.
+
+        For plugins that must see the body before proxying (hmac-auth's digest); bounded so
+        that one request cannot hold more than `limit` in memory.
+        """
+        body = bytearray()
+        while (chunk := await self.receive_body()) is not None:
+            body += chunk
+            if len(body) > limit:
+                return None
+        return bytes(body)
+
     # --- one request -------------------------------------------------------------------
 
     async def _handle(self, request: h11.Request) -> bool:
@@ -192,10 +205,11 @@ class ClientConnection:
         runtime = shared.runtime  # read once: a reload does not change a request in flight
         self.body_started = False
         self._body_done = False
+        # Client-sent identity headers are removed on every route, authenticated or not.
         ctx = RequestContext(
             request.method,
             request.target,
-            list(request.headers),
+            [h for h in request.headers if not is_identity(h[0])],
             request.http_version,
             self.remote_addr,
             self.remote_port,
@@ -211,6 +225,8 @@ class ClientConnection:
             reply = ROUTE_NOT_FOUND
         else:
             ctx.route = route
+            ctx.chain = route.chain
+            ctx.body_reader = self.read_whole_body
             ctx.websocket = route.enable_websocket and is_websocket_upgrade(ctx.headers)
             reply = await run_request_phases(route.chain, ctx)
         try:
@@ -235,8 +251,8 @@ class ClientConnection:
             keep = False
         finally:
             now = trio.current_time()
-            if route is not None and route.chain.logs:
-                run_log(route.chain, ctx)
+            if ctx.chain is not None and ctx.chain.logs:
+                run_log(ctx.chain, ctx)
             shared.access_log.write(ctx, now)
         return keep
 
@@ -244,9 +260,9 @@ class ClientConnection:
         """Write a gateway-made response; False when the connection must close."""
         ctx.status = reply.status
         headers = list(reply.headers)
-        route = ctx.route
-        if route is not None and route.chain.header_filters:
-            run_header_filters(route.chain, ctx, reply.status, headers)
+        chain = ctx.chain
+        if chain is not None and chain.header_filters:
+            run_header_filters(chain, ctx, reply.status, headers)
         headers.append((b"content-length", str(len(reply.body)).encode()))
         self._skip_buffered_body()
         # An unread request body cannot be skipped safely: close instead of guessing.

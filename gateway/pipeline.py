@@ -20,11 +20,12 @@ A hook returning a `Reply` ends the request there: later hooks and the upstream 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
 import msgspec
 
+from gateway.consumers import Consumer, ConsumerTable, Credential
 from gateway.context import RequestContext
 from gateway.http.replies import Reply
 
@@ -42,6 +43,18 @@ HeaderFilter = Callable[[RequestContext, int, list[Header]], None]
 LogHook = Callable[[RequestContext], None]
 
 
+class PluginEnv:
+    """What plugins may use beyond their conf: the consumer table and the wall clock.
+
+    The clock is injected (`time.time` in a real process) so that plugin logic stays pure
+    and tests can fix the time.
+    """
+
+    def __init__(self, consumers: ConsumerTable, now: Callable[[], float]) -> None:
+        self.consumers = consumers
+        self.now = now
+
+
 class Plugin:
     """A plugin: `name` and `priority` as APISIX has them, `Conf` its config Struct.
 
@@ -56,36 +69,93 @@ class Plugin:
     priority: ClassVar[int]
     Conf: ClassVar[type[Conf]]
 
-    def __init__(self, conf: Any) -> None:
+    def __init__(self, conf: Any, env: PluginEnv) -> None:
         self.conf = conf
+        self.env = env
 
     def __repr__(self) -> str:
         return f"<plugin {self.name} priority={self.priority}>"
 
 
+class AuthPlugin(Plugin):
+    """An authentication plugin: its `rewrite` sets `ctx.consumer` and `ctx.credential`.
+
+    `CredentialConf` is the shape of a credential (e.g. key-auth's `{"key": ...}`).
+    `build_index` turns every credential of this type into the lookup structure the plugin
+    uses per request; `unique_keys` names the values that must not repeat across credentials
+    (`gateway check` refuses a key, username, jwt key or hmac key_id used twice).
+    """
+
+    CredentialConf: ClassVar[type[Conf]]  # absent on multi-auth, which holds no credentials
+    challenge: list[Header]  # the WWW-Authenticate header(s) of this plugin's 401s
+
+    @classmethod
+    def build_index(cls, entries: Sequence[tuple[Any, Credential]]) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def unique_keys(cls, conf: Any) -> list[str]:
+        return []
+
+    @staticmethod
+    def attach(ctx: RequestContext, credential: Credential) -> None:
+        ctx.consumer = credential.consumer
+        ctx.credential = credential
+
+
 class Chain:
     """The compiled hooks of one route (global rules included), phase by phase."""
 
-    __slots__ = ("access", "before_proxy", "header_filters", "logs", "plugins", "rewrite")
+    __slots__ = (
+        "_by_consumer",
+        "access",
+        "before_proxy",
+        "consumer_rewrite",
+        "header_filters",
+        "logs",
+        "plugins",
+        "rewrite",
+    )
 
-    def __init__(self, plugins: Iterable[Plugin]) -> None:
+    def __init__(self, plugins: Iterable[Plugin], merged: Iterable[Plugin] = ()) -> None:
         # Stable sort: among equal priorities, global rules keep their place before the route's.
         self.plugins = tuple(sorted(plugins, key=lambda p: -p.priority))
-        self.rewrite = self._hooks("rewrite")
-        self.access = self._hooks("access")
-        self.before_proxy = self._hooks("before_proxy")
+        self.rewrite = self._hooks("rewrite", self.plugins)
+        self.access = self._hooks("access", self.plugins)
+        self.before_proxy = self._hooks("before_proxy", self.plugins)
         self.header_filters: tuple[HeaderFilter, ...] = tuple(
             p.header_filter for p in self.plugins if hasattr(p, "header_filter")
         )
         self.logs: tuple[LogHook, ...] = tuple(p.log for p in self.plugins if hasattr(p, "log"))
+        # Rewrite hooks of the plugins merged in from a consumer (or its group): they run
+        # once authentication has named the consumer.
+        merged_ids = {id(p) for p in merged}
+        self.consumer_rewrite = self._hooks(
+            "rewrite", [p for p in self.plugins if id(p) in merged_ids]
+        )
+        self._by_consumer: dict[str, Chain] = {}
 
-    def _hooks(self, phase: str) -> tuple[tuple[Hook, bool], ...]:
+    @staticmethod
+    def _hooks(phase: str, plugins: Iterable[Plugin]) -> tuple[tuple[Hook, bool], ...]:
         hooks = []
-        for plugin in self.plugins:
+        for plugin in plugins:
             fn = getattr(plugin, phase, None)
             if fn is not None:
                 hooks.append((fn, inspect.iscoroutinefunction(fn)))
         return tuple(hooks)
+
+    def for_consumer(self, consumer: Consumer) -> Chain:
+        """This chain with the consumer's plugins merged over it (consumer > group > route).
+
+        Built on first use per consumer and kept: the set of consumers is fixed per config.
+        """
+        chain = self._by_consumer.get(consumer.username)
+        if chain is None:
+            own = consumer.plugins
+            kept = [p for p in self.plugins if p.name not in own]
+            chain = Chain([*kept, *own.values()], merged=own.values())
+            self._by_consumer[consumer.username] = chain
+        return chain
 
     @property
     def empty(self) -> bool:
@@ -106,12 +176,52 @@ async def run_phase(hooks: tuple[tuple[Hook, bool], ...], ctx: RequestContext) -
     return None
 
 
+IDENTITY_USERNAME = b"x-consumer-username"
+IDENTITY_CREDENTIAL = b"x-credential-identifier"
+IDENTITY_CUSTOM_ID = b"x-consumer-custom-id"
+
+
 async def run_request_phases(chain: Chain, ctx: RequestContext) -> Reply | None:
-    """rewrite, access, before_proxy: the phases before the upstream is contacted."""
+    """rewrite, access, before_proxy: the phases before the upstream is contacted.
+
+    After the rewrite phase (where authentication happens) the consumer's plugins are merged
+    over the route's and `ctx.chain` becomes the merged chain. After before_proxy the
+    identity headers are added for an authenticated request.
+    """
     if chain.rewrite:
         reply = await run_phase(chain.rewrite, ctx)
         if reply is not None:
             return reply
+    consumer = ctx.consumer
+    if consumer is not None and consumer.plugins:
+        chain = chain.for_consumer(consumer)
+        ctx.chain = chain
+        if chain.consumer_rewrite:
+            reply = await run_phase(chain.consumer_rewrite, ctx)
+            if reply is not None:
+                return reply
+    reply = await _access_and_before_proxy(chain, ctx)
+    if reply is None and consumer is not None:
+        add_identity_headers(ctx, consumer)
+    return reply
+
+
+def add_identity_headers(ctx: RequestContext, consumer: Consumer) -> None:
+    """X-Consumer-Username, X-Credential-Identifier, X-Consumer-Custom-ID for the upstream.
+
+    Client-sent copies were removed when the request arrived, so a header without a value
+    here is simply absent upstream.
+    """
+    headers = ctx.headers
+    headers.append((IDENTITY_USERNAME, consumer.username_bytes))
+    credential = ctx.credential
+    if credential is not None and credential.id_bytes is not None:
+        headers.append((IDENTITY_CREDENTIAL, credential.id_bytes))
+    if consumer.custom_id is not None:
+        headers.append((IDENTITY_CUSTOM_ID, consumer.custom_id))
+
+
+async def _access_and_before_proxy(chain: Chain, ctx: RequestContext) -> Reply | None:
     if chain.access:
         reply = await run_phase(chain.access, ctx)
         if reply is not None:

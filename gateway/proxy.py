@@ -55,6 +55,8 @@ class Client(Protocol):
 
 def _framing(ctx: RequestContext) -> tuple[bytes, bytes] | None:
     """The request body framing restated for the upstream (h11 has validated the client's)."""
+    if ctx.body is not None:
+        return (b"content-length", str(len(ctx.body)).encode()) if ctx.body else None
     chunked = False
     for name, value in ctx.headers:
         if name == b"content-length":
@@ -152,7 +154,13 @@ async def _exchange(
 ) -> None:
     conn.requests += 1
     out = conn.h11.send(request) or b""
-    if has_body:
+    if ctx.body is not None:
+        # A plugin already read the whole body: send it with the head.
+        if ctx.body:
+            out += conn.h11.send(h11.Data(data=ctx.body)) or b""
+        out += conn.h11.send(h11.EndOfMessage()) or b""
+        await _send_upstream(conn, out, upstream)
+    elif has_body:
         await _send_upstream(conn, out, upstream)
         while (chunk := await client.receive_body()) is not None:
             await _send_upstream(conn, conn.h11.send(h11.Data(data=chunk)) or b"", upstream)
@@ -203,8 +211,8 @@ async def _exchange(
             no_body = ctx.method == b"HEAD" or status in (204, 304)
             headers = client_response_headers(list(event.headers), no_body=no_body)
             ctx.status = status
-            if ctx.route is not None and ctx.route.chain.header_filters:
-                run_header_filters(ctx.route.chain, ctx, status, headers)
+            if ctx.chain is not None and ctx.chain.header_filters:
+                run_header_filters(ctx.chain, ctx, status, headers)
             if client.draining:
                 headers.append((b"connection", b"close"))
             pending += (

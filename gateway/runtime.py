@@ -8,10 +8,13 @@ swaps it whole; requests in flight keep the one they started with.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from gateway.config.model import Config, Route, Service, Upstream, plugin_items
-from gateway.pipeline import Chain, Plugin
+from gateway.consumers import Consumer, ConsumerTable, Credential
+from gateway.pipeline import AuthPlugin, Chain, Plugin, PluginEnv
 from gateway.plugins import BY_NAME
 from gateway.router import Router, RouteSpec
 from gateway.upstream.balancer import Node, RoundRobin
@@ -69,24 +72,54 @@ class CompiledRoute:
         return f"CompiledRoute({self.id!r}, plugins={self.chain.names()})"
 
 
-def instantiate(plugins: Any) -> dict[str, Plugin]:
-    """Plugin instances for a `Plugins` value, by name."""
-    return {name: BY_NAME[name](conf) for name, conf in plugin_items(plugins)}
+def instantiate(plugins: Any, env: PluginEnv) -> dict[str, Plugin]:
+    """Plugin instances for a plugins Struct value, by name."""
+    return {name: BY_NAME[name](conf, env) for name, conf in plugin_items(plugins)}
+
+
+def build_consumers(config: Config, env: PluginEnv) -> None:
+    """Fill `env.consumers`: consumers with their policy plugins, and each auth plugin's
+    credential index (credentials and the legacy form alike)."""
+    table = env.consumers
+    group_plugins = {g.id: instantiate(g.plugins, env) for g in config.consumer_groups}
+    entries: dict[str, list[tuple[Any, Credential]]] = {}
+    for conf in config.consumers:
+        own = plugin_items(conf.plugins)
+        policies = dict(group_plugins.get(conf.group_id, {})) if conf.group_id else {}
+        policies.update(
+            (name, BY_NAME[name](c, env))
+            for name, c in own
+            if not issubclass(BY_NAME[name], AuthPlugin)
+        )
+        consumer = Consumer(conf.username, dict(conf.labels), conf.group_id, policies)
+        table.by_name[consumer.username] = consumer
+        for name, c in own:
+            if issubclass(BY_NAME[name], AuthPlugin):
+                entries.setdefault(name, []).append((c, Credential(None, consumer)))
+        for cred in conf.credentials:
+            for name, c in plugin_items(cred.plugins):
+                entries.setdefault(name, []).append((c, Credential(cred.id, consumer)))
+    for name, items in entries.items():
+        plugin = BY_NAME[name]
+        assert issubclass(plugin, AuthPlugin)
+        table.indexes[name] = plugin.build_index(items)
 
 
 class Runtime:
     """Everything the request path reads, built once per config and never changed."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, now: Callable[[], float] = time.time) -> None:
         self.config = config
         self.server = config.server
         self.limits = config.server.limits
+        self.env = env = PluginEnv(ConsumerTable(), now)
+        build_consumers(config, env)
         self.upstreams = {
             u.id: CompiledUpstream(u, u.id) for u in config.upstreams if u.id is not None
         }
         global_plugins: list[Plugin] = []
         for rule in config.global_rules:
-            global_plugins.extend(instantiate(rule.plugins).values())
+            global_plugins.extend(instantiate(rule.plugins, env).values())
         self.global_chain = Chain(global_plugins)
         services = {s.id: s for s in config.services}
         specs = []
@@ -102,8 +135,8 @@ class Runtime:
     ) -> CompiledRoute:
         merged: dict[str, Plugin] = {}
         if service is not None:
-            merged.update(instantiate(service.plugins))
-        merged.update(instantiate(route.plugins))
+            merged.update(instantiate(service.plugins, self.env))
+        merged.update(instantiate(route.plugins, self.env))
         chain = Chain([*global_plugins, *merged.values()])
         upstream = self._route_upstream(route, service)
         websocket = route.enable_websocket or bool(service and service.enable_websocket)
@@ -121,6 +154,6 @@ class Runtime:
         return self.upstreams[service.upstream_id]
 
 
-def compile_config(config: Config) -> Runtime:
-    """Build the runtime for a validated config."""
-    return Runtime(config)
+def compile_config(config: Config, now: Callable[[], float] = time.time) -> Runtime:
+    """Build the runtime for a validated config; `now` is the wall clock plugins read."""
+    return Runtime(config, now)

@@ -10,6 +10,8 @@ from collections.abc import Iterable
 
 from gateway.config.model import Config, plugin_items
 from gateway.errors import ConfigError
+from gateway.pipeline import AuthPlugin
+from gateway.plugins import BY_NAME
 
 
 def _duplicates(items: Iterable[tuple[str, str]], what: str) -> list[ConfigError]:
@@ -119,4 +121,33 @@ def check(config: Config) -> list[ConfigError]:
                         f"$.consumers[{i}].credentials[{j}].plugins",
                     )
                 )
+    errors += _duplicate_secrets(config)
+    return errors
+
+
+def _duplicate_secrets(config: Config) -> list[ConfigError]:
+    """The same key-auth key, basic-auth username, jwt-auth key or hmac-auth key_id used
+    twice anywhere: a request could not tell the consumers apart. The value itself is never
+    printed (it may be a secret)."""
+    errors = []
+    seen: dict[tuple[str, str], str] = {}
+    for i, consumer in enumerate(config.consumers):
+        places = [(f"$.consumers[{i}].plugins", consumer.plugins)]
+        places += [
+            (f"$.consumers[{i}].credentials[{j}].plugins", c.plugins)
+            for j, c in enumerate(consumer.credentials)
+        ]
+        for base, plugins in places:
+            for name, conf in plugin_items(plugins):
+                plugin = BY_NAME[name]
+                if not issubclass(plugin, AuthPlugin):
+                    continue
+                for key in plugin.unique_keys(conf):
+                    path = f"{base}.{name}"
+                    first = seen.setdefault((name, key), path)
+                    if first != path:
+                        what = key.partition(":")[0]
+                        errors.append(
+                            ConfigError(f"{name} {what} already used (first at {first})", path)
+                        )
     return errors

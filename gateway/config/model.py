@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from gateway.pipeline import Conf
+from gateway.pipeline import AuthPlugin, Conf, Plugin
 from gateway.plugins import PLUGINS
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_.-]+$")]
@@ -51,33 +51,59 @@ def split_host_port(text: str, *, allow_port_zero: bool = False) -> tuple[str, i
     return m.group(1).strip("[]"), port
 
 
-def _plugins_struct() -> type[msgspec.Struct]:
-    fields: list[tuple[str, Any, Any]] = [
-        (p.name.replace("-", "_"), p.Conf | None, None) for p in PLUGINS
-    ]
-    rename = {p.name.replace("-", "_"): p.name for p in PLUGINS}
+def _field(name: str) -> str:
+    return name.replace("-", "_")
+
+
+def _plugins_struct(struct_name: str, fields: list[tuple[str, Any]]) -> Any:
+    """A Struct with one optional field per plugin, named in the config as the plugin is."""
     return msgspec.defstruct(
-        "Plugins",
-        fields,
+        struct_name,
+        [(_field(name), conf | None, None) for name, conf in fields],
         bases=(Conf,),
         kw_only=True,
-        rename=rename,
+        frozen=True,
+        rename={_field(name): name for name, _ in fields},
         module=__name__,
     )
 
 
-# A Struct with one optional field per registered plugin, named as in the config.
-Plugins: Any = _plugins_struct()
+def _holds_credentials(plugin: type[Plugin]) -> bool:
+    return issubclass(plugin, AuthPlugin) and hasattr(plugin, "CredentialConf")
+
+
+# Routes, services and global rules: every plugin, with its route-level conf.
+Plugins: Any = _plugins_struct("Plugins", [(p.name, p.Conf) for p in PLUGINS])
+# A credential: exactly one auth plugin, with its credential conf.
+CredentialPlugins: Any = _plugins_struct(
+    "CredentialPlugins",
+    [(p.name, p.CredentialConf) for p in PLUGINS if _holds_credentials(p)],  # type: ignore[attr-defined]
+)
+# A consumer: auth plugins are credentials (the legacy form), the rest are policies.
+ConsumerPlugins: Any = _plugins_struct(
+    "ConsumerPlugins",
+    [
+        (p.name, p.CredentialConf if _holds_credentials(p) else p.Conf)  # type: ignore[attr-defined]
+        for p in PLUGINS
+        if _holds_credentials(p) or not issubclass(p, AuthPlugin)
+    ],
+)
+# A consumer group: policies only.
+GroupPlugins: Any = _plugins_struct(
+    "GroupPlugins", [(p.name, p.Conf) for p in PLUGINS if not issubclass(p, AuthPlugin)]
+)
 
 
 def plugin_items(plugins: Any) -> list[tuple[str, Any]]:
-    """The (name, conf) pairs set in a `Plugins` value."""
+    """The (name, conf) pairs set in any of the plugins Structs, in registry order."""
     if plugins is None:
         return []
     return [
-        (p.name, conf)
-        for p in PLUGINS
-        if (conf := getattr(plugins, p.name.replace("-", "_"))) is not None
+        (name, conf)
+        for field, name in zip(
+            plugins.__struct_fields__, plugins.__struct_encode_fields__, strict=True
+        )
+        if (conf := getattr(plugins, field)) is not None
     ]
 
 
@@ -226,7 +252,7 @@ class Credential(Conf, frozen=True, kw_only=True):
     id: Id
     desc: str | None = None
     labels: Labels = {}
-    plugins: Plugins
+    plugins: CredentialPlugins
 
 
 class Consumer(Conf, frozen=True, kw_only=True):
@@ -234,7 +260,7 @@ class Consumer(Conf, frozen=True, kw_only=True):
     desc: str | None = None
     labels: Labels = {}
     group_id: Id | None = None
-    plugins: Plugins | None = None
+    plugins: ConsumerPlugins | None = None
     credentials: list[Credential] = []
 
 
@@ -242,7 +268,7 @@ class ConsumerGroup(Conf, frozen=True, kw_only=True):
     id: Id
     desc: str | None = None
     labels: Labels = {}
-    plugins: Plugins
+    plugins: GroupPlugins
 
 
 class Config(Conf, frozen=True, kw_only=True):

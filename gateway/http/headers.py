@@ -26,6 +26,19 @@ HOP_BY_HOP: Final = frozenset(
     }
 )
 
+# Identity headers the gateway sets after authentication. A client copy is never trusted,
+# in any case and with `_` for any `-` (servers such as WSGI map both to one variable).
+IDENTITY: Final = frozenset(
+    (b"x-consumer-username", b"x-credential-identifier", b"x-consumer-custom-id")
+)
+
+
+def is_identity(name: bytes) -> bool:
+    """True for an identity header name (lower-case), also spelled with underscores."""
+    if name[:2] != b"x-" and name[:2] != b"x_":
+        return False
+    return name in IDENTITY or name.replace(b"_", b"-") in IDENTITY
+
 FORWARDING: Final = frozenset(
     {
         b"x-real-ip",

@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 from gateway.pipeline import Plugin
+from gateway.plugins.basic_auth import BasicAuth
+from gateway.plugins.hmac_auth import HmacAuth
+from gateway.plugins.jwt_auth import JwtAuth
+from gateway.plugins.key_auth import KeyAuth
+from gateway.plugins.multi_auth import MultiAuth
 from gateway.plugins.proxy_rewrite import ProxyRewrite
 
-PLUGINS: tuple[type[Plugin], ...] = (ProxyRewrite,)
+PLUGINS: tuple[type[Plugin], ...] = (
+    MultiAuth,
+    HmacAuth,
+    BasicAuth,
+    JwtAuth,
+    KeyAuth,
+    ProxyRewrite,
+)
 
 BY_NAME: dict[str, type[Plugin]] = {p.name: p for p in PLUGINS}

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from gateway.context import RequestContext
-from gateway.pipeline import Conf, Plugin
+from gateway.pipeline import Conf, Plugin, PluginEnv
 from gateway.plugins.template import Template
 
 HeaderValue = str | list[str]
@@ -85,8 +85,8 @@ class ProxyRewrite(Plugin):
     priority = 1008
     Conf = ProxyRewriteConf
 
-    def __init__(self, conf: ProxyRewriteConf) -> None:
-        super().__init__(conf)
+    def __init__(self, conf: ProxyRewriteConf, env: PluginEnv) -> None:
+        super().__init__(conf, env)
         self.uri = Template(conf.uri) if conf.uri is not None else None
         pairs = conf.regex_uri or []
         self.regex_uri = tuple(

@@ -7,7 +7,8 @@ import trio
 
 from gateway.context import RequestContext
 from gateway.http.replies import Reply
-from gateway.pipeline import Chain, Conf, Plugin, run_request_phases
+from gateway.consumers import ConsumerTable
+from gateway.pipeline import Chain, Conf, Plugin, PluginEnv, run_request_phases
 
 GATEWAY = Path(__file__).resolve().parents[2] / "gateway"
 
@@ -16,7 +17,7 @@ class Recorder(Plugin):
     Conf = Conf
 
     def __init__(self, name: str, priority: int, log: list[str], stop: bool = False) -> None:
-        super().__init__(None)
+        super().__init__(None, PluginEnv(ConsumerTable(), lambda: 0.0))
         self.name = name  # type: ignore[misc]
         self.priority = priority  # type: ignore[misc]
         self.trace = log

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgspec
 import pytest
 
+from gateway.consumers import ConsumerTable
 from gateway.context import RequestContext
+from gateway.pipeline import PluginEnv
 from gateway.plugins.proxy_rewrite import ProxyRewrite, ProxyRewriteConf
 
 
@@ -18,7 +21,7 @@ def ctx(
 
 
 def plugin(**conf: Any) -> ProxyRewrite:
-    return ProxyRewrite(msgspec.convert(conf, ProxyRewriteConf))
+    return ProxyRewrite(msgspec.convert(conf, ProxyRewriteConf), PluginEnv(ConsumerTable(), time.time))
 
 
 def test_uri_wins_over_regex_and_keeps_query() -> None:
