@@ -39,6 +39,7 @@ def is_identity(name: bytes) -> bool:
         return False
     return name in IDENTITY or name.replace(b"_", b"-") in IDENTITY
 
+
 FORWARDING: Final = frozenset(
     {
         b"x-real-ip",

@@ -40,8 +40,8 @@ DEFAULT_MAX_BODY = 64 * 1024 * 1024
 
 
 class HmacAuthConf(Conf, frozen=True, kw_only=True):
-    allowed_algorithms: Annotated[list[HmacAlgorithm], msgspec.Meta(min_length=1)] = (
-        msgspec.field(default_factory=lambda: ["hmac-sha1", "hmac-sha256", "hmac-sha512"])
+    allowed_algorithms: Annotated[list[HmacAlgorithm], msgspec.Meta(min_length=1)] = msgspec.field(
+        default_factory=lambda: ["hmac-sha1", "hmac-sha256", "hmac-sha512"]
     )
     clock_skew: Annotated[int, msgspec.Meta(ge=1)] = 300
     signed_headers: list[Annotated[str, msgspec.Meta(min_length=1)]] = msgspec.field(
@@ -113,7 +113,7 @@ class HmacAuth(AuthPlugin):
         self.too_large = status_reply(413)
         self.index: dict[str, tuple[bytes, Credential]] = env.consumers.index(self.name) or {}
         if conf.validate_request_body:
-            self.rewrite = self._rewrite_with_body  # type: ignore[method-assign]
+            self.rewrite = self._rewrite_with_body  # type: ignore[method-assign,assignment]
 
     @classmethod
     def build_index(cls, entries: Sequence[tuple[Any, Credential]]) -> Any:
@@ -127,7 +127,8 @@ class HmacAuth(AuthPlugin):
         result = self._verify(ctx)
         if isinstance(result, Reply):
             return result
-        return self._accept(ctx, result)
+        self._accept(ctx, result)
+        return None
 
     async def _rewrite_with_body(self, ctx: RequestContext) -> Reply | None:
         result = self._verify(ctx)
@@ -143,7 +144,8 @@ class HmacAuth(AuthPlugin):
         if digest_header is None or not hmac.compare_digest(digest_header.strip(), expected):
             log.info("hmac-auth: body digest missing or wrong")
             return self.failed
-        return self._accept(ctx, result)
+        self._accept(ctx, result)
+        return None
 
     def _accept(self, ctx: RequestContext, credential: Credential) -> None:
         if self.hide:
@@ -185,7 +187,9 @@ class HmacAuth(AuthPlugin):
         except (binascii.Error, ValueError):
             raise _Failure("signature is not base64") from None
         secret, credential = entry
-        expected = hmac.new(secret, signing_string(key_id, names, ctx), _DIGESTS[algorithm]).digest()
+        expected = hmac.new(
+            secret, signing_string(key_id, names, ctx), _DIGESTS[algorithm]
+        ).digest()
         if not hmac.compare_digest(expected, given):
             raise _Failure("signature mismatch")
         return credential

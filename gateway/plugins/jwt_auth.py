@@ -34,7 +34,7 @@ Algorithm = Literal[
 ]  # fmt: skip
 _ALGORITHMS = get_default_algorithms()
 _UNVERIFIED = PyJWT()
-_NO_CHECKS = {"verify_signature": False}
+_NO_CHECKS: Any = {"verify_signature": False}
 
 
 class JwtAuthConf(Conf, frozen=True, kw_only=True):

@@ -63,7 +63,7 @@ class MultiAuth(AuthPlugin):
         self.challenge = [h for p in self.plugins for h in p.challenge]
         self.failed = message(401, "Authorization Failed", self.challenge)
         if any(is_async for _, is_async in self.hooks):
-            self.rewrite = self._rewrite_async  # type: ignore[method-assign]
+            self.rewrite = self._rewrite_async  # type: ignore[method-assign,assignment]
 
     def rewrite(self, ctx: RequestContext) -> Reply | None:
         for hook, _ in self.hooks:

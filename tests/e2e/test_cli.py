@@ -272,3 +272,45 @@ def test_ipv6_loopback_available() -> None:
     # The multi-address test above listens on [::1]; make a missing IPv6 stack obvious.
     with socket.socket(socket.AF_INET6) as s:
         s.bind(("::1", 0))
+
+
+def test_check_never_prints_secrets(tmp_path: Path) -> None:
+    secret = "super-secret-key-123"
+    duplicate = {
+        "consumers": [
+            {
+                "username": "a",
+                "credentials": [{"id": "c1", "plugins": {"key-auth": {"key": secret}}}],
+            },
+            {
+                "username": "b",
+                "credentials": [{"id": "c2", "plugins": {"key-auth": {"key": secret}}}],
+            },
+        ]
+    }
+    unusable = {
+        "consumers": [
+            {"username": "c", "credentials": [{"id": "c3", "plugins": {
+                "jwt-auth": {"key": "j", "public_key": secret, "algorithm": "RS256"}}}]},
+        ]
+    }  # fmt: skip
+    result = run_cli("check", "--config", str(write_config(tmp_path / "c.json", duplicate)))
+    assert result.returncode == 1
+    assert "key-auth key already used" in result.stderr
+    assert "$.consumers[1].credentials[0].plugins.key-auth" in result.stderr
+    assert secret not in result.stderr + result.stdout
+    result = run_cli("check", "--config", str(write_config(tmp_path / "d.json", unusable)))
+    assert result.returncode == 1
+    assert "$.consumers[0].credentials[0].plugins.jwt-auth" in result.stderr
+    assert secret not in result.stderr + result.stdout
+
+
+def test_hash_key_prints_the_key_hash_that_authenticates(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "hash-key"],
+        input="bot-key\n", capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0
+    digest = result.stdout.strip()
+    assert digest == "sha256:" + __import__("hashlib").sha256(b"bot-key").hexdigest()
+    assert "bot-key" not in result.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -16,6 +17,10 @@ UP = {"nodes": {"127.0.0.1:8080": 1}}
 
 def route(**extra: Any) -> dict[str, Any]:
     return {"id": "r", "uri": "/a", "upstream": UP, **extra}
+
+
+def cred(username: str, cred_id: str, plugin: str, conf: dict[str, Any]) -> dict[str, Any]:
+    return {"username": username, "credentials": [{"id": cred_id, "plugins": {plugin: conf}}]}
 
 
 CASES: list[tuple[dict[str, Any], str]] = [
@@ -59,6 +64,186 @@ CASES: list[tuple[dict[str, Any], str]] = [
     ({"consumers": [{"username": "bad name!"}]}, "$.consumers[0].username"),
     ({"consumers": [{"username": "a", "group_id": "none"}]}, "$.consumers[0].group_id"),
     ({"unknown": 1}, "$"),
+    # consumers and credentials
+    ({"consumers": [{"username": "a"}, {"username": "a"}]}, "$.consumers[1].username"),
+    (
+        {
+            "consumers": [
+                cred("a", "c1", "key-auth", {"key": "k1"}),
+                cred("b", "c1", "key-auth", {"key": "k2"}),
+            ]
+        },
+        "$.consumers[1].credentials[0].id",
+    ),
+    (
+        {
+            "consumers": [
+                cred("a", "c1", "key-auth", {"key": "same"}),
+                cred("b", "c2", "key-auth", {"key": "same"}),
+            ]
+        },
+        "$.consumers[1].credentials[0].plugins.key-auth",
+    ),
+    (
+        {
+            "consumers": [
+                cred("a", "c1", "key-auth", {"key": "same"}),
+                cred(
+                    "b",
+                    "c2",
+                    "key-auth",
+                    {"key_hash": "sha256:" + hashlib.sha256(b"same").hexdigest()},
+                ),
+            ]
+        },
+        "$.consumers[1].credentials[0].plugins.key-auth",
+    ),
+    (
+        {
+            "consumers": [
+                {"username": "a", "plugins": {"key-auth": {"key": "same"}}},
+                cred("b", "c2", "key-auth", {"key": "same"}),
+            ]
+        },
+        "$.consumers[1].credentials[0].plugins.key-auth",
+    ),
+    (
+        {
+            "consumers": [
+                cred("a", "c1", "basic-auth", {"username": "u", "password": "1"}),
+                cred("b", "c2", "basic-auth", {"username": "u", "password": "2"}),
+            ]
+        },
+        "$.consumers[1].credentials[0].plugins.basic-auth",
+    ),
+    (
+        {
+            "consumers": [
+                cred("a", "c1", "jwt-auth", {"key": "j", "secret": "s" * 32}),
+                cred("b", "c2", "jwt-auth", {"key": "j", "secret": "t" * 32}),
+            ]
+        },
+        "$.consumers[1].credentials[0].plugins.jwt-auth",
+    ),
+    (
+        {
+            "consumers": [
+                cred("a", "c1", "hmac-auth", {"key_id": "h", "secret_key": "1"}),
+                cred("b", "c2", "hmac-auth", {"key_id": "h", "secret_key": "2"}),
+            ]
+        },
+        "$.consumers[1].credentials[0].plugins.hmac-auth",
+    ),
+    (
+        {"consumers": [cred("a", "c1", "proxy-rewrite", {"uri": "/x"})]},
+        "$.consumers[0].credentials[0].plugins",
+    ),
+    (
+        {"consumers": [{"username": "a", "credentials": [{"id": "c", "plugins": {}}]}]},
+        "$.consumers[0].credentials[0].plugins",
+    ),
+    (
+        {
+            "consumers": [
+                {
+                    "username": "a",
+                    "credentials": [
+                        {
+                            "id": "c",
+                            "plugins": {
+                                "key-auth": {"key": "k"},
+                                "basic-auth": {"username": "u", "password": "p"},
+                            },
+                        }
+                    ],
+                }
+            ]
+        },
+        "$.consumers[0].credentials[0].plugins",
+    ),
+    (
+        {"consumers": [cred("a", "c1", "key-auth", {})]},
+        "$.consumers[0].credentials[0].plugins.key-auth",
+    ),
+    (
+        {"consumers": [cred("a", "c1", "key-auth", {"key": ""})]},
+        "$.consumers[0].credentials[0].plugins.key-auth.key",
+    ),
+    (
+        {"consumers": [cred("a", "c1", "key-auth", {"key_hash": "md5:abc"})]},
+        "$.consumers[0].credentials[0].plugins.key-auth.key_hash",
+    ),
+    (
+        {"consumers": [cred("a", "c1", "jwt-auth", {"key": "j"})]},
+        "$.consumers[0].credentials[0].plugins.jwt-auth",
+    ),
+    (
+        {"consumers": [cred("a", "c1", "jwt-auth", {"key": "j", "algorithm": "RS256"})]},
+        "$.consumers[0].credentials[0].plugins.jwt-auth",
+    ),
+    (
+        {
+            "consumers": [
+                cred(
+                    "a", "c1", "jwt-auth", {"key": "j", "algorithm": "RS256", "public_key": "nope"}
+                )
+            ]
+        },
+        "$.consumers[0].credentials[0].plugins.jwt-auth",
+    ),
+    (
+        {
+            "consumers": [
+                cred("a", "c1", "jwt-auth", {"key": "j", "secret": "s", "algorithm": "none"})
+            ]
+        },
+        "$.consumers[0].credentials[0].plugins.jwt-auth.algorithm",
+    ),
+    (
+        {"consumer_groups": [{"id": "g", "plugins": {"key-auth": {}}}]},
+        "$.consumer_groups[0].plugins",
+    ),
+    (
+        {"routes": [route(plugins={"multi-auth": {"auth_plugins": [{"key-auth": {}}]}})]},
+        "$.routes[0].plugins.multi-auth.auth_plugins",
+    ),
+    (
+        {
+            "routes": [
+                route(
+                    plugins={
+                        "multi-auth": {"auth_plugins": [{"key-auth": {}}, {"proxy-rewrite": {}}]}
+                    }
+                )
+            ]
+        },
+        "$.routes[0].plugins.multi-auth",
+    ),
+    (
+        {
+            "routes": [
+                route(
+                    plugins={
+                        "multi-auth": {
+                            "auth_plugins": [
+                                {"key-auth": {"hide_credential": True}},
+                                {"basic-auth": {}},
+                            ]
+                        }
+                    }
+                )
+            ]
+        },
+        "$.routes[0].plugins.multi-auth",
+    ),
+    (
+        {"routes": [route(plugins={"hmac-auth": {"clock_skew": 0}})]},
+        "$.routes[0].plugins.hmac-auth.clock_skew",
+    ),
+    (
+        {"routes": [route(plugins={"jwt-auth": {"claims_to_verify": ["iat"]}})]},
+        "$.routes[0].plugins.jwt-auth.claims_to_verify[0]",
+    ),
 ]
 
 

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import trio
 
+from gateway.consumers import ConsumerTable
 from gateway.context import RequestContext
 from gateway.http.replies import Reply
-from gateway.consumers import ConsumerTable
 from gateway.pipeline import Chain, Conf, Plugin, PluginEnv, run_request_phases
 
 GATEWAY = Path(__file__).resolve().parents[2] / "gateway"

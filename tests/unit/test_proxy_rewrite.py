@@ -21,7 +21,9 @@ def ctx(
 
 
 def plugin(**conf: Any) -> ProxyRewrite:
-    return ProxyRewrite(msgspec.convert(conf, ProxyRewriteConf), PluginEnv(ConsumerTable(), time.time))
+    return ProxyRewrite(
+        msgspec.convert(conf, ProxyRewriteConf), PluginEnv(ConsumerTable(), time.time)
+    )
 
 
 def test_uri_wins_over_regex_and_keeps_query() -> None:
