@@ -130,9 +130,16 @@ def start_nginx(procs: Procs, nginx: str, workdir: Path, body: str) -> None:
 
 
 def run_wrk(
-    url: str, duration: int, connections: int, post_bytes: int | None, tmp: Path
+    url: str,
+    duration: int,
+    connections: int,
+    post_bytes: int | None,
+    tmp: Path,
+    headers: tuple[str, ...] = (),
 ) -> dict[str, float]:
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+    for header in headers:
+        argv += ["-H", header]
     if post_bytes:
         script = tmp / "post.lua"
         script.write_text(
@@ -209,8 +216,17 @@ def main() -> int:
         config = {
             "server": {"listen": f"127.0.0.1:{gw_port}", "access_log": False},
             "upstreams": [{"id": "up", "nodes": {f"127.0.0.1:{up_port}": 1}}],
-            "routes": [{"id": "bench", "uri": "/*", "upstream_id": "up"}],
-        }
+            "routes": [
+                {"id": "bench", "uri": "/*", "upstream_id": "up"},
+                {"id": "bench-auth", "uri": "/*", "hosts": ["auth.bench"], "upstream_id": "up",
+                 "plugins": {"key-auth": {}}},
+            ],
+            "consumers": [
+                {"username": f"user{i}", "credentials": [
+                    {"id": f"c{i}", "plugins": {"key-auth": {"key": f"bench-key-{i}"}}}]}
+                for i in range(1000)
+            ],
+        }  # fmt: skip
         (tmp / "gateway.json").write_text(json.dumps(config))
         procs.start(
             pinned(0, [sys.executable, "-m", "gateway", "--config", str(tmp / "gateway.json")]),
@@ -218,13 +234,19 @@ def main() -> int:
         )
         wait_port(gw_port)
         targets["gateway"] = gw_port
+        # The same gateway, on a route with key-auth (1000 consumers configured).
+        auth_headers = ("Host: auth.bench", "apikey: bench-key-500")
 
         for label, path, post in SCENARIOS:
             results[label] = {}
-            for name, port in targets.items():
+            runs: list[tuple[str, int, tuple[str, ...]]] = [(n, p, ()) for n, p in targets.items()]
+            runs.append(("gw+key-auth", gw_port, auth_headers))
+            for name, port, headers in runs:
                 url = f"http://127.0.0.1:{port}{paths[path]}"
-                run_wrk(url, 1, args.connections, post, tmp)  # warm-up
-                results[label][name] = run_wrk(url, args.duration, args.connections, post, tmp)
+                run_wrk(url, 1, args.connections, post, tmp, headers)  # warm-up
+                results[label][name] = run_wrk(
+                    url, args.duration, args.connections, post, tmp, headers
+                )
     finally:
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -239,7 +261,7 @@ def main() -> int:
         f"{args.duration}s per run; {placement}"
     )
     print(
-        f"{'scenario':<12} {'target':<8} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'scenario':<12} {'target':<12} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'x nginx':>8} {'x direct':>8}"
     )
     for label, by_target in results.items():
@@ -248,7 +270,7 @@ def main() -> int:
             if "nginx" in by_target:
                 r["x_nginx"] = round(r["rps"] / by_target["nginx"]["rps"], 3)
             print(
-                f"{label:<12} {name:<8} {r['rps']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+                f"{label:<12} {name:<12} {r['rps']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
                 f"{r.get('x_nginx', float('nan')):>8.3f} {r['x_direct']:>8.3f}"
             )
     doc = {

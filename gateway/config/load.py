@@ -20,28 +20,43 @@ from gateway.errors import ConfigError, ConfigErrors
 ENV_PREFIX = "$env://"
 
 
-def _path_key(path: str, key: str) -> str:
-    if key.replace("_", "a").replace("-", "a").isalnum():
-        return f"{path}.{key}"
-    return f"{path}[{key!r}]"
+def _format_path(segments: tuple[str | int, ...]) -> str:
+    out = "$"
+    for seg in segments:
+        if isinstance(seg, int):
+            out += f"[{seg}]"
+        elif seg.replace("_", "a").replace("-", "a").isalnum():
+            out += f".{seg}"
+        else:
+            out += f"[{seg!r}]"
+    return out
 
 
 def resolve_env(
-    value: Any, environ: Mapping[str, str], path: str, errors: list[ConfigError]
+    value: Any,
+    environ: Mapping[str, str],
+    errors: list[ConfigError],
+    path: tuple[str | int, ...] = (),
 ) -> Any:
-    """`value` with every `$env://NAME` string replaced from `environ`."""
+    """`value` with every `$env://NAME` string replaced from `environ`.
+
+    The JSON path is kept as segments and only formatted for an error: a config with a
+    hundred thousand consumers should not build a path string per value.
+    """
     if isinstance(value, str):
         if value.startswith(ENV_PREFIX):
             name = value[len(ENV_PREFIX) :]
             if name not in environ:
-                errors.append(ConfigError(f"environment variable {name!r} is not set", path))
+                errors.append(
+                    ConfigError(f"environment variable {name!r} is not set", _format_path(path))
+                )
                 return value
             return environ[name]
         return value
     if isinstance(value, dict):
-        return {k: resolve_env(v, environ, _path_key(path, k), errors) for k, v in value.items()}
+        return {k: resolve_env(v, environ, errors, (*path, k)) for k, v in value.items()}
     if isinstance(value, list):
-        return [resolve_env(v, environ, f"{path}[{i}]", errors) for i, v in enumerate(value)]
+        return [resolve_env(v, environ, errors, (*path, i)) for i, v in enumerate(value)]
     return value
 
 
@@ -61,7 +76,8 @@ def parse(data: bytes, environ: Mapping[str, str] | None = None) -> Config:
     if not isinstance(raw, dict):
         raise ConfigErrors([ConfigError("the config must be a JSON object", "$")])
     errors: list[ConfigError] = []
-    raw = resolve_env(raw, os.environ if environ is None else environ, "$", errors)
+    if ENV_PREFIX.encode() in data:
+        raw = resolve_env(raw, os.environ if environ is None else environ, errors)
     if errors:
         raise ConfigErrors(errors)
     try:

@@ -314,3 +314,27 @@ def test_hash_key_prints_the_key_hash_that_authenticates(tmp_path: Path) -> None
     digest = result.stdout.strip()
     assert digest == "sha256:" + __import__("hashlib").sha256(b"bot-key").hexdigest()
     assert "bot-key" not in result.stdout
+
+
+async def test_sighup_adds_a_consumer(
+    tmp_path: Path, gateway_process: list[GatewayProcess], upstream: Upstream
+) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    config = basic_config(0, upstream.address)
+    config["server"]["listen"] = address
+    config["routes"][0]["plugins"] = {"key-auth": {}}
+    config["consumers"] = [
+        {"username": "JohnDoe", "credentials": [{"id": "john-1", "plugins": {"key-auth": {"key": "john-key"}}}]}
+    ]
+    process, path = await start_process(tmp_path, gateway_process, config)
+    assert (await request(address, headers=[("apikey", "jane-key")])).status == 401
+    config["consumers"].append(
+        {"username": "JaneRoe", "credentials": [{"id": "jane-1", "plugins": {"key-auth": {
+            "key_hash": "sha256:" + __import__("hashlib").sha256(b"jane-key").hexdigest()}}}]}
+    )  # fmt: skip
+    write_config(path, config)
+    process.signal(signal.SIGHUP)
+    await process.wait_log("config reloaded")
+    assert (await request(address, headers=[("apikey", "jane-key")])).status == 200
+    assert upstream.received[-1].header(b"x-consumer-username") == b"JaneRoe"
+    assert (await request(address, headers=[("apikey", "john-key")])).status == 200
