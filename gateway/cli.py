@@ -15,6 +15,7 @@ import trio
 from gateway.config.load import load
 from gateway.config.model import Config
 from gateway.errors import ConfigErrors
+from gateway.ratelimit import LimitRegistry
 from gateway.runtime import compile_config
 
 log = logging.getLogger("gateway")
@@ -74,9 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s [%(process)d] %(message)s",
         stream=sys.stderr,
     )
+    limits = LimitRegistry()
     try:
         config = load(args.config)
-        runtime = compile_config(config)
+        runtime = compile_config(config, limits=limits)
     except ConfigErrors as exc:
         for error in exc.errors:
             print(f"{args.config}: {error}", file=sys.stderr)
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     from gateway.server import run_process
 
     try:
-        trio.run(run_process, args.config, runtime, args.worker)
+        trio.run(run_process, args.config, runtime, limits, args.worker)
     except OSError as exc:
         log.error("cannot serve: %s", exc)
         return 1

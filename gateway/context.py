@@ -45,6 +45,7 @@ class RequestContext:
         "query",
         "remote_addr",
         "remote_port",
+        "response_headers",
         "route",
         "server_port",
         "start",
@@ -90,6 +91,8 @@ class RequestContext:
         self.body: bytes | None = None
         self.body_reader: BodyReader | None = None
         self._cookies: dict[str, str] | None = None
+        # Headers plugins add to the response, whoever produces it (upstream or gateway).
+        self.response_headers: list[Header] | None = None
         self.status = 0
         self.upstream_uri: bytes | None = None
         self.upstream_host: bytes | None = None
@@ -107,6 +110,12 @@ class RequestContext:
             for key, value in parse_qsl(self.query.decode("latin-1"), keep_blank_values=True):
                 self._args.setdefault(key, value)
         return self._args
+
+    def add_response_headers(self, headers: list[Header]) -> None:
+        if self.response_headers is None:
+            self.response_headers = headers
+        else:
+            self.response_headers.extend(headers)
 
     @property
     def cookies(self) -> dict[str, str]:

@@ -19,7 +19,7 @@ from gateway import proxy
 from gateway.accesslog import AccessLog
 from gateway.context import RequestContext
 from gateway.errors import DownstreamError, UpstreamError
-from gateway.http.headers import is_identity, is_websocket_upgrade
+from gateway.http.headers import client_request_headers, is_websocket_upgrade
 from gateway.http.replies import ROUTE_NOT_FOUND, Reply, reason, status_reply
 from gateway.pipeline import run_header_filters, run_log, run_request_phases
 from gateway.upstream.pool import PoolManager
@@ -209,7 +209,7 @@ class ClientConnection:
         ctx = RequestContext(
             request.method,
             request.target,
-            [h for h in request.headers if not is_identity(h[0])],
+            client_request_headers(request.headers),
             request.http_version,
             self.remote_addr,
             self.remote_port,
@@ -260,6 +260,8 @@ class ClientConnection:
         """Write a gateway-made response; False when the connection must close."""
         ctx.status = reply.status
         headers = list(reply.headers)
+        if ctx.response_headers:
+            headers.extend(ctx.response_headers)
         chain = ctx.chain
         if chain is not None and chain.header_filters:
             run_header_filters(chain, ctx, reply.status, headers)

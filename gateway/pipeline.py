@@ -44,15 +44,31 @@ LogHook = Callable[[RequestContext], None]
 
 
 class PluginEnv:
-    """What plugins may use beyond their conf: the consumer table and the wall clock.
+    """What plugins may use beyond their conf: the consumer table, the clocks, the
+    rate-limit store registry, and `scope`, the resource whose conf is being compiled
+    (`route:<id>`, `service:<id>`, `consumer:<name>`, `consumer_group:<id>`, `global:<id>`).
 
-    The clock is injected (`time.time` in a real process) so that plugin logic stays pure
-    and tests can fix the time.
+    Clocks are injected (`time.time` and a monotonic clock in a real process) so that
+    plugin logic stays pure and tests can fix the time.
     """
 
-    def __init__(self, consumers: ConsumerTable, now: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        consumers: ConsumerTable,
+        now: Callable[[], float],
+        limits: Any = None,
+        monotonic: Callable[[], float] | None = None,
+        scope: str = "",
+    ) -> None:
         self.consumers = consumers
         self.now = now
+        self.limits = limits
+        self.monotonic = monotonic if monotonic is not None else now
+        self.scope = scope
+
+    def for_scope(self, scope: str) -> PluginEnv:
+        """The same environment for plugins held by another resource."""
+        return PluginEnv(self.consumers, self.now, self.limits, self.monotonic, scope)
 
 
 class Plugin:

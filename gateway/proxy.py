@@ -211,6 +211,8 @@ async def _exchange(
             no_body = ctx.method == b"HEAD" or status in (204, 304)
             headers = client_response_headers(list(event.headers), no_body=no_body)
             ctx.status = status
+            if ctx.response_headers:
+                headers.extend(ctx.response_headers)
             if ctx.chain is not None and ctx.chain.header_filters:
                 run_header_filters(ctx.chain, ctx, status, headers)
             if client.draining:

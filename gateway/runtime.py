@@ -16,6 +16,7 @@ from gateway.config.model import Config, Route, Service, Upstream, plugin_items
 from gateway.consumers import Consumer, ConsumerTable, Credential
 from gateway.pipeline import AuthPlugin, Chain, Plugin, PluginEnv
 from gateway.plugins import BY_NAME
+from gateway.ratelimit import LimitRegistry
 from gateway.router import Router, RouteSpec
 from gateway.upstream.balancer import Node, RoundRobin
 
@@ -72,22 +73,29 @@ class CompiledRoute:
         return f"CompiledRoute({self.id!r}, plugins={self.chain.names()})"
 
 
-def instantiate(plugins: Any, env: PluginEnv) -> dict[str, Plugin]:
-    """Plugin instances for a plugins Struct value, by name."""
-    return {name: BY_NAME[name](conf, env) for name, conf in plugin_items(plugins)}
+def instantiate(plugins: Any, env: PluginEnv, scope: str) -> dict[str, Plugin]:
+    """Plugin instances for a plugins Struct value held by resource `scope`, by name."""
+    items = plugin_items(plugins)
+    if not items:
+        return {}
+    scoped = env.for_scope(scope)
+    return {name: BY_NAME[name](conf, scoped) for name, conf in items}
 
 
 def build_consumers(config: Config, env: PluginEnv) -> None:
     """Fill `env.consumers`: consumers with their policy plugins, and each auth plugin's
     credential index (credentials and the legacy form alike)."""
     table = env.consumers
-    group_plugins = {g.id: instantiate(g.plugins, env) for g in config.consumer_groups}
+    group_plugins = {
+        g.id: instantiate(g.plugins, env, f"consumer_group:{g.id}") for g in config.consumer_groups
+    }
     entries: dict[str, list[tuple[Any, Credential]]] = {}
     for conf in config.consumers:
         own = plugin_items(conf.plugins)
         policies = dict(group_plugins.get(conf.group_id, {})) if conf.group_id else {}
+        scoped = env.for_scope(f"consumer:{conf.username}")
         policies.update(
-            (name, BY_NAME[name](c, env))
+            (name, BY_NAME[name](c, scoped))
             for name, c in own
             if not issubclass(BY_NAME[name], AuthPlugin)
         )
@@ -108,18 +116,24 @@ def build_consumers(config: Config, env: PluginEnv) -> None:
 class Runtime:
     """Everything the request path reads, built once per config and never changed."""
 
-    def __init__(self, config: Config, now: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: Config,
+        now: Callable[[], float] = time.time,
+        limits: LimitRegistry | None = None,
+    ) -> None:
         self.config = config
         self.server = config.server
         self.limits = config.server.limits
-        self.env = env = PluginEnv(ConsumerTable(), now)
+        registry = limits if limits is not None else LimitRegistry()
+        self.env = env = PluginEnv(ConsumerTable(), now, registry, time.monotonic)
         build_consumers(config, env)
         self.upstreams = {
             u.id: CompiledUpstream(u, u.id) for u in config.upstreams if u.id is not None
         }
         global_plugins: list[Plugin] = []
         for rule in config.global_rules:
-            global_plugins.extend(instantiate(rule.plugins, env).values())
+            global_plugins.extend(instantiate(rule.plugins, env, f"global:{rule.id}").values())
         self.global_chain = Chain(global_plugins)
         services = {s.id: s for s in config.services}
         specs = []
@@ -129,14 +143,16 @@ class Runtime:
             hosts = route.host_list or (service.hosts if service and service.hosts else [])
             specs.append(RouteSpec(compiled, route.uri_list, route.methods, hosts, route.priority))
         self.router: Router[CompiledRoute] = Router(specs)
+        # The counter stores this config uses; the server keeps only these after a swap.
+        self.limit_stores = registry.take_used()
 
     def _compile_route(
         self, route: Route, service: Service | None, global_plugins: list[Plugin]
     ) -> CompiledRoute:
         merged: dict[str, Plugin] = {}
         if service is not None:
-            merged.update(instantiate(service.plugins, self.env))
-        merged.update(instantiate(route.plugins, self.env))
+            merged.update(instantiate(service.plugins, self.env, f"service:{service.id}"))
+        merged.update(instantiate(route.plugins, self.env, f"route:{route.id}"))
         chain = Chain([*global_plugins, *merged.values()])
         upstream = self._route_upstream(route, service)
         websocket = route.enable_websocket or bool(service and service.enable_websocket)
@@ -154,6 +170,9 @@ class Runtime:
         return self.upstreams[service.upstream_id]
 
 
-def compile_config(config: Config, now: Callable[[], float] = time.time) -> Runtime:
-    """Build the runtime for a validated config; `now` is the wall clock plugins read."""
-    return Runtime(config, now)
+def compile_config(
+    config: Config, now: Callable[[], float] = time.time, limits: LimitRegistry | None = None
+) -> Runtime:
+    """Build the runtime for a validated config; `now` is the wall clock plugins read and
+    `limits` the server's counter registry (a fresh one when only checking)."""
+    return Runtime(config, now, limits)

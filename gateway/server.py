@@ -21,6 +21,7 @@ from gateway.config.load import load
 from gateway.config.model import split_host_port
 from gateway.downstream import ClientConnection
 from gateway.errors import ConfigErrors
+from gateway.ratelimit import LimitRegistry
 from gateway.runtime import Runtime, compile_config
 from gateway.upstream.pool import PoolManager
 
@@ -58,10 +59,16 @@ class Gateway:
     """One process's server: the current `Runtime`, upstream pools and open connections."""
 
     def __init__(
-        self, config_path: str | None, runtime: Runtime, *, reuse_port: bool = False
+        self,
+        config_path: str | None,
+        runtime: Runtime,
+        limits: LimitRegistry,
+        *,
+        reuse_port: bool = False,
     ) -> None:
         self.config_path = config_path
         self.runtime = runtime
+        self.limits = limits
         self.reuse_port = reuse_port
         self.pools = PoolManager()
         self.access_log = AccessLog(runtime.server.access_log)
@@ -81,6 +88,9 @@ class Gateway:
             async with trio.open_nursery() as connections:
                 async with trio.open_nursery() as acceptors:
                     self._accept_scope = acceptors.cancel_scope
+                    # Redis clients for limit-count live in this nursery, entered before
+                    # the first request is accepted.
+                    await acceptors.start(self.limits.redis.run)
                     for listener in listeners:
                         acceptors.start_soon(self._accept_loop, listener, connections, limiter)
                     acceptors.start_soon(self._reap_pools)
@@ -117,8 +127,9 @@ class Gateway:
         if self.config_path is None:
             return False
         try:
-            runtime = compile_config(load(self.config_path))
+            runtime = compile_config(load(self.config_path), limits=self.limits)
         except ConfigErrors as exc:
+            self.limits.take_used()
             log.error("reload refused, the previous config keeps serving:\n%s", exc)
             return False
         if runtime.server.addresses != self.runtime.server.addresses:
@@ -128,6 +139,8 @@ class Gateway:
             self.access_log = AccessLog(runtime.server.access_log)
             old.close()
         self.runtime = runtime
+        # Counters whose scope and conf did not change carry on; the rest are dropped.
+        self.limits.retain(runtime.limit_stores)
         log.info("config reloaded from %s", self.config_path)
         return True
 
@@ -176,9 +189,11 @@ class Gateway:
             self.pools.reap(trio.current_time())
 
 
-async def run_process(config_path: str, runtime: Runtime, reuse_port: bool = False) -> None:
+async def run_process(
+    config_path: str, runtime: Runtime, limits: LimitRegistry, reuse_port: bool = False
+) -> None:
     """Serve with signal handling: SIGHUP reloads, SIGTERM/SIGINT drain then return."""
-    gateway = Gateway(config_path, runtime, reuse_port=reuse_port)
+    gateway = Gateway(config_path, runtime, limits, reuse_port=reuse_port)
     with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(gateway.serve)

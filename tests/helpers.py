@@ -18,6 +18,7 @@ import h11
 import trio
 
 from gateway.config.load import parse
+from gateway.ratelimit import LimitRegistry
 from gateway.runtime import compile_config
 from gateway.server import Gateway
 
@@ -157,8 +158,9 @@ def config_for(routes: list[dict[str, Any]], **top: Any) -> dict[str, Any]:
 
 async def start_gateway(nursery: trio.Nursery, config: dict[str, Any]) -> tuple[Gateway, str]:
     """An in-process gateway on a free port; returns it and `host:port`."""
-    runtime = compile_config(parse(json.dumps(config).encode()))
-    gateway = Gateway(None, runtime)
+    limits = LimitRegistry()
+    runtime = compile_config(parse(json.dumps(config).encode()), limits=limits)
+    gateway = Gateway(None, runtime, limits)
     addresses = await nursery.start(gateway.serve)
     return gateway, addresses[0]
 

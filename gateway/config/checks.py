@@ -122,7 +122,33 @@ def check(config: Config) -> list[ConfigError]:
                     )
                 )
     errors += _duplicate_secrets(config)
+    if config.server.workers > 1:
+        errors += _local_limits(config)
     return errors
+
+
+def _local_limits(config: Config) -> list[ConfigError]:
+    """With several workers, `policy: local` would give each process its own quota."""
+    places: list[tuple[str, object]] = []
+    places += [(f"$.routes[{i}].plugins", r.plugins) for i, r in enumerate(config.routes)]
+    places += [(f"$.services[{i}].plugins", s.plugins) for i, s in enumerate(config.services)]
+    places += [(f"$.consumers[{i}].plugins", c.plugins) for i, c in enumerate(config.consumers)]
+    places += [
+        (f"$.consumer_groups[{i}].plugins", g.plugins) for i, g in enumerate(config.consumer_groups)
+    ]
+    places += [
+        (f"$.global_rules[{i}].plugins", g.plugins) for i, g in enumerate(config.global_rules)
+    ]
+    return [
+        ConfigError(
+            f"limit-count `policy: local` counts per process, and server.workers is "
+            f"{config.server.workers}: use `policy: redis` to share one quota",
+            f"{base}.limit-count.policy",
+        )
+        for base, plugins in places
+        for name, conf in plugin_items(plugins)
+        if name == "limit-count" and conf.policy == "local"
+    ]
 
 
 def _duplicate_secrets(config: Config) -> list[ConfigError]:

@@ -116,6 +116,23 @@ def set_header(headers: list[Header], name: bytes, value: bytes) -> None:
     headers.append((name, value))
 
 
+def client_request_headers(raw: list[Header]) -> list[Header]:
+    """The client's headers as plugins see them: without client copies of identity headers
+    and without the headers its `Connection` header names (they were for this hop only).
+
+    Done once, before any plugin runs, so a header a plugin sets later is never dropped
+    because the client listed its name in `Connection`. `Connection`, `Upgrade` and the
+    other standard hop-by-hop headers stay until the upstream head is built: the WebSocket
+    decision needs them.
+    """
+    listed: frozenset[bytes] | tuple[()] = ()
+    for name, _ in raw:
+        if name == b"connection":
+            listed = connection_tokens(raw) - HOP_BY_HOP
+            break
+    return [h for h in raw if h[0] not in listed and not is_identity(h[0])]
+
+
 def upstream_request_headers(
     headers: list[Header],
     *,
@@ -126,17 +143,17 @@ def upstream_request_headers(
     framing: Header | None,
     websocket: bool,
 ) -> list[Header]:
-    """The head the upstream receives: the client's headers minus hop-by-hop, forwarding and
+    """The head the upstream receives: the request headers (already cleaned by
+    `client_request_headers`, then edited by plugins) minus hop-by-hop, forwarding and
     framing headers, then Host, the forwarding headers and the restated framing.
 
     X-Forwarded-For appends the client address to what the client sent (nginx's
     `$proxy_add_x_forwarded_for`); the other forwarding headers are always the gateway's own.
     """
     out: list[Header] = [(b"host", host)]
-    listed = connection_tokens(headers) if any(n == b"connection" for n, _ in headers) else ()
     xff: list[bytes] = []
     for name, value in headers:
-        if name in HOP_BY_HOP or name in listed or name in FORWARDING:
+        if name in HOP_BY_HOP or name in FORWARDING:
             if websocket and name == b"upgrade":
                 out.append((name, value))
             continue

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from gateway.pipeline import Plugin
+from gateway.plugins.attach_consumer_label import AttachConsumerLabel
 from gateway.plugins.basic_auth import BasicAuth
+from gateway.plugins.consumer_restriction import ConsumerRestriction
 from gateway.plugins.hmac_auth import HmacAuth
 from gateway.plugins.jwt_auth import JwtAuth
 from gateway.plugins.key_auth import KeyAuth
+from gateway.plugins.limit_count import LimitCount
 from gateway.plugins.multi_auth import MultiAuth
 from gateway.plugins.proxy_rewrite import ProxyRewrite
 
@@ -16,7 +19,10 @@ PLUGINS: tuple[type[Plugin], ...] = (
     BasicAuth,
     JwtAuth,
     KeyAuth,
+    ConsumerRestriction,
+    AttachConsumerLabel,
     ProxyRewrite,
+    LimitCount,
 )
 
 BY_NAME: dict[str, type[Plugin]] = {p.name: p for p in PLUGINS}

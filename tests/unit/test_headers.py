@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from gateway.http.headers import (
+    client_request_headers,
     client_response_headers,
     is_websocket_upgrade,
     strip_hop_by_hop,
@@ -28,7 +29,7 @@ def test_upstream_head_drops_hop_by_hop_and_restates_framing() -> None:
         (b"accept", b"*/*"),
     ]
     out = upstream_request_headers(
-        client,
+        client_request_headers(client),
         host=b"backend",
         remote_addr=b"127.0.0.1",
         forwarded_host=b"public",
