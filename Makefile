@@ -6,8 +6,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 APT_PACKAGES_BENCH := nginx-light wrk
+APT_PACKAGES_TEST := redis-server
 
-.PHONY: install run test test-fast lint bench bench-micro bench-load bench-deps clean
+.PHONY: install run test test-deps lint bench bench-micro bench-load bench-deps clean
 
 install: $(STAMP)
 
@@ -22,7 +23,13 @@ run: install
 	trap 'kill $$upstream 2>/dev/null' EXIT INT TERM; \
 	$(PY) -m gateway --config config.json
 
-test: install lint
+# Debian packages the tests need: a real redis-server (the fixtures start it on a free port).
+test-deps:
+	@command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || \
+	  $(SUDO) apt-get install -y $(APT_PACKAGES_TEST) >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update >/dev/null && $(SUDO) apt-get install -y $(APT_PACKAGES_TEST) >/dev/null; }
+
+test: install test-deps lint
 	$(PY) -m pytest -q
 
 lint: install

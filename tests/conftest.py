@@ -7,6 +7,7 @@ import pytest
 import trio
 
 from tests.helpers import GatewayProcess, Upstream
+from tests.redis_server import RedisServer
 
 
 @pytest.fixture
@@ -28,3 +29,18 @@ def gateway_process(tmp_path: Path) -> Iterator[list[GatewayProcess]]:
 async def second_upstream(nursery: trio.Nursery) -> Upstream:
     """Another recording echo upstream, for balancing and reload tests."""
     return await nursery.start(Upstream(name="second").serve)
+
+
+@pytest.fixture(scope="session")
+def redis_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis(redis_session: RedisServer) -> RedisServer:
+    """The shared test redis-server, emptied for this test."""
+    redis_session.flush()
+    return redis_session

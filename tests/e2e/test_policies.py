@@ -1,0 +1,351 @@
+"""Consumer policies (SPEC section 5) over real sockets: limit-count (local and a real
+redis-server), consumer-restriction, attach-consumer-label."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from gateway.config.load import load
+from gateway.ratelimit import LimitRegistry
+from gateway.runtime import compile_config
+from gateway.server import Gateway
+from tests.helpers import Response, Upstream, config_for, raw_serve, request, start_gateway
+from tests.redis_server import RedisServer
+
+
+def key_consumer(name: str, key: str, **extra: Any) -> dict[str, Any]:
+    return {"username": name, "credentials": [{"id": f"{name}-cred", "plugins": {"key-auth": {"key": key}}}], **extra}
+
+
+def auth_route(upstream: Upstream, route_id: str = "r", uri: str = "/*", **plugins: Any) -> dict[str, Any]:
+    return {"id": route_id, "uri": uri, "upstream": {"nodes": {upstream.address: 1}},
+            "plugins": {"key-auth": {}, **plugins}}  # fmt: skip
+
+
+def limits(resp: Response) -> tuple[int, int, int]:
+    return (int(resp.header(b"x-ratelimit-limit") or -1), int(resp.header(b"x-ratelimit-remaining") or -1),
+            int(resp.header(b"x-ratelimit-reset") or -1))  # fmt: skip
+
+
+async def statuses(gw: str, n: int, **kw: Any) -> list[int]:
+    return [(await request(gw, **kw)).status for _ in range(n)]
+
+
+# --- limit-count, local -----------------------------------------------------------------
+
+
+async def test_seed_scenario_fetchbot_limited_johndoe_not(nursery: trio.Nursery, upstream: Upstream) -> None:
+    consumers = [
+        key_consumer("FetchBot", "bot-key", plugins={"limit-count": {"count": 2, "time_window": 5, "rejected_code": 429}}),
+        key_consumer("JohnDoe", "john-key"),
+    ]
+    _, gw = await start_gateway(nursery, config_for([auth_route(upstream)], consumers=consumers))
+    bot = [("apikey", "bot-key")]
+    first, second, third = [await request(gw, headers=bot) for _ in range(3)]
+    assert [first.status, second.status, third.status] == [200, 200, 429]
+    assert limits(first)[:2] == (2, 1)
+    assert limits(second)[:2] == (2, 0)
+    limit, remaining, reset = limits(third)
+    assert (limit, remaining) == (2, 0)
+    assert 1 <= reset <= 5
+    assert 1 <= limits(first)[2] <= 5
+    assert len(upstream.received) == 2
+    john = await statuses(gw, 5, headers=[("apikey", "john-key")])
+    assert john == [200] * 5
+    assert (await request(gw, headers=[("apikey", "john-key")])).header(b"x-ratelimit-limit") is None
+
+
+async def test_rejected_msg_code_and_hidden_headers(nursery: trio.Nursery, upstream: Upstream) -> None:
+    route = {"id": "r", "uri": "/*", "upstream": {"nodes": {upstream.address: 1}},
+             "plugins": {"limit-count": {"count": 1, "time_window": 60, "rejected_msg": "slow down",
+                                         "show_limit_quota_header": False}}}  # fmt: skip
+    _, gw = await start_gateway(nursery, config_for([route]))
+    ok = await request(gw)
+    assert ok.status == 200
+    assert ok.header(b"x-ratelimit-limit") is None
+    rejected = await request(gw)
+    assert rejected.status == 503
+    assert rejected.body == b'{"error_msg":"slow down"}\n'
+    assert rejected.header(b"x-ratelimit-remaining") is None
+
+
+async def test_route_limit_is_shared_by_consumers_from_one_address(nursery: trio.Nursery, upstream: Upstream) -> None:
+    route = auth_route(upstream, **{"limit-count": {"count": 3, "time_window": 60}})
+    consumers = [key_consumer("a", "key-a"), key_consumer("b", "key-b")]
+    _, gw = await start_gateway(nursery, config_for([route], consumers=consumers))
+    results = []
+    for key in ("key-a", "key-b", "key-a", "key-b"):
+        results.append((await request(gw, headers=[("apikey", key)])).status)
+    assert results == [200, 200, 200, 503]
+
+
+async def test_consumer_limit_covers_all_credentials_and_routes(nursery: trio.Nursery, upstream: Upstream) -> None:
+    consumers = [{
+        "username": "multi",
+        "plugins": {"limit-count": {"count": 3, "time_window": 60, "rejected_code": 429}},
+        "credentials": [{"id": "k1", "plugins": {"key-auth": {"key": "key-1"}}},
+                        {"id": "k2", "plugins": {"key-auth": {"key": "key-2"}}}],
+    }]  # fmt: skip
+    routes = [auth_route(upstream, "r1", "/one"), auth_route(upstream, "r2", "/two")]
+    _, gw = await start_gateway(nursery, config_for(routes, consumers=consumers))
+    got = [
+        (await request(gw, target=t, headers=[("apikey", k)])).status
+        for t, k in [("/one", "key-1"), ("/two", "key-2"), ("/two", "key-1"), ("/one", "key-2")]
+    ]
+    assert got == [200, 200, 200, 429]
+
+
+async def test_group_limit_is_one_quota_for_all_members(nursery: trio.Nursery, upstream: Upstream) -> None:
+    groups = [{"id": "bots", "plugins": {"limit-count": {"count": 2, "time_window": 60, "key": "consumer_name",
+                                                          "key_type": "constant"}}}]  # fmt: skip
+    consumers = [key_consumer("a", "key-a", group_id="bots"), key_consumer("b", "key-b", group_id="bots"),
+                 key_consumer("c", "key-c")]  # fmt: skip
+    _, gw = await start_gateway(nursery, config_for([auth_route(upstream)], consumers=consumers, consumer_groups=groups))
+    got = [(await request(gw, headers=[("apikey", k)])).status for k in ("key-a", "key-b", "key-a", "key-c")]
+    assert got == [200, 200, 503, 200]
+
+
+async def test_group_name_shares_one_counter_across_routes(nursery: trio.Nursery, upstream: Upstream) -> None:
+    conf = {"count": 2, "time_window": 60, "group": "shared"}
+    node = {"nodes": {upstream.address: 1}}
+    routes = [{"id": "a", "uri": "/a", "upstream": node, "plugins": {"limit-count": conf}},
+              {"id": "b", "uri": "/b", "upstream": node, "plugins": {"limit-count": conf}},
+              {"id": "c", "uri": "/c", "upstream": node, "plugins": {"limit-count": {"count": 2, "time_window": 60}}}]  # fmt: skip
+    _, gw = await start_gateway(nursery, config_for(routes))
+    got = [(await request(gw, target=t)).status for t in ("/a", "/b", "/a", "/c")]
+    assert got == [200, 200, 503, 200]
+
+
+@pytest.mark.parametrize(
+    ("conf", "requests", "expected"),
+    [
+        ({"key": "http_x_user"}, [{"x-user": "u1"}, {"x-user": "u2"}, {"x-user": "u1"}], [200, 200, 503]),
+        ({"key": "arg_user"}, [{"?": "user=u1"}, {"?": "user=u2"}, {"?": "user=u1"}], [200, 200, 503]),
+        # An absent variable falls back to remote_addr: both requests share one counter.
+        ({"key": "http_x_user"}, [{}, {}], [200, 503]),
+        ({"key_type": "var_combination", "key": "$http_x_a-$http_x_b"},
+         [{"x-a": "1", "x-b": "2"}, {"x-a": "1", "x-b": "3"}, {"x-a": "1", "x-b": "2"}], [200, 200, 503]),
+        ({"key_type": "constant", "key": "everyone"}, [{"x-user": "u1"}, {"x-user": "u2"}], [200, 503]),
+    ],
+)  # fmt: skip
+async def test_key_types(
+    nursery: trio.Nursery, upstream: Upstream, conf: dict[str, Any], requests: list[dict[str, str]], expected: list[int]
+) -> None:
+    route = {"id": "r", "uri": "/*", "upstream": {"nodes": {upstream.address: 1}},
+             "plugins": {"limit-count": {"count": 1, "time_window": 60, **conf}}}  # fmt: skip
+    _, gw = await start_gateway(nursery, config_for([route]))
+    got = []
+    for spec in requests:
+        query = spec.get("?")
+        headers = [(k, v) for k, v in spec.items() if k != "?"]
+        got.append((await request(gw, target=f"/x?{query}" if query else "/x", headers=headers)).status)
+    assert got == expected
+
+
+async def exactly(gw: str, n: int, **kw: Any) -> list[int]:
+    results: list[int] = []
+
+    async def one() -> None:
+        results.append((await request(gw, **kw)).status)
+
+    async with trio.open_nursery() as inner:
+        for _ in range(n):
+            inner.start_soon(one)
+    return results
+
+
+@pytest.mark.parametrize("window_type", ["fixed", "sliding"])
+async def test_exact_under_concurrency_local(nursery: trio.Nursery, upstream: Upstream, window_type: str) -> None:
+    route = {"id": "r", "uri": "/*", "upstream": {"nodes": {upstream.address: 1}},
+             "plugins": {"limit-count": {"count": 10, "time_window": 60, "window_type": window_type}}}  # fmt: skip
+    _, gw = await start_gateway(nursery, config_for([route]))
+    results = await exactly(gw, 40)
+    assert results.count(200) == 10
+    assert results.count(503) == 30
+
+
+async def test_counters_survive_reload_when_conf_unchanged(
+    nursery: trio.Nursery, upstream: Upstream, tmp_path: Path
+) -> None:
+    node = {"nodes": {upstream.address: 1}}
+    limited = {"limit-count": {"count": 2, "time_window": 60}}
+    config = config_for([{"id": "a", "uri": "/a", "upstream": node, "plugins": limited},
+                         {"id": "b", "uri": "/b", "upstream": node, "plugins": limited}])  # fmt: skip
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    registry = LimitRegistry()
+    gateway = Gateway(str(path), compile_config(load(str(path)), limits=registry), registry)
+    gw = (await nursery.start(gateway.serve))[0]
+    assert [(await request(gw, target=t)).status for t in ("/a", "/a", "/b")] == [200, 200, 200]
+    # Same conf on /a, a changed conf on /b.
+    config["routes"][1]["plugins"] = {"limit-count": {"count": 3, "time_window": 60}}
+    path.write_text(json.dumps(config))
+    assert gateway.reload()
+    assert (await request(gw, target="/a")).status == 503  # /a's counter carried on
+    assert [(await request(gw, target="/b")).status for _ in range(4)] == [200, 200, 200, 503]
+
+
+# --- limit-count, redis -----------------------------------------------------------------
+
+
+def redis_conf(redis: RedisServer, **extra: Any) -> dict[str, Any]:
+    return {"count": 5, "time_window": 60, "policy": "redis", "redis_host": "127.0.0.1",
+            "redis_port": redis.port, **extra}  # fmt: skip
+
+
+@pytest.mark.parametrize("window_type", ["fixed", "sliding"])
+async def test_redis_limit_headers_and_exact_concurrency(
+    nursery: trio.Nursery, upstream: Upstream, redis: RedisServer, window_type: str
+) -> None:
+    route = {"id": "r", "uri": "/*", "upstream": {"nodes": {upstream.address: 1}},
+             "plugins": {"limit-count": redis_conf(redis, count=10, window_type=window_type, rejected_code=429)}}  # fmt: skip
+    _, gw = await start_gateway(nursery, config_for([route]))
+    first = await request(gw)
+    assert first.status == 200
+    assert limits(first)[:2] == (10, 9)
+    results = await exactly(gw, 30)
+    assert results.count(200) == 9
+    assert results.count(429) == 21
+    rejected = await request(gw)
+    assert rejected.status == 429
+    assert limits(rejected)[1] == 0
+    assert limits(rejected)[2] >= 1
+
+
+async def test_redis_down_fails_closed_or_degrades(nursery: trio.Nursery, upstream: Upstream, tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        node = {"nodes": {upstream.address: 1}}
+        routes = [
+            {"id": "strict", "uri": "/strict", "upstream": node, "plugins": {"limit-count": redis_conf(server)}},
+            {"id": "soft", "uri": "/soft", "upstream": node,
+             "plugins": {"limit-count": redis_conf(server, allow_degradation=True)}},
+        ]  # fmt: skip
+        _, gw = await start_gateway(nursery, config_for(routes))
+        assert (await request(gw, target="/strict")).status == 200
+        assert (await request(gw, target="/soft")).status == 200
+        server.stop()
+        failed = await request(gw, target="/strict")
+        assert failed.status == 500
+        assert failed.body == b'{"error_msg":"failed to limit count"}\n'
+        assert (await request(gw, target="/soft")).status == 200
+        assert len(upstream.received) == 3
+        # Redis back (same port): the strict route counts again.
+        server.start()
+        assert (await request(gw, target="/strict")).status == 200
+    finally:
+        server.stop()
+
+
+async def test_redis_timeout_answers_500_quickly(nursery: trio.Nursery, upstream: Upstream) -> None:
+    async def silent_redis(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()
+
+    port = await nursery.start(raw_serve, silent_redis)
+    conf = {"count": 5, "time_window": 60, "policy": "redis", "redis_host": "127.0.0.1",
+            "redis_port": port, "redis_timeout": 200}  # fmt: skip
+    route = {"id": "r", "uri": "/*", "upstream": {"nodes": {upstream.address: 1}}, "plugins": {"limit-count": conf}}
+    _, gw = await start_gateway(nursery, config_for([route]))
+    with trio.fail_after(10):
+        resp = await request(gw)
+    assert resp.status == 500
+    assert upstream.received == []
+
+
+# --- consumer-restriction ---------------------------------------------------------------
+
+
+@pytest.fixture
+async def restricted_gw(nursery: trio.Nursery, upstream: Upstream) -> str:
+    node = {"nodes": {upstream.address: 1}}
+    consumers = [key_consumer("jack", "jack-key", group_id="staff"), key_consumer("rose", "rose-key"),
+                 key_consumer("cal", "cal-key", group_id="guests"),
+                 key_consumer("ruth", "ruth-key", plugins={"consumer-restriction": {"type": "route_id", "blacklist": ["white"]}})]  # fmt: skip
+    groups = [{"id": "staff", "plugins": {"proxy-rewrite": {"headers": {"x-staff": "1"}}}},
+              {"id": "guests", "plugins": {"consumer-restriction": {"type": "route_id", "whitelist": ["black"]}}}]  # fmt: skip
+    routes = [
+        {"id": "white", "uri": "/white", "upstream": node, "plugins": {
+            "key-auth": {}, "consumer-restriction": {"whitelist": ["jack", "cal", "ruth"]}}},
+        {"id": "black", "uri": "/black", "upstream": node, "plugins": {
+            "key-auth": {}, "consumer-restriction": {"blacklist": ["rose"], "rejected_code": 423,
+                                                     "rejected_msg": "go away"}}},
+        {"id": "methods", "uri": "/methods", "upstream": node, "plugins": {
+            "key-auth": {}, "consumer-restriction": {"allowed_by_methods": [{"user": "jack", "methods": ["GET"]}]}}},
+        {"id": "groups", "uri": "/groups", "upstream": node, "plugins": {
+            "key-auth": {}, "consumer-restriction": {"type": "consumer_group_id", "whitelist": ["staff"]}}},
+        {"id": "anon", "uri": "/anon", "upstream": node, "plugins": {"consumer-restriction": {"whitelist": ["jack"]}}},
+        {"id": "svc", "uri": "/svc", "service_id": "s1"},
+        {"id": "nosvc", "uri": "/nosvc", "upstream": node, "plugins": {
+            "consumer-restriction": {"type": "service_id", "whitelist": ["s1"]}}},
+    ]  # fmt: skip
+    services = [{"id": "s1", "upstream": node,
+                 "plugins": {"consumer-restriction": {"type": "service_id", "blacklist": ["s1"]}}}]  # fmt: skip
+    _, gw = await start_gateway(nursery, config_for(routes, consumers=consumers, consumer_groups=groups,
+                                                     services=services))  # fmt: skip
+    return gw
+
+
+async def test_consumer_restriction_rules(restricted_gw: str, upstream: Upstream) -> None:
+    gw = restricted_gw
+
+    async def call(target: str, key: str | None = None, method: str = "GET") -> Response:
+        headers = [("apikey", key)] if key else []
+        return await request(gw, method, target, headers=headers, body=b"x" if method == "POST" else b"")
+
+    assert (await call("/white", "jack-key")).status == 200
+    forbidden = await call("/white", "rose-key")
+    assert forbidden.status == 403
+    assert forbidden.body == b'{"message":"The consumer_name is forbidden."}\n'
+    custom = await call("/black", "rose-key")
+    assert custom.status == 423
+    assert custom.body == b'{"message":"go away"}\n'
+    assert (await call("/black", "jack-key")).status == 200
+    assert (await call("/methods", "jack-key")).status == 200
+    assert (await call("/methods", "jack-key", "POST")).status == 403
+    assert (await call("/methods", "rose-key", "POST")).status == 200
+    assert (await call("/groups", "jack-key")).status == 200
+    assert (await call("/groups", "cal-key")).status == 403
+    no_group = await call("/groups", "rose-key")
+    assert no_group.status == 401
+    assert no_group.body == b'{"message":"The request is rejected, please check the consumer_group_id for this request"}\n'
+    anonymous = await call("/anon")
+    assert anonymous.status == 401
+    assert anonymous.body == b'{"message":"The request is rejected, please check the consumer_name for this request"}\n'
+    assert (await call("/svc")).status == 403  # service-level blacklist of its own id
+    assert (await call("/nosvc")).status == 401  # no service
+    # Restrictions held by a consumer and by a consumer group apply to them.
+    assert (await call("/white", "ruth-key")).status == 403
+    assert (await call("/white", "cal-key")).status == 403
+    assert (await call("/black", "cal-key")).status == 200
+
+
+# --- attach-consumer-label --------------------------------------------------------------
+
+
+async def test_attach_consumer_label(nursery: trio.Nursery, upstream: Upstream) -> None:
+    consumers = [key_consumer("FetchBot", "bot-key", labels={"team": "bots", "tier": "free"}),
+                 key_consumer("JohnDoe", "john-key")]  # fmt: skip
+    node = {"nodes": {upstream.address: 1}}
+    plugin = {"attach-consumer-label": {"headers": {"X-Consumer-Team": "$team", "X-Tier": "$tier"}}}
+    routes = [
+        {"id": "auth", "uri": "/auth", "upstream": node, "plugins": {"key-auth": {}, **plugin}},
+        {"id": "open", "uri": "/open", "upstream": node, "plugins": plugin},
+    ]
+    _, gw = await start_gateway(nursery, config_for(routes, consumers=consumers))
+    spoof = [("X-Consumer-Team", "admins"), ("Connection", "X-Consumer-Team"), ("x-tier", "gold")]
+    assert (await request(gw, target="/auth", headers=[("apikey", "bot-key"), *spoof])).status == 200
+    got = upstream.received[-1]
+    assert [v for n, v in got.headers if n == b"x-consumer-team"] == [b"bots"]
+    assert [v for n, v in got.headers if n == b"x-tier"] == [b"free"]
+    assert (await request(gw, target="/auth", headers=[("apikey", "john-key"), *spoof])).status == 200
+    got = upstream.received[-1]
+    assert got.header(b"x-consumer-team") is None
+    assert got.header(b"x-tier") is None
+    assert (await request(gw, target="/open", headers=spoof)).status == 200
+    assert upstream.received[-1].header(b"x-consumer-team") is None
