@@ -218,15 +218,24 @@ def main() -> int:
             "upstreams": [{"id": "up", "nodes": {f"127.0.0.1:{up_port}": 1}}],
             "routes": [
                 {"id": "bench", "uri": "/*", "upstream_id": "up"},
-                {"id": "bench-auth", "uri": "/*", "hosts": ["auth.bench"], "upstream_id": "up",
-                 "plugins": {"key-auth": {}}},
+                {
+                    "id": "bench-auth",
+                    "uri": "/*",
+                    "hosts": ["auth.bench"],
+                    "upstream_id": "up",
+                    "plugins": {"key-auth": {}},
+                },
             ],
             "consumers": [
-                {"username": f"user{i}", "credentials": [
-                    {"id": f"c{i}", "plugins": {"key-auth": {"key": f"bench-key-{i}"}}}]}
+                {
+                    "username": f"user{i}",
+                    "credentials": [
+                        {"id": f"c{i}", "plugins": {"key-auth": {"key": f"bench-key-{i}"}}}
+                    ],
+                }
                 for i in range(1000)
             ],
-        }  # fmt: skip
+        }
         (tmp / "gateway.json").write_text(json.dumps(config))
         procs.start(
             pinned(0, [sys.executable, "-m", "gateway", "--config", str(tmp / "gateway.json")]),

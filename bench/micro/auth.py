@@ -67,8 +67,10 @@ def request_headers(plugin: str, i: int, valid: bool) -> list[tuple[bytes, bytes
     secret = f"s{i}" if valid else "wrong"
     signing = f"hk{i}\nGET /hmac-auth\ndate: {date}\n".encode()
     sig = base64.b64encode(hmac.new(secret.encode(), signing, hashlib.sha256).digest()).decode()
-    auth = (f'Signature keyId="hk{i}",algorithm="hmac-sha256",headers="@request-target date",'
-            f'signature="{sig}"')  # fmt: skip
+    auth = (
+        f'Signature keyId="hk{i}",algorithm="hmac-sha256",headers="@request-target date",'
+        f'signature="{sig}"'
+    )
     return [(b"date", date.encode()), (b"authorization", auth.encode())]
 
 

@@ -6,6 +6,7 @@ Nothing here allocates per header beyond the outgoing list itself.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Final
 
 Header = tuple[bytes, bytes]
@@ -116,7 +117,7 @@ def set_header(headers: list[Header], name: bytes, value: bytes) -> None:
     headers.append((name, value))
 
 
-def client_request_headers(raw: list[Header]) -> list[Header]:
+def client_request_headers(raw: Iterable[Header]) -> list[Header]:
     """The client's headers as plugins see them: without client copies of identity headers
     and without the headers its `Connection` header names (they were for this hop only).
 
@@ -125,12 +126,13 @@ def client_request_headers(raw: list[Header]) -> list[Header]:
     other standard hop-by-hop headers stay until the upstream head is built: the WebSocket
     decision needs them.
     """
+    headers = list(raw)
     listed: frozenset[bytes] | tuple[()] = ()
-    for name, _ in raw:
+    for name, _ in headers:
         if name == b"connection":
-            listed = connection_tokens(raw) - HOP_BY_HOP
+            listed = connection_tokens(headers) - HOP_BY_HOP
             break
-    return [h for h in raw if h[0] not in listed and not is_identity(h[0])]
+    return [h for h in headers if h[0] not in listed and not is_identity(h[0])]
 
 
 def upstream_request_headers(

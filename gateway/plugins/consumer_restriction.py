@@ -17,8 +17,17 @@ from gateway.http.replies import Reply, message
 from gateway.pipeline import Conf, Plugin, PluginEnv
 
 Method = Literal[
-    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "PURGE",
-]  # fmt: skip
+    "GET",
+    "POST",
+    "PUT",
+    "DELETE",
+    "PATCH",
+    "HEAD",
+    "OPTIONS",
+    "CONNECT",
+    "TRACE",
+    "PURGE",
+]
 RestrictionType = Literal["consumer_name", "consumer_group_id", "route_id", "service_id"]
 Names = Annotated[list[Annotated[str, msgspec.Meta(min_length=1)]], msgspec.Meta(min_length=1)]
 
@@ -70,7 +79,9 @@ class ConsumerRestriction(Plugin):
         )
         self.rejected = message(
             conf.rejected_code,
-            conf.rejected_msg if conf.rejected_msg is not None else f"The {conf.type} is forbidden.",
+            conf.rejected_msg
+            if conf.rejected_msg is not None
+            else f"The {conf.type} is forbidden.",
         )
 
     def access(self, ctx: RequestContext) -> Reply | None:

@@ -29,9 +29,20 @@ from gateway.pipeline import AuthPlugin, Conf, PluginEnv
 log = logging.getLogger("gateway")
 
 Algorithm = Literal[
-    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512",
-    "PS256", "PS384", "PS512", "EdDSA",
-]  # fmt: skip
+    "HS256",
+    "HS384",
+    "HS512",
+    "RS256",
+    "RS384",
+    "RS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "EdDSA",
+]
 _ALGORITHMS = get_default_algorithms()
 _UNVERIFIED = PyJWT()
 _NO_CHECKS: Any = {"verify_signature": False}

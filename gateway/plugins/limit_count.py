@@ -51,14 +51,23 @@ class LimitCountConf(Conf, frozen=True, kw_only=True):
     redis_password: str | None = None
     redis_database: Annotated[int, msgspec.Meta(ge=0)] = 0
     redis_timeout: Annotated[int, msgspec.Meta(ge=1)] = 1000
-    redis_cluster_nodes: list[str] | None = None
+    redis_cluster_nodes: (
+        Annotated[
+            list[Annotated[str, msgspec.Meta(pattern=r"^.+:[0-9]{1,5}$")]],
+            msgspec.Meta(min_length=1),
+        ]
+        | None
+    ) = None
     redis_cluster_name: str | None = None
 
     def __post_init__(self) -> None:
         if self.policy != "local" and self.redis_host is None and not self.redis_cluster_nodes:
             raise ValueError(f"policy `{self.policy}` needs `redis_host`")
-        if self.policy == "local" and self.sync_interval is not None:
-            raise ValueError("`sync_interval` applies to the redis policies only")
+        if self.sync_interval is not None:
+            if self.policy == "local":
+                raise ValueError("`sync_interval` applies to the redis policies only")
+            if self.window_type == "sliding":
+                raise ValueError("`sync_interval` supports fixed windows only")
         if self.key_type == "var" and not _var_supported(self.key):
             raise ValueError(f"unsupported key variable {self.key!r}")
         if self.key_type == "var_combination":

@@ -15,7 +15,12 @@ from typing import Any
 import msgspec
 
 from gateway.ratelimit.local import Decision, FixedWindowStore, SlidingWindowStore
-from gateway.ratelimit.redis import RedisClients, RedisUnavailable, RedisWindowStore
+from gateway.ratelimit.redis import (
+    RedisClients,
+    RedisUnavailable,
+    RedisWindowStore,
+    SyncedRedisStore,
+)
 
 __all__ = [
     "Decision",
@@ -52,12 +57,32 @@ class LimitRegistry:
         if conf.policy == "local":
             cls = SlidingWindowStore if sliding else FixedWindowStore
             return cls(conf.count, conf.time_window)
+        host, port = conf.redis_host, conf.redis_port
+        if conf.policy == "redis-cluster" and conf.redis_cluster_nodes:
+            # Any node introduces the client to the whole cluster.
+            host, _, node_port = conf.redis_cluster_nodes[0].rpartition(":")
+            port = int(node_port)
         handle = self.redis.handle(
-            conf.redis_host, conf.redis_port, conf.redis_username, conf.redis_password,
-            conf.redis_database, conf.policy == "redis-cluster",
-        )  # fmt: skip
+            host,
+            port,
+            conf.redis_username,
+            conf.redis_password,
+            conf.redis_database,
+            conf.policy == "redis-cluster",
+        )
         digest = hashlib.sha256(scope.encode() + b"\0" + encoded).hexdigest()[:32]
         prefix = f"gateway:limit-count:{digest}:"
+        if conf.sync_interval is not None:
+            synced = SyncedRedisStore(
+                handle,
+                prefix,
+                conf.count,
+                conf.time_window,
+                conf.redis_timeout / 1000,
+                conf.sync_interval,
+            )
+            self.redis.add_sync(synced)
+            return synced
         return RedisWindowStore(
             handle, prefix, conf.count, conf.time_window, sliding, conf.redis_timeout / 1000
         )
@@ -71,7 +96,9 @@ class LimitRegistry:
     def retain(self, keys: frozenset[tuple[str, bytes]]) -> None:
         """Drop every store the live config no longer uses."""
         for key in [k for k in self._stores if k not in keys]:
-            del self._stores[key]
+            store = self._stores.pop(key)
+            if isinstance(store, SyncedRedisStore):
+                store.stop()
 
     def __len__(self) -> int:
         return len(self._stores)

@@ -122,7 +122,7 @@ class SlidingWindowStore:
         for _ in range(RECLAIM_PER_CALL):
             if not expiries or expiries[0][0] > now:
                 return
-            expires, key = expiries.popleft()
+            _, key = expiries.popleft()
             counter = self._counters.get(key)
             if counter is not None and (counter.window_index + 2) * window <= now:
                 del self._counters[key]

@@ -61,6 +61,15 @@ return {1, math.floor(limit - (prev * (window - elapsed) / window + cur)), reset
 """
 
 
+# ARGV: increment, window in ms. Adds what a gateway counted locally since its last push.
+PUSH_SCRIPT = """
+local count = redis.call('INCRBY', KEYS[1], ARGV[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]); ttl = tonumber(ARGV[2]) end
+return {count, ttl}
+"""
+
+
 class RedisUnavailable(Exception):
     """Redis could not answer in time (down, refused, timed out, or a script error)."""
 
@@ -76,8 +85,11 @@ class RedisHandle:
 
     def create(self) -> Any:
         host, port, username, password, database, _ = self.key
-        common: dict[str, Any] = {"username": username, "password": password,
-                                  "decode_responses": False}  # fmt: skip
+        common: dict[str, Any] = {
+            "username": username,
+            "password": password,
+            "decode_responses": False,
+        }
         if self.cluster:
             return coredis.RedisCluster(host=host, port=port, **common)
         return coredis.Redis(host=host, port=port, db=database, **common)
@@ -103,12 +115,23 @@ class RedisClients:
     def __init__(self) -> None:
         self._handles: dict[tuple[Any, ...], RedisHandle] = {}
         self._pending: list[RedisHandle] = []
+        self._pending_syncs: list[SyncedRedisStore] = []
         self._wakeup = trio.Event()
 
+    def add_sync(self, store: SyncedRedisStore) -> None:
+        """Run `store`'s periodic push in the background (until the store is dropped)."""
+        self._pending_syncs.append(store)
+        self._wakeup.set()
+
     def handle(
-        self, host: str, port: int, username: str | None, password: str | None,
-        database: int, cluster: bool,
-    ) -> RedisHandle:  # fmt: skip
+        self,
+        host: str,
+        port: int,
+        username: str | None,
+        password: str | None,
+        database: int,
+        cluster: bool,
+    ) -> RedisHandle:
         key = (host, port, username, password, database, cluster)
         handle = self._handles.get(key)
         if handle is None:
@@ -131,6 +154,8 @@ class RedisClients:
         while self._pending:
             handle = self._pending.pop()
             await nursery.start(self._hold, handle)
+        while self._pending_syncs:
+            nursery.start_soon(self._pending_syncs.pop().run_sync)
 
     @staticmethod
     async def _hold(handle: RedisHandle, *, task_status: trio.TaskStatus[None]) -> None:
@@ -173,3 +198,83 @@ class RedisWindowStore:
             )
             return Decision(bool(allowed), max(0, remaining), max(1, math.ceil(reset_ms / 1000)))
         raise RedisUnavailable(f"no answer within {self.timeout * 1000:.0f} ms")
+
+
+class _Pending:
+    __slots__ = ("expires", "known", "pending")
+
+    def __init__(self, expires: float) -> None:
+        self.known = 0
+        self.pending = 0
+        self.expires = expires
+
+
+class SyncedRedisStore:
+    """`sync_interval`: decide locally, push the local increments to Redis every interval.
+
+    Approximate by design (for very hot keys): between pushes each gateway only knows the
+    global count as of its last push, so the gateways together may let through up to one
+    interval's worth of extra requests. Fixed windows only. A Redis failure delays the push;
+    decisions go on locally.
+    """
+
+    def __init__(
+        self,
+        handle: RedisHandle,
+        prefix: str,
+        limit: int,
+        window_s: float,
+        timeout_s: float,
+        interval_s: float,
+    ) -> None:
+        self.handle = handle
+        self.prefix = prefix
+        self.limit = limit
+        self.window = window_s
+        self.window_ms = max(1, int(window_s * 1000))
+        self.timeout = timeout_s
+        self.interval = interval_s
+        self.entries: dict[str, _Pending] = {}
+        self.scope = trio.CancelScope()
+
+    async def incoming(self, key: str, cost: int) -> Decision:
+        now = trio.current_time()
+        entry = self.entries.get(key)
+        if entry is None or entry.expires <= now:
+            entry = self.entries[key] = _Pending(now + self.window)
+        reset = max(1, math.ceil(entry.expires - now))
+        if entry.known + entry.pending + cost > self.limit:
+            return Decision(False, 0, reset)
+        entry.pending += cost
+        return Decision(True, self.limit - entry.known - entry.pending, reset)
+
+    async def run_sync(self) -> None:
+        with self.scope:
+            while True:
+                await trio.sleep(self.interval)
+                await self.push()
+
+    async def push(self) -> None:
+        """Send every key's local increment; adopt Redis's total and expiry."""
+        now = trio.current_time()
+        for key, entry in list(self.entries.items()):
+            if entry.expires <= now and not entry.pending:
+                del self.entries[key]
+                continue
+            if not entry.pending:
+                continue
+            sent = entry.pending
+            with trio.move_on_after(self.timeout):
+                try:
+                    total, ttl_ms = await self.handle.run_script(
+                        PUSH_SCRIPT, self.prefix + key, [sent, self.window_ms]
+                    )
+                except RedisUnavailable as exc:
+                    log.warning("limit-count sync: %s", exc)
+                    return
+                entry.pending -= sent
+                entry.known = total
+                entry.expires = trio.current_time() + ttl_ms / 1000
+
+    def stop(self) -> None:
+        self.scope.cancel()

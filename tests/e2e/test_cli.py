@@ -290,10 +290,19 @@ def test_check_never_prints_secrets(tmp_path: Path) -> None:
     }
     unusable = {
         "consumers": [
-            {"username": "c", "credentials": [{"id": "c3", "plugins": {
-                "jwt-auth": {"key": "j", "public_key": secret, "algorithm": "RS256"}}}]},
+            {
+                "username": "c",
+                "credentials": [
+                    {
+                        "id": "c3",
+                        "plugins": {
+                            "jwt-auth": {"key": "j", "public_key": secret, "algorithm": "RS256"}
+                        },
+                    }
+                ],
+            },
         ]
-    }  # fmt: skip
+    }
     result = run_cli("check", "--config", str(write_config(tmp_path / "c.json", duplicate)))
     assert result.returncode == 1
     assert "key-auth key already used" in result.stderr
@@ -308,8 +317,12 @@ def test_check_never_prints_secrets(tmp_path: Path) -> None:
 def test_hash_key_prints_the_key_hash_that_authenticates(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "gateway", "hash-key"],
-        input="bot-key\n", capture_output=True, text=True, cwd=ROOT, timeout=60,
-    )  # fmt: skip
+        input="bot-key\n",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert result.returncode == 0
     digest = result.stdout.strip()
     assert digest == "sha256:" + __import__("hashlib").sha256(b"bot-key").hexdigest()
@@ -324,14 +337,29 @@ async def test_sighup_adds_a_consumer(
     config["server"]["listen"] = address
     config["routes"][0]["plugins"] = {"key-auth": {}}
     config["consumers"] = [
-        {"username": "JohnDoe", "credentials": [{"id": "john-1", "plugins": {"key-auth": {"key": "john-key"}}}]}
+        {
+            "username": "JohnDoe",
+            "credentials": [{"id": "john-1", "plugins": {"key-auth": {"key": "john-key"}}}],
+        }
     ]
     process, path = await start_process(tmp_path, gateway_process, config)
     assert (await request(address, headers=[("apikey", "jane-key")])).status == 401
     config["consumers"].append(
-        {"username": "JaneRoe", "credentials": [{"id": "jane-1", "plugins": {"key-auth": {
-            "key_hash": "sha256:" + __import__("hashlib").sha256(b"jane-key").hexdigest()}}}]}
-    )  # fmt: skip
+        {
+            "username": "JaneRoe",
+            "credentials": [
+                {
+                    "id": "jane-1",
+                    "plugins": {
+                        "key-auth": {
+                            "key_hash": "sha256:"
+                            + __import__("hashlib").sha256(b"jane-key").hexdigest()
+                        }
+                    },
+                }
+            ],
+        }
+    )
     write_config(path, config)
     process.signal(signal.SIGHUP)
     await process.wait_log("config reloaded")

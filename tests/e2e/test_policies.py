@@ -19,17 +19,30 @@ from tests.redis_server import RedisServer
 
 
 def key_consumer(name: str, key: str, **extra: Any) -> dict[str, Any]:
-    return {"username": name, "credentials": [{"id": f"{name}-cred", "plugins": {"key-auth": {"key": key}}}], **extra}
+    return {
+        "username": name,
+        "credentials": [{"id": f"{name}-cred", "plugins": {"key-auth": {"key": key}}}],
+        **extra,
+    }
 
 
-def auth_route(upstream: Upstream, route_id: str = "r", uri: str = "/*", **plugins: Any) -> dict[str, Any]:
-    return {"id": route_id, "uri": uri, "upstream": {"nodes": {upstream.address: 1}},
-            "plugins": {"key-auth": {}, **plugins}}  # fmt: skip
+def auth_route(
+    upstream: Upstream, route_id: str = "r", uri: str = "/*", **plugins: Any
+) -> dict[str, Any]:
+    return {
+        "id": route_id,
+        "uri": uri,
+        "upstream": {"nodes": {upstream.address: 1}},
+        "plugins": {"key-auth": {}, **plugins},
+    }
 
 
 def limits(resp: Response) -> tuple[int, int, int]:
-    return (int(resp.header(b"x-ratelimit-limit") or -1), int(resp.header(b"x-ratelimit-remaining") or -1),
-            int(resp.header(b"x-ratelimit-reset") or -1))  # fmt: skip
+    return (
+        int(resp.header(b"x-ratelimit-limit") or -1),
+        int(resp.header(b"x-ratelimit-remaining") or -1),
+        int(resp.header(b"x-ratelimit-reset") or -1),
+    )
 
 
 async def statuses(gw: str, n: int, **kw: Any) -> list[int]:
@@ -39,9 +52,15 @@ async def statuses(gw: str, n: int, **kw: Any) -> list[int]:
 # --- limit-count, local -----------------------------------------------------------------
 
 
-async def test_seed_scenario_fetchbot_limited_johndoe_not(nursery: trio.Nursery, upstream: Upstream) -> None:
+async def test_seed_scenario_fetchbot_limited_johndoe_not(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
     consumers = [
-        key_consumer("FetchBot", "bot-key", plugins={"limit-count": {"count": 2, "time_window": 5, "rejected_code": 429}}),
+        key_consumer(
+            "FetchBot",
+            "bot-key",
+            plugins={"limit-count": {"count": 2, "time_window": 5, "rejected_code": 429}},
+        ),
         key_consumer("JohnDoe", "john-key"),
     ]
     _, gw = await start_gateway(nursery, config_for([auth_route(upstream)], consumers=consumers))
@@ -57,13 +76,27 @@ async def test_seed_scenario_fetchbot_limited_johndoe_not(nursery: trio.Nursery,
     assert len(upstream.received) == 2
     john = await statuses(gw, 5, headers=[("apikey", "john-key")])
     assert john == [200] * 5
-    assert (await request(gw, headers=[("apikey", "john-key")])).header(b"x-ratelimit-limit") is None
+    assert (await request(gw, headers=[("apikey", "john-key")])).header(
+        b"x-ratelimit-limit"
+    ) is None
 
 
-async def test_rejected_msg_code_and_hidden_headers(nursery: trio.Nursery, upstream: Upstream) -> None:
-    route = {"id": "r", "uri": "/*", "upstream": {"nodes": {upstream.address: 1}},
-             "plugins": {"limit-count": {"count": 1, "time_window": 60, "rejected_msg": "slow down",
-                                         "show_limit_quota_header": False}}}  # fmt: skip
+async def test_rejected_msg_code_and_hidden_headers(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    route = {
+        "id": "r",
+        "uri": "/*",
+        "upstream": {"nodes": {upstream.address: 1}},
+        "plugins": {
+            "limit-count": {
+                "count": 1,
+                "time_window": 60,
+                "rejected_msg": "slow down",
+                "show_limit_quota_header": False,
+            }
+        },
+    }
     _, gw = await start_gateway(nursery, config_for([route]))
     ok = await request(gw)
     assert ok.status == 200
@@ -74,7 +107,9 @@ async def test_rejected_msg_code_and_hidden_headers(nursery: trio.Nursery, upstr
     assert rejected.header(b"x-ratelimit-remaining") is None
 
 
-async def test_route_limit_is_shared_by_consumers_from_one_address(nursery: trio.Nursery, upstream: Upstream) -> None:
+async def test_route_limit_is_shared_by_consumers_from_one_address(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
     route = auth_route(upstream, **{"limit-count": {"count": 3, "time_window": 60}})
     consumers = [key_consumer("a", "key-a"), key_consumer("b", "key-b")]
     _, gw = await start_gateway(nursery, config_for([route], consumers=consumers))
@@ -84,13 +119,19 @@ async def test_route_limit_is_shared_by_consumers_from_one_address(nursery: trio
     assert results == [200, 200, 200, 503]
 
 
-async def test_consumer_limit_covers_all_credentials_and_routes(nursery: trio.Nursery, upstream: Upstream) -> None:
-    consumers = [{
-        "username": "multi",
-        "plugins": {"limit-count": {"count": 3, "time_window": 60, "rejected_code": 429}},
-        "credentials": [{"id": "k1", "plugins": {"key-auth": {"key": "key-1"}}},
-                        {"id": "k2", "plugins": {"key-auth": {"key": "key-2"}}}],
-    }]  # fmt: skip
+async def test_consumer_limit_covers_all_credentials_and_routes(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    consumers = [
+        {
+            "username": "multi",
+            "plugins": {"limit-count": {"count": 3, "time_window": 60, "rejected_code": 429}},
+            "credentials": [
+                {"id": "k1", "plugins": {"key-auth": {"key": "key-1"}}},
+                {"id": "k2", "plugins": {"key-auth": {"key": "key-2"}}},
+            ],
+        }
+    ]
     routes = [auth_route(upstream, "r1", "/one"), auth_route(upstream, "r2", "/two")]
     _, gw = await start_gateway(nursery, config_for(routes, consumers=consumers))
     got = [
@@ -100,22 +141,52 @@ async def test_consumer_limit_covers_all_credentials_and_routes(nursery: trio.Nu
     assert got == [200, 200, 200, 429]
 
 
-async def test_group_limit_is_one_quota_for_all_members(nursery: trio.Nursery, upstream: Upstream) -> None:
-    groups = [{"id": "bots", "plugins": {"limit-count": {"count": 2, "time_window": 60, "key": "consumer_name",
-                                                          "key_type": "constant"}}}]  # fmt: skip
-    consumers = [key_consumer("a", "key-a", group_id="bots"), key_consumer("b", "key-b", group_id="bots"),
-                 key_consumer("c", "key-c")]  # fmt: skip
-    _, gw = await start_gateway(nursery, config_for([auth_route(upstream)], consumers=consumers, consumer_groups=groups))
-    got = [(await request(gw, headers=[("apikey", k)])).status for k in ("key-a", "key-b", "key-a", "key-c")]
+async def test_group_limit_is_one_quota_for_all_members(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    groups = [
+        {
+            "id": "bots",
+            "plugins": {
+                "limit-count": {
+                    "count": 2,
+                    "time_window": 60,
+                    "key": "consumer_name",
+                    "key_type": "constant",
+                }
+            },
+        }
+    ]
+    consumers = [
+        key_consumer("a", "key-a", group_id="bots"),
+        key_consumer("b", "key-b", group_id="bots"),
+        key_consumer("c", "key-c"),
+    ]
+    _, gw = await start_gateway(
+        nursery, config_for([auth_route(upstream)], consumers=consumers, consumer_groups=groups)
+    )
+    got = [
+        (await request(gw, headers=[("apikey", k)])).status
+        for k in ("key-a", "key-b", "key-a", "key-c")
+    ]
     assert got == [200, 200, 503, 200]
 
 
-async def test_group_name_shares_one_counter_across_routes(nursery: trio.Nursery, upstream: Upstream) -> None:
+async def test_group_name_shares_one_counter_across_routes(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
     conf = {"count": 2, "time_window": 60, "group": "shared"}
     node = {"nodes": {upstream.address: 1}}
-    routes = [{"id": "a", "uri": "/a", "upstream": node, "plugins": {"limit-count": conf}},
-              {"id": "b", "uri": "/b", "upstream": node, "plugins": {"limit-count": conf}},
-              {"id": "c", "uri": "/c", "upstream": node, "plugins": {"limit-count": {"count": 2, "time_window": 60}}}]  # fmt: skip
+    routes = [
+        {"id": "a", "uri": "/a", "upstream": node, "plugins": {"limit-count": conf}},
+        {"id": "b", "uri": "/b", "upstream": node, "plugins": {"limit-count": conf}},
+        {
+            "id": "c",
+            "uri": "/c",
+            "upstream": node,
+            "plugins": {"limit-count": {"count": 2, "time_window": 60}},
+        },
+    ]
     _, gw = await start_gateway(nursery, config_for(routes))
     got = [(await request(gw, target=t)).status for t in ("/a", "/b", "/a", "/c")]
     assert got == [200, 200, 503, 200]
@@ -124,26 +195,51 @@ async def test_group_name_shares_one_counter_across_routes(nursery: trio.Nursery
 @pytest.mark.parametrize(
     ("conf", "requests", "expected"),
     [
-        ({"key": "http_x_user"}, [{"x-user": "u1"}, {"x-user": "u2"}, {"x-user": "u1"}], [200, 200, 503]),
-        ({"key": "arg_user"}, [{"?": "user=u1"}, {"?": "user=u2"}, {"?": "user=u1"}], [200, 200, 503]),
+        (
+            {"key": "http_x_user"},
+            [{"x-user": "u1"}, {"x-user": "u2"}, {"x-user": "u1"}],
+            [200, 200, 503],
+        ),
+        (
+            {"key": "arg_user"},
+            [{"?": "user=u1"}, {"?": "user=u2"}, {"?": "user=u1"}],
+            [200, 200, 503],
+        ),
         # An absent variable falls back to remote_addr: both requests share one counter.
         ({"key": "http_x_user"}, [{}, {}], [200, 503]),
-        ({"key_type": "var_combination", "key": "$http_x_a-$http_x_b"},
-         [{"x-a": "1", "x-b": "2"}, {"x-a": "1", "x-b": "3"}, {"x-a": "1", "x-b": "2"}], [200, 200, 503]),
-        ({"key_type": "constant", "key": "everyone"}, [{"x-user": "u1"}, {"x-user": "u2"}], [200, 503]),
+        (
+            {"key_type": "var_combination", "key": "$http_x_a-$http_x_b"},
+            [{"x-a": "1", "x-b": "2"}, {"x-a": "1", "x-b": "3"}, {"x-a": "1", "x-b": "2"}],
+            [200, 200, 503],
+        ),
+        (
+            {"key_type": "constant", "key": "everyone"},
+            [{"x-user": "u1"}, {"x-user": "u2"}],
+            [200, 503],
+        ),
     ],
-)  # fmt: skip
+)
 async def test_key_types(
-    nursery: trio.Nursery, upstream: Upstream, conf: dict[str, Any], requests: list[dict[str, str]], expected: list[int]
+    nursery: trio.Nursery,
+    upstream: Upstream,
+    conf: dict[str, Any],
+    requests: list[dict[str, str]],
+    expected: list[int],
 ) -> None:
-    route = {"id": "r", "uri": "/*", "upstream": {"nodes": {upstream.address: 1}},
-             "plugins": {"limit-count": {"count": 1, "time_window": 60, **conf}}}  # fmt: skip
+    route = {
+        "id": "r",
+        "uri": "/*",
+        "upstream": {"nodes": {upstream.address: 1}},
+        "plugins": {"limit-count": {"count": 1, "time_window": 60, **conf}},
+    }
     _, gw = await start_gateway(nursery, config_for([route]))
     got = []
     for spec in requests:
         query = spec.get("?")
         headers = [(k, v) for k, v in spec.items() if k != "?"]
-        got.append((await request(gw, target=f"/x?{query}" if query else "/x", headers=headers)).status)
+        got.append(
+            (await request(gw, target=f"/x?{query}" if query else "/x", headers=headers)).status
+        )
     assert got == expected
 
 
@@ -160,9 +256,15 @@ async def exactly(gw: str, n: int, **kw: Any) -> list[int]:
 
 
 @pytest.mark.parametrize("window_type", ["fixed", "sliding"])
-async def test_exact_under_concurrency_local(nursery: trio.Nursery, upstream: Upstream, window_type: str) -> None:
-    route = {"id": "r", "uri": "/*", "upstream": {"nodes": {upstream.address: 1}},
-             "plugins": {"limit-count": {"count": 10, "time_window": 60, "window_type": window_type}}}  # fmt: skip
+async def test_exact_under_concurrency_local(
+    nursery: trio.Nursery, upstream: Upstream, window_type: str
+) -> None:
+    route = {
+        "id": "r",
+        "uri": "/*",
+        "upstream": {"nodes": {upstream.address: 1}},
+        "plugins": {"limit-count": {"count": 10, "time_window": 60, "window_type": window_type}},
+    }
     _, gw = await start_gateway(nursery, config_for([route]))
     results = await exactly(gw, 40)
     assert results.count(200) == 10
@@ -174,8 +276,12 @@ async def test_counters_survive_reload_when_conf_unchanged(
 ) -> None:
     node = {"nodes": {upstream.address: 1}}
     limited = {"limit-count": {"count": 2, "time_window": 60}}
-    config = config_for([{"id": "a", "uri": "/a", "upstream": node, "plugins": limited},
-                         {"id": "b", "uri": "/b", "upstream": node, "plugins": limited}])  # fmt: skip
+    config = config_for(
+        [
+            {"id": "a", "uri": "/a", "upstream": node, "plugins": limited},
+            {"id": "b", "uri": "/b", "upstream": node, "plugins": limited},
+        ]
+    )
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     registry = LimitRegistry()
@@ -194,16 +300,28 @@ async def test_counters_survive_reload_when_conf_unchanged(
 
 
 def redis_conf(redis: RedisServer, **extra: Any) -> dict[str, Any]:
-    return {"count": 5, "time_window": 60, "policy": "redis", "redis_host": "127.0.0.1",
-            "redis_port": redis.port, **extra}  # fmt: skip
+    return {
+        "count": 5,
+        "time_window": 60,
+        "policy": "redis",
+        "redis_host": "127.0.0.1",
+        "redis_port": redis.port,
+        **extra,
+    }
 
 
 @pytest.mark.parametrize("window_type", ["fixed", "sliding"])
 async def test_redis_limit_headers_and_exact_concurrency(
     nursery: trio.Nursery, upstream: Upstream, redis: RedisServer, window_type: str
 ) -> None:
-    route = {"id": "r", "uri": "/*", "upstream": {"nodes": {upstream.address: 1}},
-             "plugins": {"limit-count": redis_conf(redis, count=10, window_type=window_type, rejected_code=429)}}  # fmt: skip
+    route = {
+        "id": "r",
+        "uri": "/*",
+        "upstream": {"nodes": {upstream.address: 1}},
+        "plugins": {
+            "limit-count": redis_conf(redis, count=10, window_type=window_type, rejected_code=429)
+        },
+    }
     _, gw = await start_gateway(nursery, config_for([route]))
     first = await request(gw)
     assert first.status == 200
@@ -217,16 +335,27 @@ async def test_redis_limit_headers_and_exact_concurrency(
     assert limits(rejected)[2] >= 1
 
 
-async def test_redis_down_fails_closed_or_degrades(nursery: trio.Nursery, upstream: Upstream, tmp_path: Path) -> None:
+async def test_redis_down_fails_closed_or_degrades(
+    nursery: trio.Nursery, upstream: Upstream, tmp_path: Path
+) -> None:
     server = RedisServer(tmp_path / "redis")
     server.start()
     try:
         node = {"nodes": {upstream.address: 1}}
         routes = [
-            {"id": "strict", "uri": "/strict", "upstream": node, "plugins": {"limit-count": redis_conf(server)}},
-            {"id": "soft", "uri": "/soft", "upstream": node,
-             "plugins": {"limit-count": redis_conf(server, allow_degradation=True)}},
-        ]  # fmt: skip
+            {
+                "id": "strict",
+                "uri": "/strict",
+                "upstream": node,
+                "plugins": {"limit-count": redis_conf(server)},
+            },
+            {
+                "id": "soft",
+                "uri": "/soft",
+                "upstream": node,
+                "plugins": {"limit-count": redis_conf(server, allow_degradation=True)},
+            },
+        ]
         _, gw = await start_gateway(nursery, config_for(routes))
         assert (await request(gw, target="/strict")).status == 200
         assert (await request(gw, target="/soft")).status == 200
@@ -248,9 +377,20 @@ async def test_redis_timeout_answers_500_quickly(nursery: trio.Nursery, upstream
         await trio.sleep_forever()
 
     port = await nursery.start(raw_serve, silent_redis)
-    conf = {"count": 5, "time_window": 60, "policy": "redis", "redis_host": "127.0.0.1",
-            "redis_port": port, "redis_timeout": 200}  # fmt: skip
-    route = {"id": "r", "uri": "/*", "upstream": {"nodes": {upstream.address: 1}}, "plugins": {"limit-count": conf}}
+    conf = {
+        "count": 5,
+        "time_window": 60,
+        "policy": "redis",
+        "redis_host": "127.0.0.1",
+        "redis_port": port,
+        "redis_timeout": 200,
+    }
+    route = {
+        "id": "r",
+        "uri": "/*",
+        "upstream": {"nodes": {upstream.address: 1}},
+        "plugins": {"limit-count": conf},
+    }
     _, gw = await start_gateway(nursery, config_for([route]))
     with trio.fail_after(10):
         resp = await request(gw)
@@ -264,30 +404,90 @@ async def test_redis_timeout_answers_500_quickly(nursery: trio.Nursery, upstream
 @pytest.fixture
 async def restricted_gw(nursery: trio.Nursery, upstream: Upstream) -> str:
     node = {"nodes": {upstream.address: 1}}
-    consumers = [key_consumer("jack", "jack-key", group_id="staff"), key_consumer("rose", "rose-key"),
-                 key_consumer("cal", "cal-key", group_id="guests"),
-                 key_consumer("ruth", "ruth-key", plugins={"consumer-restriction": {"type": "route_id", "blacklist": ["white"]}})]  # fmt: skip
-    groups = [{"id": "staff", "plugins": {"proxy-rewrite": {"headers": {"x-staff": "1"}}}},
-              {"id": "guests", "plugins": {"consumer-restriction": {"type": "route_id", "whitelist": ["black"]}}}]  # fmt: skip
+    consumers = [
+        key_consumer("jack", "jack-key", group_id="staff"),
+        key_consumer("rose", "rose-key"),
+        key_consumer("cal", "cal-key", group_id="guests"),
+        key_consumer(
+            "ruth",
+            "ruth-key",
+            plugins={"consumer-restriction": {"type": "route_id", "blacklist": ["white"]}},
+        ),
+    ]
+    groups = [
+        {"id": "staff", "plugins": {"proxy-rewrite": {"headers": {"x-staff": "1"}}}},
+        {
+            "id": "guests",
+            "plugins": {"consumer-restriction": {"type": "route_id", "whitelist": ["black"]}},
+        },
+    ]
     routes = [
-        {"id": "white", "uri": "/white", "upstream": node, "plugins": {
-            "key-auth": {}, "consumer-restriction": {"whitelist": ["jack", "cal", "ruth"]}}},
-        {"id": "black", "uri": "/black", "upstream": node, "plugins": {
-            "key-auth": {}, "consumer-restriction": {"blacklist": ["rose"], "rejected_code": 423,
-                                                     "rejected_msg": "go away"}}},
-        {"id": "methods", "uri": "/methods", "upstream": node, "plugins": {
-            "key-auth": {}, "consumer-restriction": {"allowed_by_methods": [{"user": "jack", "methods": ["GET"]}]}}},
-        {"id": "groups", "uri": "/groups", "upstream": node, "plugins": {
-            "key-auth": {}, "consumer-restriction": {"type": "consumer_group_id", "whitelist": ["staff"]}}},
-        {"id": "anon", "uri": "/anon", "upstream": node, "plugins": {"consumer-restriction": {"whitelist": ["jack"]}}},
+        {
+            "id": "white",
+            "uri": "/white",
+            "upstream": node,
+            "plugins": {
+                "key-auth": {},
+                "consumer-restriction": {"whitelist": ["jack", "cal", "ruth"]},
+            },
+        },
+        {
+            "id": "black",
+            "uri": "/black",
+            "upstream": node,
+            "plugins": {
+                "key-auth": {},
+                "consumer-restriction": {
+                    "blacklist": ["rose"],
+                    "rejected_code": 423,
+                    "rejected_msg": "go away",
+                },
+            },
+        },
+        {
+            "id": "methods",
+            "uri": "/methods",
+            "upstream": node,
+            "plugins": {
+                "key-auth": {},
+                "consumer-restriction": {
+                    "allowed_by_methods": [{"user": "jack", "methods": ["GET"]}]
+                },
+            },
+        },
+        {
+            "id": "groups",
+            "uri": "/groups",
+            "upstream": node,
+            "plugins": {
+                "key-auth": {},
+                "consumer-restriction": {"type": "consumer_group_id", "whitelist": ["staff"]},
+            },
+        },
+        {
+            "id": "anon",
+            "uri": "/anon",
+            "upstream": node,
+            "plugins": {"consumer-restriction": {"whitelist": ["jack"]}},
+        },
         {"id": "svc", "uri": "/svc", "service_id": "s1"},
-        {"id": "nosvc", "uri": "/nosvc", "upstream": node, "plugins": {
-            "consumer-restriction": {"type": "service_id", "whitelist": ["s1"]}}},
-    ]  # fmt: skip
-    services = [{"id": "s1", "upstream": node,
-                 "plugins": {"consumer-restriction": {"type": "service_id", "blacklist": ["s1"]}}}]  # fmt: skip
-    _, gw = await start_gateway(nursery, config_for(routes, consumers=consumers, consumer_groups=groups,
-                                                     services=services))  # fmt: skip
+        {
+            "id": "nosvc",
+            "uri": "/nosvc",
+            "upstream": node,
+            "plugins": {"consumer-restriction": {"type": "service_id", "whitelist": ["s1"]}},
+        },
+    ]
+    services = [
+        {
+            "id": "s1",
+            "upstream": node,
+            "plugins": {"consumer-restriction": {"type": "service_id", "blacklist": ["s1"]}},
+        }
+    ]
+    _, gw = await start_gateway(
+        nursery, config_for(routes, consumers=consumers, consumer_groups=groups, services=services)
+    )
     return gw
 
 
@@ -296,7 +496,9 @@ async def test_consumer_restriction_rules(restricted_gw: str, upstream: Upstream
 
     async def call(target: str, key: str | None = None, method: str = "GET") -> Response:
         headers = [("apikey", key)] if key else []
-        return await request(gw, method, target, headers=headers, body=b"x" if method == "POST" else b"")
+        return await request(
+            gw, method, target, headers=headers, body=b"x" if method == "POST" else b""
+        )
 
     assert (await call("/white", "jack-key")).status == 200
     forbidden = await call("/white", "rose-key")
@@ -313,10 +515,11 @@ async def test_consumer_restriction_rules(restricted_gw: str, upstream: Upstream
     assert (await call("/groups", "cal-key")).status == 403
     no_group = await call("/groups", "rose-key")
     assert no_group.status == 401
-    assert no_group.body == b'{"message":"The request is rejected, please check the consumer_group_id for this request"}\n'
+    rejected = '{"message":"The request is rejected, please check the %s for this request"}\n'
+    assert no_group.body == (rejected % "consumer_group_id").encode()
     anonymous = await call("/anon")
     assert anonymous.status == 401
-    assert anonymous.body == b'{"message":"The request is rejected, please check the consumer_name for this request"}\n'
+    assert anonymous.body == (rejected % "consumer_name").encode()
     assert (await call("/svc")).status == 403  # service-level blacklist of its own id
     assert (await call("/nosvc")).status == 401  # no service
     # Restrictions held by a consumer and by a consumer group apply to them.
@@ -329,8 +532,10 @@ async def test_consumer_restriction_rules(restricted_gw: str, upstream: Upstream
 
 
 async def test_attach_consumer_label(nursery: trio.Nursery, upstream: Upstream) -> None:
-    consumers = [key_consumer("FetchBot", "bot-key", labels={"team": "bots", "tier": "free"}),
-                 key_consumer("JohnDoe", "john-key")]  # fmt: skip
+    consumers = [
+        key_consumer("FetchBot", "bot-key", labels={"team": "bots", "tier": "free"}),
+        key_consumer("JohnDoe", "john-key"),
+    ]
     node = {"nodes": {upstream.address: 1}}
     plugin = {"attach-consumer-label": {"headers": {"X-Consumer-Team": "$team", "X-Tier": "$tier"}}}
     routes = [
@@ -339,11 +544,15 @@ async def test_attach_consumer_label(nursery: trio.Nursery, upstream: Upstream) 
     ]
     _, gw = await start_gateway(nursery, config_for(routes, consumers=consumers))
     spoof = [("X-Consumer-Team", "admins"), ("Connection", "X-Consumer-Team"), ("x-tier", "gold")]
-    assert (await request(gw, target="/auth", headers=[("apikey", "bot-key"), *spoof])).status == 200
+    assert (
+        await request(gw, target="/auth", headers=[("apikey", "bot-key"), *spoof])
+    ).status == 200
     got = upstream.received[-1]
     assert [v for n, v in got.headers if n == b"x-consumer-team"] == [b"bots"]
     assert [v for n, v in got.headers if n == b"x-tier"] == [b"free"]
-    assert (await request(gw, target="/auth", headers=[("apikey", "john-key"), *spoof])).status == 200
+    assert (
+        await request(gw, target="/auth", headers=[("apikey", "john-key"), *spoof])
+    ).status == 200
     got = upstream.received[-1]
     assert got.header(b"x-consumer-team") is None
     assert got.header(b"x-tier") is None

@@ -244,6 +244,64 @@ CASES: list[tuple[dict[str, Any], str]] = [
         {"routes": [route(plugins={"jwt-auth": {"claims_to_verify": ["iat"]}})]},
         "$.routes[0].plugins.jwt-auth.claims_to_verify[0]",
     ),
+    # policies
+    (
+        {
+            "server": {"workers": 2},
+            "routes": [route(plugins={"limit-count": {"count": 1, "time_window": 1}})],
+        },
+        "$.routes[0].plugins.limit-count.policy",
+    ),
+    (
+        {
+            "server": {"workers": 2},
+            "consumers": [
+                {"username": "a", "plugins": {"limit-count": {"count": 1, "time_window": 1}}}
+            ],
+        },
+        "$.consumers[0].plugins.limit-count.policy",
+    ),
+    (
+        {"routes": [route(plugins={"limit-count": {"count": 0, "time_window": 1}})]},
+        "$.routes[0].plugins.limit-count.count",
+    ),
+    ({"routes": [route(plugins={"limit-count": {"count": 1}})]}, "$.routes[0].plugins.limit-count"),
+    (
+        {
+            "routes": [
+                route(plugins={"limit-count": {"count": 1, "time_window": 1, "policy": "redis"}})
+            ]
+        },
+        "$.routes[0].plugins.limit-count",
+    ),
+    (
+        {"routes": [route(plugins={"limit-count": {"count": 1, "time_window": 1, "key": "nope"}})]},
+        "$.routes[0].plugins.limit-count",
+    ),
+    (
+        {
+            "routes": [
+                route(
+                    plugins={
+                        "limit-count": {"count": 1, "time_window": 1, "window_type": "rolling"}
+                    }
+                )
+            ]
+        },
+        "$.routes[0].plugins.limit-count.window_type",
+    ),
+    (
+        {"routes": [route(plugins={"consumer-restriction": {}})]},
+        "$.routes[0].plugins.consumer-restriction",
+    ),
+    (
+        {"routes": [route(plugins={"consumer-restriction": {"type": "host", "whitelist": ["a"]}})]},
+        "$.routes[0].plugins.consumer-restriction.type",
+    ),
+    (
+        {"routes": [route(plugins={"attach-consumer-label": {"headers": {"X-Team": "team"}}})]},
+        "$.routes[0].plugins.attach-consumer-label.headers[...]",
+    ),
 ]
 
 
