@@ -87,6 +87,7 @@ _STATUS_TEXT: Final = {
 
 def status_reply(status: int, *, close: bool = False) -> Reply:
     """The gateway's plain error for `status`, in the router's JSON shape."""
-    reply = error_msg(status, _STATUS_TEXT.get(status, str(status)))
+    text = _STATUS_TEXT.get(status) or f"{status} {reason(status).decode()}".rstrip()
+    reply = error_msg(status, text)
     reply.close = close
     return reply
