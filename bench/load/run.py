@@ -212,6 +212,40 @@ def main() -> int:
             wait_port(proxy_port)
             targets["nginx"] = proxy_port
 
+        # Redis for the `policy: redis` run (Debian's redis-server, CPU 1), when installed.
+        redis_port = free_port() if shutil.which("redis-server") else None
+        if redis_port:
+            procs.start(
+                pinned(
+                    1,
+                    [
+                        "redis-server",
+                        "--port",
+                        str(redis_port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                    ],
+                )
+            )
+            wait_port(redis_port)
+        high_limit = {"count": 1_000_000_000, "time_window": 60}
+        limited = [("bot-local", {**high_limit})]
+        if redis_port:
+            limited.append(
+                (
+                    "bot-redis",
+                    {
+                        **high_limit,
+                        "policy": "redis",
+                        "redis_host": "127.0.0.1",
+                        "redis_port": redis_port,
+                    },
+                )
+            )
         gw_port = free_port()
         config = {
             "server": {"listen": f"127.0.0.1:{gw_port}", "access_log": False},
@@ -234,6 +268,15 @@ def main() -> int:
                     ],
                 }
                 for i in range(1000)
+            ]
+            + [
+                # The seed scenario: a consumer with its own limit-count (never reached).
+                {
+                    "username": name,
+                    "plugins": {"limit-count": conf},
+                    "credentials": [{"id": name, "plugins": {"key-auth": {"key": f"{name}-key"}}}],
+                }
+                for name, conf in limited
             ],
         }
         (tmp / "gateway.json").write_text(json.dumps(config))
@@ -250,6 +293,11 @@ def main() -> int:
             results[label] = {}
             runs: list[tuple[str, int, tuple[str, ...]]] = [(n, p, ()) for n, p in targets.items()]
             runs.append(("gw+key-auth", gw_port, auth_headers))
+            for name, _ in limited:
+                short = "local" if name.endswith("local") else "redis"
+                runs.append(
+                    (f"gw+auth+limit-{short}", gw_port, ("Host: auth.bench", f"apikey: {name}-key"))
+                )
             for name, port, headers in runs:
                 url = f"http://127.0.0.1:{port}{paths[path]}"
                 run_wrk(url, 1, args.connections, post, tmp, headers)  # warm-up
@@ -270,7 +318,7 @@ def main() -> int:
         f"{args.duration}s per run; {placement}"
     )
     print(
-        f"{'scenario':<12} {'target':<12} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'scenario':<12} {'target':<22} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'x nginx':>8} {'x direct':>8}"
     )
     for label, by_target in results.items():
@@ -279,7 +327,7 @@ def main() -> int:
             if "nginx" in by_target:
                 r["x_nginx"] = round(r["rps"] / by_target["nginx"]["rps"], 3)
             print(
-                f"{label:<12} {name:<12} {r['rps']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+                f"{label:<12} {name:<22} {r['rps']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
                 f"{r.get('x_nginx', float('nan')):>8.3f} {r['x_direct']:>8.3f}"
             )
     doc = {

@@ -103,9 +103,9 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int
         )
         for i in range(3)
     ]
-    for node in nodes:
-        node.start()
     try:
+        for node in nodes:
+            node.start()
         subprocess.run(
             [
                 "redis-cli",
