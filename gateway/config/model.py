@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from gateway.http.methods import HttpMethod
 from gateway.pipeline import AuthPlugin, Conf, Plugin
 from gateway.plugins import PLUGINS
 
@@ -20,18 +21,6 @@ Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-zA-Z
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Labels = dict[str, str]
-HttpMethod = Literal[
-    "GET",
-    "POST",
-    "PUT",
-    "DELETE",
-    "PATCH",
-    "HEAD",
-    "OPTIONS",
-    "CONNECT",
-    "TRACE",
-    "PURGE",
-]
 
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[^:\[\]]+):([0-9]{1,5})$")
 _HOSTNAME = re.compile(r"^(\*\.)?[a-zA-Z0-9_-]+(\.[a-zA-Z0-9_-]+)*$|^\*$")

@@ -13,28 +13,17 @@ from typing import Annotated, Literal
 import msgspec
 
 from gateway.context import RequestContext
+from gateway.http.methods import HttpMethod
 from gateway.http.replies import Reply, message
 from gateway.pipeline import Conf, Plugin, PluginEnv
 
-Method = Literal[
-    "GET",
-    "POST",
-    "PUT",
-    "DELETE",
-    "PATCH",
-    "HEAD",
-    "OPTIONS",
-    "CONNECT",
-    "TRACE",
-    "PURGE",
-]
 RestrictionType = Literal["consumer_name", "consumer_group_id", "route_id", "service_id"]
 Names = Annotated[list[Annotated[str, msgspec.Meta(min_length=1)]], msgspec.Meta(min_length=1)]
 
 
 class AllowedByMethods(Conf, frozen=True, kw_only=True):
     user: Annotated[str, msgspec.Meta(min_length=1)]
-    methods: Annotated[list[Method], msgspec.Meta(min_length=1)]
+    methods: Annotated[list[HttpMethod], msgspec.Meta(min_length=1)]
 
 
 class ConsumerRestrictionConf(Conf, frozen=True, kw_only=True):

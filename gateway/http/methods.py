@@ -1,0 +1,7 @@
+"""HTTP method names the config accepts in `methods` lists (APISIX's set)."""
+
+from typing import Literal
+
+HttpMethod = Literal[
+    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "PURGE",
+]  # fmt: skip
