@@ -19,7 +19,9 @@ from gateway import proxy
 from gateway.accesslog import AccessLog
 from gateway.context import RequestContext
 from gateway.errors import DownstreamError, UpstreamError
+from gateway.http.framing import HeadError, check_head, check_incomplete, find_head_end
 from gateway.http.headers import client_request_headers, is_websocket_upgrade
+from gateway.http.path import PathError, normalize
 from gateway.http.replies import ROUTE_NOT_FOUND, Reply, reason, status_reply
 from gateway.pipeline import run_header_filters, run_log, run_request_phases
 from gateway.upstream.pool import PoolManager
@@ -30,6 +32,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway")
 
 RECEIVE_SIZE = 64 * 1024
+HEAD_SLACK = 1024
+LINGER_S = 2.0  # nginx: lingering_timeout 5 s; shorter, we only need the answer read
+LINGER_BYTES = 1024 * 1024
 CLIENT_GONE = 499  # nginx's status for "client closed the connection"
 _IO_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 
@@ -41,6 +46,21 @@ class Shared(Protocol):
     pools: PoolManager
     access_log: AccessLog
     draining: bool
+
+
+def normalized_target(target: bytes) -> bytes:
+    """The request target with its path normalised (absolute-form reduced to the path);
+    raises PathError."""
+    if target.startswith((b"http://", b"https://")):
+        slash = target.find(b"/", target.find(b"//") + 2)
+        target = target[slash:] if slash >= 0 else b"/"
+    path, sep, query = target.partition(b"?")
+    if path == b"*":
+        return target
+    normal = normalize(path)
+    if normal is path:
+        return target
+    return normal + sep + query
 
 
 def _host_without_port(value: bytes) -> bytes:
@@ -66,10 +86,16 @@ class ClientConnection:
         self.remote_addr, self.remote_port = remote
         self.server_port = server_port
         limits = shared.runtime.limits
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head)
+        # The framing checks refuse an oversized head first; h11's own bound is a backstop.
+        self.h11 = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=limits.max_head + HEAD_SLACK
+        )
         self.body_started = False
         self._body_done = False
         self.idle_scope: trio.CancelScope | None = None
+        # After an early error reply the client may still be sending: read and discard for
+        # a moment before closing, so that our close does not reset the answer away.
+        self.linger = False
 
     @property
     def draining(self) -> bool:
@@ -83,6 +109,20 @@ class ClientConnection:
             await self.stream.send_all(data)
         except _IO_ERRORS:
             raise DownstreamError(CLIENT_GONE, "client closed the connection") from None
+
+    async def _linger(self) -> None:
+        """Half-close, then discard what the client still sends, for a bounded time/size."""
+        with trio.move_on_after(LINGER_S):
+            try:
+                await self.stream.send_eof()
+                discarded = 0
+                while discarded < LINGER_BYTES:
+                    data = await self.stream.receive_some(RECEIVE_SIZE)
+                    if not data:
+                        return
+                    discarded += len(data)
+            except _IO_ERRORS:
+                return
 
     async def _receive(self) -> bytes:
         try:
@@ -98,12 +138,14 @@ class ClientConnection:
             while True:
                 request = await self._wait_request()
                 if request is None:
-                    return
+                    break
                 if not await self._handle(request):
-                    return
+                    break
                 if self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
-                    return
+                    break
                 self.h11.start_next_cycle()
+            if self.linger:
+                await self._linger()
         except DownstreamError:
             pass
         finally:
@@ -111,40 +153,74 @@ class ClientConnection:
                 await trio.aclose_forcefully(self.stream)
 
     async def _wait_request(self) -> h11.Request | None:
+        """The next request head, checked by `http.framing` before h11 parses it; None when
+        the connection should close (EOF, idle timeout, drain, or a refused head)."""
         limits = self.shared.runtime.limits
         head_deadline: float | None = None
+        # What has arrived of this head so far (pipelined bytes included), searched for its
+        # end incrementally: a slow sender must not make each read rescan the whole head.
+        pending = bytearray(self.h11.trailing_data[0]) if self.h11.trailing_data[0] else None
+        searched = 0
         while True:
-            try:
-                event = self.h11.next_event()
-            except h11.RemoteProtocolError as exc:
-                await self._reject(exc.error_status_hint, str(exc))
+            if pending is not None:
+                end = find_head_end(bytes(pending[max(0, searched - 3) :]))
+                try:
+                    if end is None:
+                        searched = len(pending)
+                        check_incomplete(bytes(pending), limits.max_request_line, limits.max_head)
+                    else:
+                        end += max(0, searched - 3)
+                        check_head(
+                            bytes(pending[:end]),
+                            max_request_line=limits.max_request_line,
+                            max_header_line=limits.max_header_line,
+                            max_head=limits.max_head,
+                            max_headers=limits.max_headers,
+                        )
+                        return await self._parse_request()
+                except HeadError as exc:
+                    await self._reject(exc.status, exc.reason)
+                    return None
+            if pending is None:
+                # Between requests: the keep-alive idle timeout applies, and a graceful stop
+                # may cancel the wait.
+                if self.shared.draining:
+                    return None
+                with trio.CancelScope() as scope:
+                    scope.deadline = trio.current_time() + limits.keepalive_timeout
+                    self.idle_scope = scope
+                    data = await self._receive()
+                self.idle_scope = None
+                if scope.cancelled_caught:
+                    return None
+            else:
+                # The head deadline runs from its first byte and is not extended by later
+                # bytes: a slow sender (slowloris) is cut when it passes.
+                if head_deadline is None:
+                    head_deadline = trio.current_time() + limits.head_timeout
+                with trio.move_on_at(head_deadline) as scope:
+                    data = await self._receive()
+                if scope.cancelled_caught:
+                    await self._reject(408, "request head timed out")
+                    return None
+            if not data:
                 return None
-            if event is h11.NEED_DATA:
-                if self.h11.their_state is h11.IDLE and not self.h11.trailing_data[0]:
-                    # Between requests: the keep-alive idle timeout applies, and a graceful
-                    # stop may cancel the wait.
-                    if self.shared.draining:
-                        return None
-                    with trio.CancelScope() as scope:
-                        scope.deadline = trio.current_time() + limits.keepalive_timeout
-                        self.idle_scope = scope
-                        data = await self._receive()
-                    self.idle_scope = None
-                    if scope.cancelled_caught:
-                        return None
-                else:
-                    if head_deadline is None:
-                        head_deadline = trio.current_time() + limits.head_timeout
-                    with trio.move_on_at(head_deadline) as scope:
-                        data = await self._receive()
-                    if scope.cancelled_caught:
-                        await self._reject(408, "request head timed out")
-                        return None
-                self.h11.receive_data(data)
-                continue
-            if type(event) is h11.Request:
-                return event
-            return None  # ConnectionClosed
+            self.h11.receive_data(data)
+            if pending is None:
+                pending = bytearray(data)
+            else:
+                pending += data
+
+    async def _parse_request(self) -> h11.Request | None:
+        """Let h11 parse a head that passed the checks (it is already in h11's buffer)."""
+        try:
+            event = self.h11.next_event()
+        except h11.RemoteProtocolError as exc:
+            await self._reject(exc.error_status_hint, str(exc))
+            return None
+        if type(event) is h11.Request:
+            return event
+        return None
 
     async def receive_body(self) -> bytes | None:
         """The next piece of the request body, or None at its end.
@@ -205,10 +281,15 @@ class ClientConnection:
         runtime = shared.runtime  # read once: a reload does not change a request in flight
         self.body_started = False
         self._body_done = False
+        try:
+            target = normalized_target(request.target)
+        except PathError as exc:
+            await self._reject(400, f"bad request path: {exc}")
+            return False
         # Client-sent identity headers are removed on every route, authenticated or not.
         ctx = RequestContext(
             request.method,
-            request.target,
+            target,
             client_request_headers(request.headers),
             request.http_version,
             self.remote_addr,
@@ -268,9 +349,11 @@ class ClientConnection:
         headers.append((b"content-length", str(len(reply.body)).encode()))
         self._skip_buffered_body()
         # An unread request body cannot be skipped safely: close instead of guessing.
-        close = reply.close or self.shared.draining or self.h11.their_state is not h11.DONE
+        unread = self.h11.their_state is not h11.DONE
+        close = reply.close or self.shared.draining or unread
         if close:
             headers.append((b"connection", b"close"))
+            self.linger = unread
         data = (
             self.h11.send(
                 h11.Response(status_code=reply.status, headers=headers, reason=reason(reply.status))
@@ -298,6 +381,7 @@ class ClientConnection:
         log.info("rejecting request from %s: %s", self.remote_addr, why)
         if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
+        self.linger = True
         reply = status_reply(status)
         headers = [
             *reply.headers,
