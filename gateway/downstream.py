@@ -330,6 +330,9 @@ class ClientConnection:
         except DownstreamError as exc:
             ctx.status = ctx.status or exc.status
             keep = False
+            if exc.status < CLIENT_GONE and self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                # A bad body (e.g. an invalid chunk) before any answer: say so, then close.
+                await self._reject(exc.status, exc.reason)
         finally:
             now = trio.current_time()
             if ctx.chain is not None and ctx.chain.logs:

@@ -1,0 +1,269 @@
+"""Hostile traffic over real sockets (SPEC sections 6 and 7): refused framing never reaches
+the upstream, limits answer 408/414/431, slow senders are cut, misbehaving upstreams do not
+poison the pool, aborted clients release the upstream connection."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from tests.e2e.test_proxy import _conn_script
+from tests.helpers import (
+    Upstream,
+    config_for,
+    connect,
+    raw_serve,
+    read_response,
+    read_until_close,
+    request,
+    start_gateway,
+)
+
+
+def node(upstream: Upstream) -> dict[str, object]:
+    return {"nodes": {upstream.address: 1}}
+
+
+async def exchange_raw(address: str, data: bytes) -> bytes:
+    """Send raw bytes, read until the gateway closes."""
+    stream = await connect(address)
+    async with stream:
+        await stream.send_all(data)
+        with trio.fail_after(10):
+            return await read_until_close(stream)
+
+
+SMUGGLING = [
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 50\r\n\r\nhello", 400),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\nhello", 400),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n", 501),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n folded: yes\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\nHost: x\n\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x\r\n\n", 400),
+    (b"POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent_Length: 4\r\n\r\nabcd", 400),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX_Consumer_Username: admin\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffffffff\r\n", 400),
+    (b"GET / HTTP/1.1\r\n\r\n", 400),
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 9000 + b"\r\n\r\n", 431),
+    (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(101)) + b"\r\n", 431),
+    (b"GET / HTTP/1.1\r\n" + b"X-Filler: " + b"v" * 8000 + b"\r\n" * 1 + b"".join(
+        b"X-%d: %s\r\n" % (i, b"v" * 4000) for i in range(8)) + b"\r\n", 431),
+    (b"GET /%2e%2e/etc HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    (b"GET /../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("data", "status"), SMUGGLING)
+async def test_refused_framing_never_reaches_the_upstream(
+    nursery: trio.Nursery, upstream: Upstream, data: bytes, status: int
+) -> None:
+    _, gw = await start_gateway(
+        nursery, config_for([{"id": "r", "uri": "/*", "upstream": node(upstream)}])
+    )
+    raw = await exchange_raw(gw, data)
+    assert raw.startswith(b"HTTP/1.1 %d " % status), raw[:80]
+    assert b"\r\nconnection: close\r\n" in raw.lower()
+    assert raw.count(b"HTTP/1.1 ") == 1  # nothing after the answer: the connection closed
+    assert upstream.received == []
+
+
+async def test_path_normalised_before_routing(nursery: trio.Nursery, upstream: Upstream) -> None:
+    routes = [
+        {"id": "admin", "uri": "/admin/*", "upstream": node(upstream), "plugins": {"key-auth": {}}},
+        {"id": "public", "uri": "/*", "upstream": node(upstream)},
+    ]
+    _, gw = await start_gateway(nursery, config_for(routes))
+    for target in ("/public/../admin/users", "//admin/users", "/%61dmin/users", "/public/%2e%2e/admin/users",
+                   "/./admin/./users"):  # fmt: skip
+        resp = await request(gw, target=target)
+        assert resp.status == 401, target
+    assert upstream.received == []
+    assert (await request(gw, target="/public/a/../b?x=1")).status == 200
+    assert upstream.received[-1].target == b"/public/b?x=1"
+    assert (await request(gw, target="/public/..%2Fadmin")).status == 200  # %2F is data
+    assert upstream.received[-1].target == b"/public/..%2Fadmin"
+
+
+async def test_slowloris_cut_at_head_deadline_while_others_are_served(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    cfg = config_for([{"id": "r", "uri": "/*", "upstream": node(upstream)}],
+                     server={"limits": {"head_timeout": 1}})  # fmt: skip
+    _, gw = await start_gateway(nursery, cfg)
+    closed_at: list[float] = []
+    start = trio.current_time()
+
+    async def slow_sender() -> None:
+        stream = await connect(gw)
+        async with stream:
+            try:
+                for byte in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200:
+                    await stream.send_all(bytes([byte]))
+                    await trio.sleep(0.1)
+            except trio.BrokenResourceError:
+                pass
+            await read_until_close(stream)
+        closed_at.append(trio.current_time() - start)
+
+    async with trio.open_nursery() as attackers:
+        for _ in range(200):
+            attackers.start_soon(slow_sender)
+        await trio.sleep(0.3)
+        with trio.fail_after(5):
+            assert (await request(gw)).status == 200
+    assert len(closed_at) == 200
+    assert max(closed_at) < 1 + 5  # head deadline plus the lingering answer
+
+
+async def test_head_deadline_is_not_reset_by_each_byte(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    cfg = config_for([{"id": "r", "uri": "/*", "upstream": node(upstream)}],
+                     server={"limits": {"head_timeout": 0.5}})  # fmt: skip
+    _, gw = await start_gateway(nursery, cfg)
+    stream = await connect(gw)
+    async with stream:
+        for byte in b"GET / HTTP/1.1\r\nHost: x\r\n":
+            await stream.send_all(bytes([byte]))
+            await trio.sleep(0.05)
+        raw = await read_until_close(stream)
+    assert raw.startswith(b"HTTP/1.1 408 ")
+    assert upstream.received == []
+
+
+async def test_keepalive_idle_connection_closed(nursery: trio.Nursery, upstream: Upstream) -> None:
+    cfg = config_for([{"id": "r", "uri": "/*", "upstream": node(upstream)}],
+                     server={"limits": {"keepalive_timeout": 0.3}})  # fmt: skip
+    _, gw = await start_gateway(nursery, cfg)
+    stream = await connect(gw)
+    async with stream:
+        await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await read_response(stream)).status == 200
+        with trio.fail_after(5):
+            assert await stream.receive_some(100) == b""
+
+
+async def test_max_connections_stops_accepting_then_resumes(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    cfg = config_for([{"id": "r", "uri": "/*", "upstream": node(upstream)}],
+                     server={"limits": {"max_connections": 2}})  # fmt: skip
+    gateway, gw = await start_gateway(nursery, cfg)
+    held = [await connect(gw) for _ in range(2)]
+    waiting = await connect(gw)  # the kernel backlog accepts it; the gateway does not serve it
+    await waiting.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    with trio.move_on_after(0.5) as scope:
+        await waiting.receive_some(100)
+    assert scope.cancelled_caught
+    assert len(gateway.connections) == 2
+    await held[0].aclose()
+    with trio.fail_after(5):
+        assert (await read_response(waiting)).status == 200
+    await held[1].aclose()
+    await waiting.aclose()
+
+
+async def test_upstream_closing_after_every_response(nursery: trio.Nursery) -> None:
+    connections: list[int] = []
+
+    async def one_shot(stream: trio.SocketStream) -> None:
+        connections.append(1)
+        await stream.receive_some(65536)
+        # No Connection: close, but the socket closes right after the response.
+        await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await stream.aclose()
+
+    port = await nursery.start(raw_serve, one_shot)
+    cfg = config_for([{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}])
+    _, gw = await start_gateway(nursery, cfg)
+    for _ in range(5):
+        resp = await request(gw)
+        assert (resp.status, resp.body) == (200, b"ok")
+        await trio.sleep(0.01)
+    assert len(connections) == 5
+
+
+async def test_reset_mid_response_truncates_and_closes(nursery: trio.Nursery) -> None:
+    async def half(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n" + b"x" * 40)
+        await trio.aclose_forcefully(stream)
+
+    port = await nursery.start(raw_serve, half)
+    cfg = config_for([{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}])
+    _, gw = await start_gateway(nursery, cfg)
+    raw = await exchange_raw(
+        gw, b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"content-length: 100" in head.lower()
+    assert body == b"x" * 40  # truncated, then closed: never a complete-looking response
+
+
+async def test_stale_pooled_connection_not_retried_for_post(nursery: trio.Nursery) -> None:
+    seen, handler = _conn_script(serve_first=1)
+    port = await nursery.start(raw_serve, handler)
+    cfg = config_for([{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}])
+    _, gw = await start_gateway(nursery, cfg)
+    assert (await request(gw)).status == 200
+    assert (await request(gw, "POST", body=b"once")).status == 502
+    assert len(seen) == 1
+
+
+async def test_aborted_download_releases_the_upstream_connection(nursery: trio.Nursery) -> None:
+    upstream_closed = trio.Event()
+
+    async def endless(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        try:
+            await stream.send_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            while True:
+                await stream.send_all(b"10000\r\n" + b"z" * 0x10000 + b"\r\n")
+        except (trio.BrokenResourceError, OSError):
+            upstream_closed.set()
+
+    port = await nursery.start(raw_serve, endless)
+    cfg = config_for([{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}])
+    gateway, gw = await start_gateway(nursery, cfg)
+    stream = await connect(gw)
+    await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    await stream.receive_some(65536)
+    await trio.aclose_forcefully(stream)
+    with trio.fail_after(10):
+        await upstream_closed.wait()
+    with trio.fail_after(10):
+        while gateway.connections:
+            await trio.sleep(0.01)
+    assert gateway.pools.statistics()["idle"] == 0
+
+
+async def test_aborted_upload_releases_the_upstream_connection(nursery: trio.Nursery) -> None:
+    upstream_closed = trio.Event()
+
+    async def reader(stream: trio.SocketStream) -> None:
+        try:
+            while await stream.receive_some(65536):
+                pass
+        finally:
+            upstream_closed.set()
+
+    port = await nursery.start(raw_serve, reader)
+    cfg = config_for([{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}])
+    gateway, gw = await start_gateway(nursery, cfg)
+    stream = await connect(gw)
+    await stream.send_all(
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n" + b"a" * 100_000
+    )
+    await trio.sleep(0.1)
+    await trio.aclose_forcefully(stream)
+    with trio.fail_after(10):
+        await upstream_closed.wait()
+    with trio.fail_after(10):
+        while gateway.connections:
+            await trio.sleep(0.01)
