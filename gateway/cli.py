@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import sys
 
 import trio
@@ -64,6 +65,16 @@ def hash_key_command() -> int:
     return 0
 
 
+def raise_fd_limit(max_connections: int) -> None:
+    """Lift the soft open-files limit toward the hard one: each client connection can hold
+    an upstream connection too (nginx's worker_rlimit_nofile does the same)."""
+    wanted = 2 * max_connections + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "hash-key":
@@ -83,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         for error in exc.errors:
             print(f"{args.config}: {error}", file=sys.stderr)
         return 1
+    raise_fd_limit(config.server.limits.max_connections)
     if config.server.workers > 1 and not args.worker:
         from gateway.supervisor import Supervisor
 

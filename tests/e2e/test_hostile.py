@@ -34,8 +34,11 @@ async def exchange_raw(address: str, data: bytes) -> bytes:
 
 
 SMUGGLING = [
-    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
-     b"0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+        400,
+    ),
     (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 50\r\n\r\nhello", 400),
     (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\nhello", 400),
     (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
@@ -46,16 +49,32 @@ SMUGGLING = [
     (b"POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
     (b"POST / HTTP/1.1\r\nHost: x\r\nContent_Length: 4\r\n\r\nabcd", 400),
     (b"GET / HTTP/1.1\r\nHost: x\r\nX_Consumer_Username: admin\r\n\r\n", 400),
-    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffffffff\r\n", 400),
+    (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"fffffffffffffffffffffff\r\n",
+        400,
+    ),
     (b"GET / HTTP/1.1\r\n\r\n", 400),
     (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
     (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 9000 + b"\r\n\r\n", 431),
-    (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(101)) + b"\r\n", 431),
-    (b"GET / HTTP/1.1\r\n" + b"X-Filler: " + b"v" * 8000 + b"\r\n" * 1 + b"".join(
-        b"X-%d: %s\r\n" % (i, b"v" * 4000) for i in range(8)) + b"\r\n", 431),
+    (
+        b"GET / HTTP/1.1\r\nHost: x\r\n"
+        + b"".join(b"X-%d: v\r\n" % i for i in range(101))
+        + b"\r\n",
+        431,
+    ),
+    (
+        b"GET / HTTP/1.1\r\n"
+        + b"X-Filler: "
+        + b"v" * 8000
+        + b"\r\n" * 1
+        + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 4000) for i in range(8))
+        + b"\r\n",
+        431,
+    ),
     (b"GET /%2e%2e/etc HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     (b"GET /../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", 400),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("data", "status"), SMUGGLING)
@@ -78,8 +97,8 @@ async def test_path_normalised_before_routing(nursery: trio.Nursery, upstream: U
         {"id": "public", "uri": "/*", "upstream": node(upstream)},
     ]
     _, gw = await start_gateway(nursery, config_for(routes))
-    for target in ("/public/../admin/users", "//admin/users", "/%61dmin/users", "/public/%2e%2e/admin/users",
-                   "/./admin/./users"):  # fmt: skip
+    tricks = ["/public/../admin/users", "//admin/users", "/%61dmin/users", "/./admin/./users"]
+    for target in [*tricks, "/public/%2e%2e/admin/users"]:
         resp = await request(gw, target=target)
         assert resp.status == 401, target
     assert upstream.received == []
@@ -238,7 +257,7 @@ async def test_aborted_download_releases_the_upstream_connection(nursery: trio.N
     with trio.fail_after(10):
         await upstream_closed.wait()
     with trio.fail_after(10):
-        while gateway.connections:
+        while gateway.connections:  # noqa: ASYNC110 (polls a state summary; no event exists)
             await trio.sleep(0.01)
     assert gateway.pools.statistics()["idle"] == 0
 
@@ -265,5 +284,5 @@ async def test_aborted_upload_releases_the_upstream_connection(nursery: trio.Nur
     with trio.fail_after(10):
         await upstream_closed.wait()
     with trio.fail_after(10):
-        while gateway.connections:
+        while gateway.connections:  # noqa: ASYNC110 (polls a state summary; no event exists)
             await trio.sleep(0.01)
