@@ -12,6 +12,7 @@ Invariants, for every example:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import h11
@@ -34,7 +35,7 @@ class Generated:
 def chunked(body: bytes, cuts: list[int], extension: bool) -> bytes:
     out = bytearray()
     points = sorted({c % (len(body) + 1) for c in cuts} | {0, len(body)})
-    for a, b in zip(points, points[1:], strict=False):
+    for a, b in itertools.pairwise(points):
         if b > a:
             out += b"%x%s\r\n" % (b - a, b";ext=1" if extension else b"") + body[a:b] + b"\r\n"
     return bytes(out) + b"0\r\n\r\n"
