@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway")
 
-RECEIVE_SIZE = 64 * 1024
 HEAD_SLACK = 1024
 LINGER_S = 2.0  # nginx: lingering_timeout 5 s; shorter, we only need the answer read
 LINGER_BYTES = 1024 * 1024
@@ -90,6 +89,9 @@ class ClientConnection:
         self.h11 = h11.Connection(
             h11.SERVER, max_incomplete_event_size=limits.max_head + HEAD_SLACK
         )
+        # server.limits.buffer_size: at most this much is read from the client at a time,
+        # and a read waits until the previous piece went to the upstream (backpressure).
+        self.receive_size = limits.buffer_size
         self.body_started = False
         self._body_done = False
         self.idle_scope: trio.CancelScope | None = None
@@ -117,7 +119,7 @@ class ClientConnection:
                 await self.stream.send_eof()
                 discarded = 0
                 while discarded < LINGER_BYTES:
-                    data = await self.stream.receive_some(RECEIVE_SIZE)
+                    data = await self.stream.receive_some(self.receive_size)
                     if not data:
                         return
                     discarded += len(data)
@@ -126,7 +128,7 @@ class ClientConnection:
 
     async def _receive(self) -> bytes:
         try:
-            return await self.stream.receive_some(RECEIVE_SIZE)
+            return await self.stream.receive_some(self.receive_size)
         except _IO_ERRORS:
             return b""
 

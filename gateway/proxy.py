@@ -48,6 +48,9 @@ class Client(Protocol):
     @property
     def draining(self) -> bool: ...
 
+    @property
+    def receive_size(self) -> int: ...
+
     async def receive_body(self) -> bytes | None: ...
 
     async def send(self, data: bytes) -> None: ...
@@ -191,7 +194,7 @@ async def _exchange(
                 pending.clear()
             data = b""
             with trio.move_on_after(upstream.read_timeout) as scope:
-                data = await conn.receive(responded)
+                data = await conn.receive(responded, client.receive_size)
             if scope.cancelled_caught:
                 raise UpstreamError(
                     UpstreamPhase.READ,

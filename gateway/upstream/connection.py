@@ -19,8 +19,6 @@ import trio
 from gateway.errors import UpstreamError, UpstreamPhase
 from gateway.upstream.balancer import Node
 
-RECEIVE_SIZE = 64 * 1024
-
 
 class ConnState(enum.Enum):
     ACTIVE = "active"
@@ -112,10 +110,10 @@ class UpstreamConnection:
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             _fail(phase, exc, reused=self.reused, responded=False)
 
-    async def receive(self, responded: bool) -> bytes:
-        """Read some bytes (b"" at EOF); raises UpstreamError(READ)."""
+    async def receive(self, responded: bool, max_bytes: int) -> bytes:
+        """Read at most `max_bytes` (b"" at EOF); raises UpstreamError(READ)."""
         try:
-            return await self.stream.receive_some(RECEIVE_SIZE)
+            return await self.stream.receive_some(max_bytes)
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             _fail(UpstreamPhase.READ, exc, reused=self.reused, responded=responded)
 
