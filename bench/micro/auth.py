@@ -13,11 +13,11 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any
 
 import jwt
+from timing import measure  # bench/micro/timing.py, beside this script
 
 from gateway.config.load import parse
 from gateway.context import RequestContext
@@ -72,15 +72,6 @@ def request_headers(plugin: str, i: int, valid: bool) -> list[tuple[bytes, bytes
         f'signature="{sig}"'
     )
     return [(b"date", date.encode()), (b"authorization", auth.encode())]
-
-
-def measure(fn: Callable[[], Any], iterations: int) -> float:
-    for _ in range(min(500, iterations)):
-        fn()
-    start = time.perf_counter()
-    for _ in range(iterations):
-        fn()
-    return (time.perf_counter() - start) / iterations * 1e6
 
 
 def main() -> None:

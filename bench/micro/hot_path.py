@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import time
-from collections.abc import Callable
 
 import h11
+from timing import measure  # bench/micro/timing.py, beside this script
 
 from gateway.config.load import parse
 from gateway.context import RequestContext
@@ -54,15 +53,6 @@ def build_runtime():  # type: ignore[no-untyped-def]
     )
     config = {"upstreams": [{"id": "u", "nodes": {"127.0.0.1:8080": 1}}], "routes": routes}
     return compile_config(parse(json.dumps(config).encode()))
-
-
-def measure(fn: Callable[[], object], iterations: int) -> float:
-    for _ in range(min(1000, iterations)):
-        fn()
-    start = time.perf_counter()
-    for _ in range(iterations):
-        fn()
-    return (time.perf_counter() - start) / iterations * 1e6
 
 
 def main() -> None:
