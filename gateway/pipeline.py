@@ -59,16 +59,18 @@ class PluginEnv:
         limits: Any = None,
         monotonic: Callable[[], float] | None = None,
         scope: str = "",
+        idps: Any = None,
     ) -> None:
         self.consumers = consumers
         self.now = now
         self.limits = limits
+        self.idps = idps
         self.monotonic = monotonic if monotonic is not None else now
         self.scope = scope
 
     def for_scope(self, scope: str) -> PluginEnv:
         """The same environment for plugins held by another resource."""
-        return PluginEnv(self.consumers, self.now, self.limits, self.monotonic, scope)
+        return PluginEnv(self.consumers, self.now, self.limits, self.monotonic, scope, self.idps)
 
 
 class Plugin:

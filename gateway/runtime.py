@@ -14,6 +14,7 @@ from typing import Any
 
 from gateway.config.model import Config, Route, Service, Upstream, plugin_items
 from gateway.consumers import Consumer, ConsumerTable, Credential
+from gateway.oidc import IdpRegistry
 from gateway.pipeline import AuthPlugin, Chain, Plugin, PluginEnv
 from gateway.plugins import BY_NAME
 from gateway.ratelimit import LimitRegistry
@@ -121,12 +122,14 @@ class Runtime:
         config: Config,
         now: Callable[[], float] = time.time,
         limits: LimitRegistry | None = None,
+        idps: IdpRegistry | None = None,
     ) -> None:
         self.config = config
         self.server = config.server
         self.limits = config.server.limits
         registry = limits if limits is not None else LimitRegistry()
-        self.env = env = PluginEnv(ConsumerTable(), now, registry, time.monotonic)
+        self.idps = idps if idps is not None else IdpRegistry()
+        self.env = env = PluginEnv(ConsumerTable(), now, registry, time.monotonic, idps=self.idps)
         build_consumers(config, env)
         self.upstreams = {
             u.id: CompiledUpstream(u, u.id) for u in config.upstreams if u.id is not None
@@ -171,8 +174,11 @@ class Runtime:
 
 
 def compile_config(
-    config: Config, now: Callable[[], float] = time.time, limits: LimitRegistry | None = None
+    config: Config,
+    now: Callable[[], float] = time.time,
+    limits: LimitRegistry | None = None,
+    idps: IdpRegistry | None = None,
 ) -> Runtime:
-    """Build the runtime for a validated config; `now` is the wall clock plugins read and
-    `limits` the server's counter registry (a fresh one when only checking)."""
-    return Runtime(config, now, limits)
+    """Build the runtime for a validated config; `now` is the wall clock plugins read,
+    `limits` and `idps` the server's long-lived registries (fresh ones when only checking)."""
+    return Runtime(config, now, limits, idps)

@@ -69,6 +69,7 @@ class Gateway:
         self.config_path = config_path
         self.runtime = runtime
         self.limits = limits
+        self.idps = runtime.idps
         self.reuse_port = reuse_port
         self.pools = PoolManager()
         self.access_log = AccessLog(runtime.server.access_log)
@@ -91,6 +92,8 @@ class Gateway:
                     # Redis clients for limit-count live in this nursery, entered before
                     # the first request is accepted.
                     await acceptors.start(self.limits.redis.run)
+                    # Identity providers load (each within its timeout) before accepting.
+                    await acceptors.start(self.idps.run)
                     for listener in listeners:
                         acceptors.start_soon(self._accept_loop, listener, connections, limiter)
                     acceptors.start_soon(self._reap_pools)
@@ -127,7 +130,7 @@ class Gateway:
         if self.config_path is None:
             return False
         try:
-            runtime = compile_config(load(self.config_path), limits=self.limits)
+            runtime = compile_config(load(self.config_path), limits=self.limits, idps=self.idps)
         except ConfigErrors as exc:
             self.limits.take_used()
             log.error("reload refused, the previous config keeps serving:\n%s", exc)

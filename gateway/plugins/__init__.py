@@ -11,10 +11,12 @@ from gateway.plugins.jwt_auth import JwtAuth
 from gateway.plugins.key_auth import KeyAuth
 from gateway.plugins.limit_count import LimitCount
 from gateway.plugins.multi_auth import MultiAuth
+from gateway.plugins.openid_connect import OpenIdConnect
 from gateway.plugins.proxy_rewrite import ProxyRewrite
 
 PLUGINS: tuple[type[Plugin], ...] = (
     MultiAuth,
+    OpenIdConnect,
     HmacAuth,
     BasicAuth,
     JwtAuth,

@@ -111,8 +111,10 @@ async def test_path_normalised_before_routing(nursery: trio.Nursery, upstream: U
 async def test_slowloris_cut_at_head_deadline_while_others_are_served(
     nursery: trio.Nursery, upstream: Upstream
 ) -> None:
-    cfg = config_for([{"id": "r", "uri": "/*", "upstream": node(upstream)}],
-                     server={"limits": {"head_timeout": 1}})  # fmt: skip
+    cfg = config_for(
+        [{"id": "r", "uri": "/*", "upstream": node(upstream)}],
+        server={"limits": {"head_timeout": 1}},
+    )
     _, gw = await start_gateway(nursery, cfg)
     closed_at: list[float] = []
     start = trio.current_time()
@@ -145,8 +147,10 @@ async def test_slowloris_cut_at_head_deadline_while_others_are_served(
 async def test_head_deadline_is_not_reset_by_each_byte(
     nursery: trio.Nursery, upstream: Upstream
 ) -> None:
-    cfg = config_for([{"id": "r", "uri": "/*", "upstream": node(upstream)}],
-                     server={"limits": {"head_timeout": 0.5}})  # fmt: skip
+    cfg = config_for(
+        [{"id": "r", "uri": "/*", "upstream": node(upstream)}],
+        server={"limits": {"head_timeout": 0.5}},
+    )
     _, gw = await start_gateway(nursery, cfg)
     stream = await connect(gw)
     async with stream:
@@ -159,8 +163,10 @@ async def test_head_deadline_is_not_reset_by_each_byte(
 
 
 async def test_keepalive_idle_connection_closed(nursery: trio.Nursery, upstream: Upstream) -> None:
-    cfg = config_for([{"id": "r", "uri": "/*", "upstream": node(upstream)}],
-                     server={"limits": {"keepalive_timeout": 0.3}})  # fmt: skip
+    cfg = config_for(
+        [{"id": "r", "uri": "/*", "upstream": node(upstream)}],
+        server={"limits": {"keepalive_timeout": 0.3}},
+    )
     _, gw = await start_gateway(nursery, cfg)
     stream = await connect(gw)
     async with stream:
@@ -173,8 +179,10 @@ async def test_keepalive_idle_connection_closed(nursery: trio.Nursery, upstream:
 async def test_max_connections_stops_accepting_then_resumes(
     nursery: trio.Nursery, upstream: Upstream
 ) -> None:
-    cfg = config_for([{"id": "r", "uri": "/*", "upstream": node(upstream)}],
-                     server={"limits": {"max_connections": 2}})  # fmt: skip
+    cfg = config_for(
+        [{"id": "r", "uri": "/*", "upstream": node(upstream)}],
+        server={"limits": {"max_connections": 2}},
+    )
     gateway, gw = await start_gateway(nursery, cfg)
     held = [await connect(gw) for _ in range(2)]
     waiting = await connect(gw)  # the kernel backlog accepts it; the gateway does not serve it

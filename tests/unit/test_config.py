@@ -302,6 +302,55 @@ CASES: list[tuple[dict[str, Any], str]] = [
         {"routes": [route(plugins={"attach-consumer-label": {"headers": {"X-Team": "team"}}})]},
         "$.routes[0].plugins.attach-consumer-label.headers[...]",
     ),
+    # openid-connect
+    (
+        {
+            "routes": [
+                route(
+                    plugins={"openid-connect": {"discovery": "http://idp/x", "bearer_only": False}}
+                )
+            ]
+        },
+        "$.routes[0].plugins.openid-connect",
+    ),
+    (
+        {"routes": [route(plugins={"openid-connect": {"client_id": "a"}})]},
+        "$.routes[0].plugins.openid-connect",
+    ),
+    (
+        {"routes": [route(plugins={"openid-connect": {"discovery": "ftp://idp/x"}})]},
+        "$.routes[0].plugins.openid-connect.discovery",
+    ),
+    (
+        {
+            "routes": [
+                route(
+                    plugins={
+                        "openid-connect": {
+                            "providers": [{"discovery": "http://a/x"}, {"client_id": "b"}]
+                        }
+                    }
+                )
+            ]
+        },
+        "$.routes[0].plugins.openid-connect",
+    ),
+    (
+        {
+            "routes": [
+                route(plugins={"openid-connect": {"discovery": "http://a/x", "mode": "some"}})
+            ]
+        },
+        "$.routes[0].plugins.openid-connect.mode",
+    ),
+    (
+        {
+            "routes": [
+                route(plugins={"openid-connect": {"discovery": "http://a/x", "public_key": "nope"}})
+            ]
+        },
+        "$.routes[0].plugins.openid-connect",
+    ),
 ]
 
 
