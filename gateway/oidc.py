@@ -45,6 +45,8 @@ class Provider:
         self.timeout = timeout_s
         self.metadata: dict[str, Any] | None = None
         self.keys: dict[str | None, list[Any]] = {}
+        self.key_generation = 0  # bumped whenever the published key set changes
+        self._jwks_seen: Any = None
         self._lock = trio.Lock()
         self._last_refresh = -1e9
         self._last_attempt = -1e9
@@ -80,6 +82,7 @@ class Provider:
                 if not isinstance(metadata, dict) or "issuer" not in metadata:
                     raise ProviderUnavailable("discovery document without `issuer`")
             keys: dict[str | None, list[Any]] = {}
+            document: Any = None
             jwks_uri = metadata.get("jwks_uri")
             if jwks_uri:
                 document = await self._get_json("GET", jwks_uri)
@@ -91,6 +94,9 @@ class Provider:
                     keys.setdefault(entry.get("kid"), []).append(key)
             self.metadata = metadata
             self.keys = keys
+            if document != self._jwks_seen:
+                self._jwks_seen = document
+                self.key_generation += 1
             self._last_refresh = trio.current_time()
 
     async def wait_loaded(self) -> dict[str, Any]:

@@ -129,6 +129,52 @@ def start_nginx(procs: Procs, nginx: str, workdir: Path, body: str) -> None:
     procs.start(pinned(cpu, argv))
 
 
+def start_oidc_provider(procs: Procs) -> tuple[str, str] | None:
+    """(discovery URL, ID token) from a provider on CPU 1, or None when not installed."""
+    try:
+        import httpx
+    except ImportError:
+        return None
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "oidc_provider_mock",
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+        "--token-max-age",
+        "3600",
+    ]
+    procs.start(pinned(1, argv))
+    try:
+        wait_port(port)
+    except RuntimeError:
+        return None
+    base = f"http://127.0.0.1:{port}"
+    redirect = "http://bench.test/cb"
+    with httpx.Client(base_url=base, timeout=10) as client:
+        authorize = client.post(
+            "/oauth2/authorize",
+            params={
+                "client_id": "bench",
+                "redirect_uri": redirect,
+                "response_type": "code",
+                "scope": "openid",
+                "state": "s",
+            },
+            data={"sub": "bench-user"},
+        )
+        code = authorize.headers["location"].split("code=")[1].split("&")[0]
+        token = client.post(
+            "/oauth2/token",
+            data={"grant_type": "authorization_code", "code": code, "redirect_uri": redirect},
+            auth=("bench", "secret"),
+        ).json()["id_token"]
+    return f"{base}/.well-known/openid-configuration", token
+
+
 def run_wrk(
     url: str,
     duration: int,
@@ -246,6 +292,9 @@ def main() -> int:
                     },
                 )
             )
+        # An OpenID Connect provider (oidc-provider-mock, installed with the test extras) for
+        # the openid-connect run: a real ID token from its authorization-code flow.
+        oidc = start_oidc_provider(procs)
         gw_port = free_port()
         config = {
             "server": {"listen": f"127.0.0.1:{gw_port}", "access_log": False},
@@ -279,6 +328,22 @@ def main() -> int:
                 for name, conf in limited
             ],
         }
+        if oidc is not None:
+            config["routes"].append(
+                {
+                    "id": "bench-oidc",
+                    "uri": "/*",
+                    "hosts": ["oidc.bench"],
+                    "upstream_id": "up",
+                    "plugins": {
+                        "openid-connect": {
+                            "discovery": oidc[0],
+                            "client_id": "bench",
+                            "bearer_only": True,
+                        }
+                    },
+                }
+            )
         (tmp / "gateway.json").write_text(json.dumps(config))
         procs.start(
             pinned(0, [sys.executable, "-m", "gateway", "--config", str(tmp / "gateway.json")]),
@@ -293,6 +358,14 @@ def main() -> int:
             results[label] = {}
             runs: list[tuple[str, int, tuple[str, ...]]] = [(n, p, ()) for n, p in targets.items()]
             runs.append(("gw+key-auth", gw_port, auth_headers))
+            if oidc is not None:
+                runs.append(
+                    (
+                        "gw+openid-connect",
+                        gw_port,
+                        ("Host: oidc.bench", f"Authorization: Bearer {oidc[1]}"),
+                    )
+                )
             for name, _ in limited:
                 short = "local" if name.endswith("local") else "redis"
                 runs.append(

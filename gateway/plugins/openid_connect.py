@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from collections import OrderedDict
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -32,6 +33,7 @@ from gateway.pipeline import AuthPlugin, Conf, PluginEnv
 log = logging.getLogger("gateway")
 
 _ALGORITHMS = get_default_algorithms()
+VERIFIED_CACHE_SIZE = 10_000
 _JWT = PyJWT()
 _UNVERIFIED: Any = {"verify_signature": False}
 _VERIFY: Any = {
@@ -157,6 +159,8 @@ class _Verifier:
             else None
         )
         self.scopes = frozenset(conf.required_scopes)
+        self.verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.key_generation = self.provider.key_generation
         realm = f'Bearer realm="{conf.realm}"'.encode()
         self.challenge = [(b"www-authenticate", realm)]
         invalid = [(b"www-authenticate", realm + b', error="invalid_token"')]
@@ -180,13 +184,28 @@ class _Verifier:
         token = self.token(ctx)
         if token is None:
             return self.missing
+        if self.key_generation != self.provider.key_generation:
+            # The provider's keys changed (rotation): what they verified is verified again.
+            self.verified.clear()
+            self.key_generation = self.provider.key_generation
+        cached = self.verified.get(token)
+        if cached is not None:
+            exp = cached.get("exp")
+            if exp is None or exp > self.env.now():
+                return token, cached
+            del self.verified[token]
         try:
             metadata = await self.provider.wait_loaded()
             if token.count(".") == 2 and (self.conf.use_jwks or self.public_key is not None):
                 claims = await self._verify_jwt(token, metadata)
+                self._check_claims(claims, metadata)
+                # A verified JWT stays valid until its exp: skip the RSA work next time.
+                self.verified[token] = claims
+                if len(self.verified) > VERIFIED_CACHE_SIZE:
+                    self.verified.popitem(last=False)
             else:
                 claims = await self._introspect(token, metadata)
-            self._check_claims(claims, metadata)
+                self._check_claims(claims, metadata)
         except ProviderUnavailable as exc:
             log.warning("openid-connect: %s", exc)
             return self.unavailable

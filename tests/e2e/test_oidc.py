@@ -329,3 +329,32 @@ async def test_opaque_tokens_through_introspection(
     assert len(calls) == 1  # the second answer came from the cache
     assert calls[0].startswith(b"Basic ")
     assert (await request(gw, headers=bearer("opaque-but-unknown"))).status == 401
+
+
+async def test_bogus_kids_cannot_hammer_the_provider(
+    nursery: trio.Nursery, upstream: Upstream, tmp_path: Path
+) -> None:
+    provider = OidcProvider(tmp_path / "flood")
+    provider.start()
+    try:
+        conf = oidc(provider, hide_credentials=True, access_token_in_authorization_header=True)
+        _, gw = await start_gateway(
+            nursery, config_for([route(upstream, {"openid-connect": conf})])
+        )
+        token = (await tokens(provider, "alice"))["id_token"]
+        assert (await request(gw, headers=bearer(token))).status == 200
+        # hide_credentials removed the client's header; the token went on as Authorization.
+        assert upstream.received[-1].header(b"authorization") == f"Bearer {token}".encode()
+        log = provider.workdir / "provider.log"
+        before = log.read_text().count("GET /jwks")
+        _, payload, signature = token.split(".")
+        for i in range(30):
+            header = base64.urlsafe_b64encode(
+                json.dumps({"alg": "RS256", "kid": f"bogus-{i}"}).encode()
+            ).rstrip(b"=")
+            forged = f"{header.decode()}.{payload}.{signature}"
+            assert (await request(gw, headers=bearer(forged))).status == 401
+        fetched = log.read_text().count("GET /jwks") - before
+        assert fetched <= 1, fetched  # one kid-triggered refresh per 10 s, not one per token
+    finally:
+        provider.stop()
