@@ -16,6 +16,7 @@ import json
 import logging
 from collections import OrderedDict
 from typing import Any
+from urllib.parse import quote
 
 import trio
 from jwt import PyJWK
@@ -170,8 +171,6 @@ class Provider:
 
 
 def _quote(value: str) -> str:
-    from urllib.parse import quote
-
     return quote(value, safe="")
 
 
