@@ -161,7 +161,8 @@ class ClientConnection:
         head_deadline: float | None = None
         # What has arrived of this head so far (pipelined bytes included), searched for its
         # end incrementally: a slow sender must not make each read rescan the whole head.
-        pending = bytearray(self.h11.trailing_data[0]) if self.h11.trailing_data[0] else None
+        buffered = self.h11.trailing_data[0]
+        pending = bytearray(buffered) if buffered else None
         searched = 0
         while True:
             if pending is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import select
 import signal
 import socket
 
@@ -48,6 +49,15 @@ async def open_listener(address: str, reuse_port: bool) -> trio.SocketListener:
         sock.close()
         raise
     return trio.SocketListener(sock)
+
+
+def _has_input(stream: trio.SocketStream) -> bool:
+    """True when bytes (or the peer's close) are waiting to be read, without reading them."""
+    try:
+        readable, _, _ = select.select([stream.socket.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return bool(readable)
 
 
 def _format_address(sockname: tuple[str, int] | tuple[str, int, int, int]) -> str:
@@ -121,8 +131,11 @@ class Gateway:
         self._close_idle()
 
     def _close_idle(self) -> None:
+        """Close connections waiting for a request, except those whose next request has
+        already arrived in the socket buffer: that request is served (then the connection
+        closes), never dropped."""
         for conn in self.connections:
-            if conn.idle_scope is not None:
+            if conn.idle_scope is not None and not _has_input(conn.stream):
                 conn.idle_scope.cancel()
 
     def reload(self) -> bool:

@@ -140,7 +140,12 @@ async def test_serves_several_addresses_and_writes_access_log(
     await start_process(tmp_path, gateway_process, config)
     assert (await request(a, target="/x?apikey=secret-value")).status == 200
     assert (await request(b, target="/y")).status == 200
-    lines = (tmp_path / "access.log").read_text().splitlines()
+    # The line is written just after the response goes out: wait for it.
+    log_file = tmp_path / "access.log"
+    with trio.fail_after(10):
+        while len(log_file.read_text().splitlines()) < 2:  # noqa: ASYNC110 (a file, no event)
+            await trio.sleep(0.02)
+    lines = log_file.read_text().splitlines()
     entries = [json.loads(line) for line in lines]
     assert [e["path"] for e in entries] == ["/x", "/y"]
     assert entries[0]["status"] == 200

@@ -4,6 +4,8 @@ poison the pool, aborted clients release the upstream connection."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import trio
 
@@ -297,3 +299,27 @@ async def test_aborted_upload_releases_the_upstream_connection(nursery: trio.Nur
     with trio.fail_after(10):
         while gateway.connections:  # noqa: ASYNC110 (polls a state summary; no event exists)
             await trio.sleep(0.01)
+
+
+async def test_drain_serves_a_request_that_already_arrived(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    gateway, gw = await start_gateway(
+        nursery, config_for([{"id": "r", "uri": "/*", "upstream": node(upstream)}])
+    )
+    host, _, port = gw.rpartition(":")
+    sock = socket.create_connection((host, int(port)))
+    with trio.fail_after(10):
+        while not any(c.idle_scope is not None for c in gateway.connections):  # noqa: ASYNC110
+            await trio.sleep(0.01)
+    # A plain blocking send: no trio checkpoint, so the gateway's connection task is still
+    # waiting, idle, when the request bytes land in its socket buffer and the drain begins.
+    sock.sendall(b"GET /late HTTP/1.1\r\nHost: x\r\n\r\n")
+    gateway.stop()
+    sock.setblocking(False)
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+    async with stream:
+        raw = await read_until_close(stream)
+    assert raw.startswith(b"HTTP/1.1 200 ")
+    assert b"connection: close" in raw.lower()
+    assert upstream.received[-1].target == b"/late"
