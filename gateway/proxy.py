@@ -26,6 +26,19 @@ from gateway.pipeline import run_header_filters
 from gateway.runtime import CompiledRoute, CompiledUpstream
 from gateway.upstream.balancer import Node
 from gateway.upstream.connection import UpstreamConnection
+from gateway.upstream.framing import (
+    LAST_CHUNK,
+    MAX_HEAD,
+    ChunkedDecoder,
+    Framing,
+    FramingError,
+    ResponseHead,
+    body_framing,
+    encode_chunk,
+    encode_request_head,
+    find_head_end,
+    parse_response_head,
+)
 from gateway.upstream.pool import PoolManager
 
 # RFC 9110 section 9.2.2: a request that may be sent twice with the same effect.
@@ -103,11 +116,12 @@ async def forward(
         framing=framing,
         websocket=ctx.websocket,
     )
-    request = h11.Request(
-        method=ctx.upstream_method or ctx.method,
-        target=ctx.upstream_uri or ctx.target,
-        headers=headers,
-    )
+    method = ctx.upstream_method or ctx.method
+    try:
+        head = encode_request_head(method, ctx.upstream_uri or ctx.target, headers)
+    except FramingError as exc:
+        raise UpstreamError(UpstreamPhase.SEND, str(exc)) from None
+    chunked = framing is not None and framing[0] == b"transfer-encoding"
     started = trio.current_time()
     fresh_only = False
     try:
@@ -117,7 +131,9 @@ async def forward(
                 conn = await _wait_connect(upstream, node)
                 pools.opened()
             try:
-                await _exchange(client, ctx, conn, request, framing is not None, upstream, pools)
+                await _exchange(
+                    client, ctx, conn, method, head, framing is not None, chunked, upstream, pools
+                )
                 return
             except UpstreamError as exc:
                 conn.close()
@@ -126,7 +142,7 @@ async def forward(
                     and not exc.responded
                     and not fresh_only
                     and not client.body_started
-                    and request.method in IDEMPOTENT
+                    and method in IDEMPOTENT
                 ):
                     fresh_only = True  # RFC 9112 section 9.3.1: retry once on a new connection
                     continue
@@ -146,116 +162,155 @@ async def _send_upstream(conn: UpstreamConnection, data: bytes, upstream: Compil
     raise UpstreamError(UpstreamPhase.SEND, "timed out", timeout=True, reused=conn.reused)
 
 
+async def _receive_upstream(
+    conn: UpstreamConnection, upstream: CompiledUpstream, responded: bool, size: int
+) -> bytes:
+    """Some bytes within the read timeout (b"" at EOF); raises UpstreamError (504 on timeout)."""
+    with trio.move_on_after(upstream.read_timeout):
+        return await conn.receive(responded, size)
+    raise UpstreamError(
+        UpstreamPhase.READ, "timed out", timeout=True, reused=conn.reused, responded=responded
+    )
+
+
 async def _exchange(
     client: Client,
     ctx: RequestContext,
     conn: UpstreamConnection,
-    request: h11.Request,
+    method: bytes,
+    head: bytes,
     has_body: bool,
+    chunked: bool,
     upstream: CompiledUpstream,
     pools: PoolManager,
 ) -> None:
     conn.requests += 1
-    out = conn.h11.send(request) or b""
     if ctx.body is not None:
         # A plugin already read the whole body: send it with the head.
-        if ctx.body:
-            out += conn.h11.send(h11.Data(data=ctx.body)) or b""
-        out += conn.h11.send(h11.EndOfMessage()) or b""
-        await _send_upstream(conn, out, upstream)
+        await _send_upstream(conn, head + ctx.body, upstream)
     elif has_body:
-        await _send_upstream(conn, out, upstream)
+        await _send_upstream(conn, head, upstream)
         while (chunk := await client.receive_body()) is not None:
-            await _send_upstream(conn, conn.h11.send(h11.Data(data=chunk)) or b"", upstream)
-        await _send_upstream(conn, conn.h11.send(h11.EndOfMessage()) or b"", upstream)
+            await _send_upstream(conn, encode_chunk(chunk) if chunked else chunk, upstream)
+        if chunked:
+            await _send_upstream(conn, LAST_CHUNK, upstream)
     else:
         # Advance the client's parser past the (empty) body before answering.
         while await client.receive_body() is not None:
             pass
-        out += conn.h11.send(h11.EndOfMessage()) or b""
-        await _send_upstream(conn, out, upstream)
+        await _send_upstream(conn, head, upstream)
 
+    size = client.receive_size
+    buffer = bytearray()
     responded = False
-    pending = bytearray()
-    client_h11 = client.h11
-    while True:
+    while True:  # the response head, skipping interim 1xx answers
+        end = find_head_end(buffer)
+        if end < 0:
+            if len(buffer) > MAX_HEAD:
+                raise UpstreamError(UpstreamPhase.READ, "response head too large", responded=True)
+            data = await _receive_upstream(conn, upstream, responded, size)
+            if not data:
+                raise UpstreamError(
+                    UpstreamPhase.READ, "closed before the response ended",
+                    reused=conn.reused, responded=responded,
+                )  # fmt: skip
+            responded = True
+            buffer += data
+            continue
         try:
-            event = conn.h11.next_event()
-        except h11.RemoteProtocolError as exc:
+            response = parse_response_head(bytes(buffer[:end]))
+        except FramingError as exc:
             raise UpstreamError(
-                UpstreamPhase.READ,
-                f"invalid response: {exc}",
-                reused=conn.reused,
-                responded=responded,
+                UpstreamPhase.READ, f"invalid response: {exc}", responded=True
             ) from None
-        if event is h11.NEED_DATA:
-            if pending:
+        del buffer[:end]
+        if response.status >= 200:
+            break
+        if response.status == 101 and ctx.websocket:
+            await _tunnel(client, ctx, conn, response, bytes(buffer), upstream)
+            return
+        # 100 Continue is the gateway's own business with the client; 103 is dropped.
+
+    try:
+        framing, length = body_framing(method, response)
+    except FramingError as exc:
+        raise UpstreamError(
+            UpstreamPhase.READ, f"invalid response: {exc}", responded=True
+        ) from None
+    status = response.status
+    no_body = framing is Framing.NONE
+    headers = client_response_headers(response.headers, no_body=no_body)
+    ctx.status = status
+    if ctx.response_headers:
+        headers.extend(ctx.response_headers)
+    if ctx.chain is not None and ctx.chain.header_filters:
+        run_header_filters(ctx.chain, ctx, status, headers)
+    if client.draining:
+        headers.append((b"connection", b"close"))
+    client_h11 = client.h11
+    pending = bytearray(
+        client_h11.send(
+            h11.Response(
+                status_code=status, headers=headers, reason=reason(status) or response.reason
+            )
+        )
+        or b""
+    )
+    leftover = b""
+    if framing is Framing.NONE:
+        leftover = bytes(buffer)
+    elif framing is Framing.LENGTH:
+        remaining = length
+        data = bytes(buffer)
+        while True:
+            if data:
+                piece = data[:remaining]
+                remaining -= len(piece)
+                pending += client_h11.send(h11.Data(data=piece)) or b""
+                if len(data) > len(piece):
+                    leftover = data[len(piece) :]
+            if remaining == 0:
+                break
+            await client.send(bytes(pending))
+            pending.clear()
+            data = await _receive_upstream(conn, upstream, True, size)
+            if not data:
+                raise UpstreamError(UpstreamPhase.READ, "closed mid-body", responded=True)
+    elif framing is Framing.CHUNKED:
+        decoder = ChunkedDecoder()
+        data = bytes(buffer)
+        while True:
+            try:
+                pieces = decoder.feed(data)
+            except FramingError as exc:
+                raise UpstreamError(
+                    UpstreamPhase.READ, f"bad chunked body: {exc}", responded=True
+                ) from None
+            for piece in pieces:
+                pending += client_h11.send(h11.Data(data=piece)) or b""
+            if decoder.done:
+                leftover = decoder.leftover
+                break
+            await client.send(bytes(pending))
+            pending.clear()
+            data = await _receive_upstream(conn, upstream, True, size)
+            if not data:
+                raise UpstreamError(UpstreamPhase.READ, "closed mid-body", responded=True)
+    else:  # Framing.CLOSE: the body runs until the upstream closes
+        data = bytes(buffer)
+        while True:
+            if data:
+                pending += client_h11.send(h11.Data(data=data)) or b""
                 await client.send(bytes(pending))
                 pending.clear()
-            data = b""
-            with trio.move_on_after(upstream.read_timeout) as scope:
-                data = await conn.receive(responded, client.receive_size)
-            if scope.cancelled_caught:
-                raise UpstreamError(
-                    UpstreamPhase.READ,
-                    "timed out",
-                    timeout=True,
-                    reused=conn.reused,
-                    responded=responded,
-                )
-            if data:
-                responded = True
-            conn.h11.receive_data(data)
-            continue
-        if type(event) is h11.Data:
-            pending += client_h11.send(event) or b""
-        elif type(event) is h11.Response:
-            status = event.status_code
-            no_body = ctx.method == b"HEAD" or status in (204, 304)
-            headers = client_response_headers(list(event.headers), no_body=no_body)
-            ctx.status = status
-            if ctx.response_headers:
-                headers.extend(ctx.response_headers)
-            if ctx.chain is not None and ctx.chain.header_filters:
-                run_header_filters(ctx.chain, ctx, status, headers)
-            if client.draining:
-                headers.append((b"connection", b"close"))
-            pending += (
-                client_h11.send(
-                    h11.Response(
-                        status_code=status, headers=headers, reason=reason(status) or event.reason
-                    )
-                )
-                or b""
-            )
-        elif type(event) is h11.EndOfMessage:
-            pending += client_h11.send(h11.EndOfMessage()) or b""
-            await client.send(bytes(pending))
-            _release(conn, upstream, pools)
-            return
-        elif type(event) is h11.InformationalResponse:
-            if event.status_code == 101 and ctx.websocket:
-                await _tunnel(client, ctx, conn, event, upstream)
-                return
-            # 100 Continue is the gateway's own business with the client; 103 is dropped.
-        else:  # ConnectionClosed or PAUSED before the end of the response
-            raise UpstreamError(
-                UpstreamPhase.READ,
-                "connection closed early",
-                reused=conn.reused,
-                responded=responded,
-            )
-
-
-def _release(conn: UpstreamConnection, upstream: CompiledUpstream, pools: PoolManager) -> None:
-    """Pool the connection if both sides of h11 finished cleanly and nothing more arrived
-    after the response (bytes nobody asked for must never be read as the next response)."""
-    if (
-        conn.h11.our_state is h11.DONE
-        and conn.h11.their_state is h11.DONE
-        and not conn.h11.trailing_data[0]
-    ):
-        conn.h11.start_next_cycle()
+            data = await _receive_upstream(conn, upstream, True, size)
+            if not data:
+                break
+    pending += client_h11.send(h11.EndOfMessage()) or b""
+    await client.send(bytes(pending))
+    # Reuse only a connection both sides keep, whose response ended where its framing said,
+    # with nothing after it (bytes nobody asked for must never be read as the next answer).
+    if response.keep_alive and framing is not Framing.CLOSE and not leftover:
         pools.checkin(
             conn,
             upstream.pool_size,
@@ -271,22 +326,22 @@ async def _tunnel(
     client: Client,
     ctx: RequestContext,
     conn: UpstreamConnection,
-    event: h11.InformationalResponse,
+    response: ResponseHead,
+    upstream_early: bytes,
     upstream: CompiledUpstream,
 ) -> None:
     """After a 101: relay the handshake answer, then bytes both ways until either side ends."""
     ctx.status = 101
-    headers = client_response_headers(list(event.headers), no_body=True, websocket=True)
+    headers = client_response_headers(response.headers, no_body=True, websocket=True)
     await client.send(
         client.h11.send(
-            h11.InformationalResponse(status_code=101, headers=headers, reason=event.reason)
+            h11.InformationalResponse(status_code=101, headers=headers, reason=response.reason)
         )
         or b""
     )
-    upstream_early, _ = conn.h11.trailing_data
     client_early, _ = client.h11.trailing_data
     if upstream_early:
-        await client.send(bytes(upstream_early))
+        await client.send(upstream_early)
     if client_early:
         await conn.send(bytes(client_early))
 

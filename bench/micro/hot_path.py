@@ -19,6 +19,7 @@ from gateway.context import RequestContext
 from gateway.http.headers import upstream_request_headers
 from gateway.pipeline import run_request_phases
 from gateway.runtime import compile_config
+from gateway.upstream.framing import encode_request_head
 
 REQUEST = (
     b"GET /petstore/pets/42?limit=10&offset=20 HTTP/1.1\r\n"
@@ -99,8 +100,7 @@ def main() -> None:
         )
 
     def serialise_upstream_request() -> bytes:
-        conn = h11.Connection(h11.CLIENT)
-        return conn.send(h11.Request(method=b"GET", target=request.target, headers=upstream_head()))  # type: ignore[return-value]
+        return encode_request_head(b"GET", request.target, upstream_head())
 
     def everything() -> None:
         parse_head()

@@ -1,4 +1,4 @@
-"""One TCP connection to an upstream node, with its h11 CLIENT state.
+"""One TCP connection to an upstream node (framing is in `upstream/framing.py`).
 
 This is the IO boundary on the upstream side: trio, h11 and OSError exceptions become
 `UpstreamError` here (see `_fail`). Nothing here takes a timeout: the proxy wraps each wait
@@ -13,7 +13,6 @@ import ipaddress
 import socket
 from typing import NoReturn
 
-import h11
 import trio
 
 from gateway.errors import UpstreamError, UpstreamPhase
@@ -41,15 +40,14 @@ def _is_ip(host: str) -> bool:
 
 
 class UpstreamConnection:
-    """A connection to `node`; `h11` frames requests and parses responses."""
+    """A connection to `node`, carrying one request at a time."""
 
-    __slots__ = ("_sock", "h11", "idle_expires", "node", "requests", "reused", "state", "stream")
+    __slots__ = ("_sock", "idle_expires", "node", "requests", "reused", "state", "stream")
 
     def __init__(self, node: Node, sock: socket.socket, stream: trio.SocketStream) -> None:
         self.node = node
         self._sock = sock
         self.stream = stream
-        self.h11 = h11.Connection(h11.CLIENT)
         self.requests = 0
         self.idle_expires = 0.0
         self.reused = False
