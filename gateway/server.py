@@ -194,6 +194,9 @@ class Gateway:
             self.connections.add(conn)
             try:
                 await conn.serve()
+            except Exception:
+                # A bug met by one connection must not take the others down with it.
+                log.exception("connection from %s failed", peer[0])
             finally:
                 self.connections.discard(conn)
         finally:

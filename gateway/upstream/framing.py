@@ -22,11 +22,16 @@ Pure: no IO. Raises `FramingError` for a response that cannot be framed.
 from __future__ import annotations
 
 import enum
+import re
 from typing import Final
 
 Header = tuple[bytes, bytes]
 MAX_HEAD: Final = 64 * 1024
 _NO_BODY_STATUS: Final = frozenset({204, 304})
+# RFC 9110 section 5.1 token for names; values without controls (obs-text allowed), as h11
+# checks them: a header the client side would refuse to send is refused here, as a 502.
+_NAME: Final = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_BAD_VALUE: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class FramingError(Exception):
@@ -99,8 +104,10 @@ def parse_response_head(raw: bytes) -> ResponseHead:
         if line[:1] in (b" ", b"\t"):
             raise FramingError("obs-fold in the response head")
         name, colon, value = line.partition(b":")
-        if not colon or not name or name != name.strip():
+        if not colon or _NAME.match(name) is None:
             raise FramingError("bad header line")
+        if _BAD_VALUE.search(value) is not None:
+            raise FramingError("control character in a header value")
         name = name.lower()
         value = value.strip(b" \t")
         if name == b"connection":

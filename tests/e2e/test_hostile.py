@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 
+import h11
 import pytest
 import trio
 
@@ -323,3 +324,40 @@ async def test_drain_serves_a_request_that_already_arrived(
     assert raw.startswith(b"HTTP/1.1 200 ")
     assert b"connection: close" in raw.lower()
     assert upstream.received[-1].target == b"/late"
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 200 OK\r\nX-Bad: a\rb\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nX-Bad: a\x00b\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nBad Name: v\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"NOT HTTP\r\n\r\n",
+    ],
+)
+async def test_malformed_upstream_responses_are_502_and_the_gateway_survives(
+    nursery: trio.Nursery, upstream: Upstream, head: bytes
+) -> None:
+    async def broken(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        await stream.send_all(head)
+        await trio.sleep(0.5)
+        await trio.aclose_forcefully(stream)
+
+    port = await nursery.start(raw_serve, broken)
+    routes = [
+        {"id": "broken", "uri": "/broken", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}},
+        {"id": "fine", "uri": "/fine", "upstream": node(upstream)},
+    ]
+    _, gw = await start_gateway(nursery, config_for(routes))
+    try:
+        answer = await request(gw, target="/broken")
+    except h11.RemoteProtocolError:
+        answer = None  # closed before a complete response: never a complete-looking one
+    if answer is not None:
+        assert answer.status == 502
+        assert answer.header(b"x-bad") is None
+    assert (await request(gw, target="/fine")).status == 200
