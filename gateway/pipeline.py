@@ -175,10 +175,6 @@ class Chain:
             self._by_consumer[consumer.username] = chain
         return chain
 
-    @property
-    def empty(self) -> bool:
-        return not self.plugins
-
     def names(self) -> list[str]:
         return [p.name for p in self.plugins]
 

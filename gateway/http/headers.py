@@ -68,48 +68,6 @@ def is_websocket_upgrade(headers: list[Header]) -> bool:
     return upgrade and connection_upgrade
 
 
-def strip_hop_by_hop(headers: list[Header], keep_upgrade: bool = False) -> list[Header]:
-    """A new list without hop-by-hop headers, framing headers or names listed in `Connection`.
-
-    With `keep_upgrade`, `Upgrade` and `Connection: upgrade` survive (WebSocket handshake).
-    """
-    listed = connection_tokens(headers) if any(n == b"connection" for n, _ in headers) else ()
-    out: list[Header] = []
-    for name, value in headers:
-        if name in HOP_BY_HOP or name == b"content-length" or name in listed:
-            if keep_upgrade and name == b"upgrade":
-                out.append((name, value))
-            continue
-        out.append((name, value))
-    if keep_upgrade:
-        out.append((b"connection", b"upgrade"))
-    return out
-
-
-def get(headers: list[Header], name: bytes) -> bytes | None:
-    """The first value of `name` (lower-case bytes), or None."""
-    for n, v in headers:
-        if n == name:
-            return v
-    return None
-
-
-def remove(headers: list[Header], name: bytes) -> None:
-    """Remove every `name` header in place."""
-    headers[:] = [h for h in headers if h[0] != name]
-
-
-def set_header(headers: list[Header], name: bytes, value: bytes) -> None:
-    """Replace every `name` header with one `name: value`, in place."""
-    for i, (n, _) in enumerate(headers):
-        if n == name:
-            headers[i] = (name, value)
-            del_from = i + 1
-            headers[del_from:] = [h for h in headers[del_from:] if h[0] != name]
-            return
-    headers.append((name, value))
-
-
 def client_request_headers(raw: Iterable[Header]) -> list[Header]:
     """The client's headers as plugins see them: without client copies of identity headers
     and without the headers its `Connection` header names (they were for this hop only).

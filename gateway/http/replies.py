@@ -15,7 +15,6 @@ Header = tuple[bytes, bytes]
 
 _JSON_ENCODE = msgspec.json.Encoder().encode
 JSON_CONTENT_TYPE: Final = (b"content-type", b"application/json")
-TEXT_CONTENT_TYPE: Final = (b"content-type", b"text/plain; charset=utf-8")
 
 
 class Reply:
@@ -67,9 +66,6 @@ def message(status: int, text: str, extra: list[Header] | None = None) -> Reply:
 
 
 ROUTE_NOT_FOUND: Final = error_msg(404, "404 Route Not Found")
-BAD_GATEWAY: Final = error_msg(502, "502 Bad Gateway")
-GATEWAY_TIMEOUT: Final = error_msg(504, "504 Gateway Time-out")
-SERVICE_UNAVAILABLE: Final = error_msg(503, "503 Service Temporarily Unavailable")
 
 _STATUS_TEXT: Final = {
     400: "400 Bad Request",

@@ -4,7 +4,6 @@ from gateway.http.headers import (
     client_request_headers,
     client_response_headers,
     is_websocket_upgrade,
-    strip_hop_by_hop,
     upstream_request_headers,
 )
 
@@ -76,8 +75,3 @@ def test_response_framing_restated() -> None:
     assert client_response_headers(chunked, no_body=False) == [(b"transfer-encoding", b"chunked")]
     assert client_response_headers([], no_body=False) == [(b"transfer-encoding", b"chunked")]
     assert client_response_headers([], no_body=True) == []
-
-
-def test_strip_hop_by_hop() -> None:
-    headers = [(b"connection", b"foo"), (b"foo", b"1"), (b"upgrade", b"h2c"), (b"bar", b"2")]
-    assert strip_hop_by_hop(headers) == [(b"bar", b"2")]
