@@ -29,6 +29,7 @@ from gateway.context import RequestContext
 from gateway.http.replies import Reply, message
 from gateway.oidc import Provider, ProviderUnavailable
 from gateway.pipeline import AuthPlugin, Conf, PluginEnv
+from gateway.plugins.jwt_auth import Algorithm  # the JWS algorithms both plugins accept
 
 log = logging.getLogger("gateway")
 
@@ -44,21 +45,6 @@ _VERIFY: Any = {
     "verify_iss": False,
     "require": [],
 }
-Algorithm = Literal[
-    "RS256",
-    "RS384",
-    "RS512",
-    "ES256",
-    "ES384",
-    "ES512",
-    "PS256",
-    "PS384",
-    "PS512",
-    "EdDSA",
-    "HS256",
-    "HS384",
-    "HS512",
-]
 
 
 class IssuerRule(Conf, frozen=True, kw_only=True):
