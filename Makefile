@@ -51,6 +51,7 @@ bench-micro: install
 	$(PY) bench/micro/hot_path.py
 
 bench-load: install bench-deps
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[bench,test]'
 	$(PY) bench/load/run.py
 
 clean:

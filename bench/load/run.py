@@ -258,6 +258,31 @@ def main() -> int:
             wait_port(proxy_port)
             targets["nginx"] = proxy_port
 
+        # The aiohttp + uvloop reverse proxy a Python user would write, on CPU 0 like the
+        # gateway (installed by `make bench` with the bench extras).
+        try:
+            import aiohttp  # noqa: F401
+            import uvloop  # noqa: F401
+        except ImportError:
+            print("aiohttp/uvloop not installed: no aiohttp baseline", file=sys.stderr)
+        else:
+            aio_port = free_port()
+            procs.start(
+                pinned(
+                    0,
+                    [
+                        sys.executable,
+                        str(ROOT / "bench/aiohttp_proxy.py"),
+                        "--port",
+                        str(aio_port),
+                        "--upstream",
+                        f"http://127.0.0.1:{up_port}",
+                    ],
+                )
+            )
+            wait_port(aio_port)
+            targets["aiohttp"] = aio_port
+
         # Redis for the `policy: redis` run (Debian's redis-server, CPU 1), when installed.
         redis_port = free_port() if shutil.which("redis-server") else None
         if redis_port:
@@ -392,16 +417,19 @@ def main() -> int:
     )
     print(
         f"{'scenario':<12} {'target':<22} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'x nginx':>8} {'x direct':>8}"
+        f"{'x nginx':>8} {'x aiohttp':>9} {'x direct':>8}"
     )
     for label, by_target in results.items():
         for name, r in by_target.items():
             r["x_direct"] = round(r["rps"] / by_target["direct"]["rps"], 3)
+            if "aiohttp" in by_target:
+                r["x_aiohttp"] = round(r["rps"] / by_target["aiohttp"]["rps"], 3)
             if "nginx" in by_target:
                 r["x_nginx"] = round(r["rps"] / by_target["nginx"]["rps"], 3)
             print(
                 f"{label:<12} {name:<22} {r['rps']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-                f"{r.get('x_nginx', float('nan')):>8.3f} {r['x_direct']:>8.3f}"
+                f"{r.get('x_nginx', float('nan')):>8.3f} {r.get('x_aiohttp', float('nan')):>9.3f} "
+                f"{r['x_direct']:>8.3f}"
             )
     doc = {
         "upstream": upstream_kind,
