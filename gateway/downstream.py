@@ -9,6 +9,7 @@ exceptions become `DownstreamError` here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Protocol
 
@@ -22,7 +23,7 @@ from gateway.errors import DownstreamError, UpstreamError
 from gateway.http.framing import HeadError, check_head, check_incomplete, find_head_end
 from gateway.http.headers import client_request_headers, is_websocket_upgrade
 from gateway.http.path import PathError, normalize
-from gateway.http.replies import ROUTE_NOT_FOUND, Reply, reason, status_reply
+from gateway.http.replies import ROUTE_NOT_FOUND, Header, Reply, reason, status_reply
 from gateway.pipeline import run_header_filters, run_log, run_request_phases
 from gateway.upstream.pool import PoolManager
 
@@ -356,21 +357,22 @@ class ClientConnection:
         self._skip_buffered_body()
         # An unread request body cannot be skipped safely: close instead of guessing.
         unread = self.h11.their_state is not h11.DONE
-        close = reply.close or self.shared.draining or unread
+        close = self.shared.draining or unread
         if close:
             headers.append((b"connection", b"close"))
             self.linger = unread
-        data = (
-            self.h11.send(
-                h11.Response(status_code=reply.status, headers=headers, reason=reason(reply.status))
-            )
-            or b""
-        )
-        if ctx.method != b"HEAD":
-            data += self.h11.send(h11.Data(data=reply.body)) or b""
-        data += self.h11.send(h11.EndOfMessage()) or b""
-        await self.send(data)
+        await self.send(self._encode(reply.status, headers, reply.body, ctx.method == b"HEAD"))
         return not close
+
+    def _encode(self, status: int, headers: list[Header], body: bytes, head_only: bool) -> bytes:
+        """A complete gateway-made response, through h11 (which keeps the connection state)."""
+        data = self.h11.send(
+            h11.Response(status_code=status, headers=headers, reason=reason(status))
+        )
+        out = data or b""
+        if not head_only:
+            out += self.h11.send(h11.Data(data=body)) or b""
+        return out + (self.h11.send(h11.EndOfMessage()) or b"")
 
     def _skip_buffered_body(self) -> None:
         """Consume what is already buffered of the request body (often just its end)."""
@@ -394,15 +396,6 @@ class ClientConnection:
             (b"content-length", str(len(reply.body)).encode()),
             (b"connection", b"close"),
         ]
-        try:
-            data = (
-                self.h11.send(
-                    h11.Response(status_code=status, headers=headers, reason=reason(status))
-                )
-                or b""
-            )
-            data += self.h11.send(h11.Data(data=reply.body)) or b""
-            data += self.h11.send(h11.EndOfMessage()) or b""
-            await self.send(data)
-        except (h11.LocalProtocolError, DownstreamError):
-            pass
+        # h11 may refuse (the client broke the protocol too badly) or the client may be gone.
+        with contextlib.suppress(h11.LocalProtocolError, DownstreamError):
+            await self.send(self._encode(status, headers, reply.body, False))

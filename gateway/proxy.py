@@ -29,11 +29,10 @@ from gateway.upstream.connection import UpstreamConnection
 from gateway.upstream.framing import (
     LAST_CHUNK,
     MAX_HEAD,
-    ChunkedDecoder,
-    Framing,
     FramingError,
+    NoBody,
     ResponseHead,
-    body_framing,
+    body_reader,
     encode_chunk,
     encode_request_head,
     find_head_end,
@@ -104,7 +103,7 @@ async def forward(
     """Proxy the request in `ctx` to `route`'s upstream and stream the response to `client`."""
     upstream = route.upstream
     node = upstream.balancer.pick()
-    ctx.upstream_addr = f"{node.host}:{node.port}"
+    ctx.upstream_addr = node.label
     framing = _framing(ctx)
     forwarded_host = ctx.header(b"host") or b""
     headers = upstream_request_headers(
@@ -232,14 +231,13 @@ async def _exchange(
         # 100 Continue is the gateway's own business with the client; 103 is dropped.
 
     try:
-        framing, length = body_framing(method, response)
+        body = body_reader(method, response)
     except FramingError as exc:
         raise UpstreamError(
             UpstreamPhase.READ, f"invalid response: {exc}", responded=True
         ) from None
     status = response.status
-    no_body = framing is Framing.NONE
-    headers = client_response_headers(response.headers, no_body=no_body)
+    headers = client_response_headers(response.headers, no_body=isinstance(body, NoBody))
     ctx.status = status
     if ctx.response_headers:
         headers.extend(ctx.response_headers)
@@ -256,61 +254,28 @@ async def _exchange(
         )
         or b""
     )
-    leftover = b""
-    if framing is Framing.NONE:
-        leftover = bytes(buffer)
-    elif framing is Framing.LENGTH:
-        remaining = length
-        data = bytes(buffer)
-        while True:
-            if data:
-                piece = data[:remaining]
-                remaining -= len(piece)
-                pending += client_h11.send(h11.Data(data=piece)) or b""
-                if len(data) > len(piece):
-                    leftover = data[len(piece) :]
-            if remaining == 0:
+    data = bytes(buffer)
+    while True:  # one upstream read at a time, everything parsed from it in one client write
+        try:
+            pieces = body.feed(data)
+        except FramingError as exc:
+            raise UpstreamError(UpstreamPhase.READ, f"bad body: {exc}", responded=True) from None
+        for piece in pieces:
+            pending += client_h11.send(h11.Data(data=piece)) or b""
+        if body.done:
+            break
+        await client.send(bytes(pending))
+        pending.clear()
+        data = await _receive_upstream(conn, upstream, True, size)
+        if not data:
+            if body.ends_at_close:
                 break
-            await client.send(bytes(pending))
-            pending.clear()
-            data = await _receive_upstream(conn, upstream, True, size)
-            if not data:
-                raise UpstreamError(UpstreamPhase.READ, "closed mid-body", responded=True)
-    elif framing is Framing.CHUNKED:
-        decoder = ChunkedDecoder()
-        data = bytes(buffer)
-        while True:
-            try:
-                pieces = decoder.feed(data)
-            except FramingError as exc:
-                raise UpstreamError(
-                    UpstreamPhase.READ, f"bad chunked body: {exc}", responded=True
-                ) from None
-            for piece in pieces:
-                pending += client_h11.send(h11.Data(data=piece)) or b""
-            if decoder.done:
-                leftover = decoder.leftover
-                break
-            await client.send(bytes(pending))
-            pending.clear()
-            data = await _receive_upstream(conn, upstream, True, size)
-            if not data:
-                raise UpstreamError(UpstreamPhase.READ, "closed mid-body", responded=True)
-    else:  # Framing.CLOSE: the body runs until the upstream closes
-        data = bytes(buffer)
-        while True:
-            if data:
-                pending += client_h11.send(h11.Data(data=data)) or b""
-                await client.send(bytes(pending))
-                pending.clear()
-            data = await _receive_upstream(conn, upstream, True, size)
-            if not data:
-                break
+            raise UpstreamError(UpstreamPhase.READ, "closed mid-body", responded=True)
     pending += client_h11.send(h11.EndOfMessage()) or b""
     await client.send(bytes(pending))
     # Reuse only a connection both sides keep, whose response ended where its framing said,
     # with nothing after it (bytes nobody asked for must never be read as the next answer).
-    if response.keep_alive and framing is not Framing.CLOSE and not leftover:
+    if response.keep_alive and not body.ends_at_close and not body.leftover:
         pools.checkin(
             conn,
             upstream.pool_size,

@@ -6,7 +6,7 @@ Nothing here allocates per header beyond the outgoing list itself.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Final
 
 Header = tuple[bytes, bytes]
@@ -44,7 +44,7 @@ FORWARDING: Final = frozenset(
 )
 
 
-def connection_tokens(headers: list[Header]) -> frozenset[bytes]:
+def connection_tokens(headers: Sequence[Header]) -> frozenset[bytes]:
     """The lower-case names listed in every `Connection` header (also hop-by-hop)."""
     tokens: set[bytes] = set()
     for name, value in headers:
@@ -68,7 +68,7 @@ def is_websocket_upgrade(headers: list[Header]) -> bool:
     return upgrade and connection_upgrade
 
 
-def client_request_headers(raw: Iterable[Header]) -> list[Header]:
+def client_request_headers(raw: Sequence[Header]) -> list[Header]:
     """The client's headers as plugins see them: without client copies of identity headers
     and without the headers its `Connection` header names (they were for this hop only).
 
@@ -77,13 +77,12 @@ def client_request_headers(raw: Iterable[Header]) -> list[Header]:
     other standard hop-by-hop headers stay until the upstream head is built: the WebSocket
     decision needs them.
     """
-    headers = list(raw)
     listed: frozenset[bytes] | tuple[()] = ()
-    for name, _ in headers:
+    for name, _ in raw:
         if name == b"connection":
-            listed = connection_tokens(headers) - HOP_BY_HOP
+            listed = connection_tokens(raw) - HOP_BY_HOP
             break
-    return [h for h in headers if h[0] not in listed and h[0] not in IDENTITY]
+    return [h for h in raw if h[0] not in listed and h[0] not in IDENTITY]
 
 
 def upstream_request_headers(

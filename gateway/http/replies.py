@@ -6,6 +6,7 @@ writes it. Bodies follow APISIX: JSON objects with a trailing newline.
 
 from __future__ import annotations
 
+import functools
 from http import HTTPStatus
 from typing import Final
 
@@ -20,15 +21,12 @@ JSON_CONTENT_TYPE: Final = (b"content-type", b"application/json")
 class Reply:
     """A complete response: status, headers (lower-case bytes names) and body bytes."""
 
-    __slots__ = ("body", "close", "headers", "status")
+    __slots__ = ("body", "headers", "status")
 
-    def __init__(
-        self, status: int, headers: list[Header], body: bytes = b"", *, close: bool = False
-    ) -> None:
+    def __init__(self, status: int, headers: list[Header], body: bytes = b"") -> None:
         self.status = status
         self.headers = headers
         self.body = body
-        self.close = close
 
     def __repr__(self) -> str:
         return f"Reply(status={self.status}, body={self.body[:80]!r})"
@@ -81,9 +79,9 @@ _STATUS_TEXT: Final = {
 }
 
 
-def status_reply(status: int, *, close: bool = False) -> Reply:
-    """The gateway's plain error for `status`, in the router's JSON shape."""
+@functools.cache
+def status_reply(status: int) -> Reply:
+    """The gateway's plain error for `status`, in the router's JSON shape (built once per
+    status; callers never change a Reply)."""
     text = _STATUS_TEXT.get(status) or f"{status} {reason(status).decode()}".rstrip()
-    reply = error_msg(status, text)
-    reply.close = close
-    return reply
+    return error_msg(status, text)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 class Node:
     """One upstream server: address, weight, and the pool key derived from them."""
 
-    __slots__ = ("address", "host", "host_header", "port", "weight")
+    __slots__ = ("address", "host", "host_header", "label", "port", "weight")
 
     def __init__(self, host: str, port: int, weight: int) -> None:
         self.host = host
@@ -21,6 +21,7 @@ class Node:
         self.weight = weight
         self.address = (host, port)
         shown = f"[{host}]" if ":" in host else host
+        self.label = f"{shown}:{port}"  # for logs, built once
         self.host_header = (shown if port == 80 else f"{shown}:{port}").encode("latin-1")
 
     def __repr__(self) -> str:

@@ -152,24 +152,93 @@ def body_framing(request_method: bytes, head: ResponseHead) -> tuple[Framing, in
     return Framing.CLOSE, 0
 
 
-class ChunkedDecoder:
-    """Decodes a chunked body fed in pieces; `done` once the last chunk and trailers passed.
+class BodyReader:
+    """Reads one response body fed in pieces, whatever its framing.
 
-    `feed` returns the decoded data and keeps what it could not use yet; after `done`,
-    `leftover` holds bytes that followed the message (they make the connection unusable).
+    `feed` returns the body bytes found in `data`; `done` is set once the body ended where
+    its framing says; `leftover` then holds bytes that followed it (they make the connection
+    unusable). `ends_at_close` says whether the upstream closing is the body's normal end.
     """
 
-    __slots__ = ("_buffer", "_remaining", "_state", "done", "leftover")
+    __slots__ = ("done", "leftover")
+    ends_at_close = False
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._remaining = 0
-        self._state = 0  # 0 size line, 1 data, 2 CRLF after data, 3 trailers
         self.done = False
         self.leftover = b""
 
     def feed(self, data: bytes) -> list[bytes]:
+        raise NotImplementedError
+
+
+class NoBody(BodyReader):
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.done = True
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self.leftover += data
+        return []
+
+
+class _Length(BodyReader):
+    __slots__ = ("_remaining",)
+
+    def __init__(self, length: int) -> None:
+        super().__init__()
+        self._remaining = length
+        self.done = length == 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self.done:
+            self.leftover += data
+            return []
+        piece = data[: self._remaining]
+        self._remaining -= len(piece)
+        if self._remaining == 0:
+            self.done = True
+            self.leftover = data[len(piece) :]
+        return [piece] if piece else []
+
+
+class _UntilClose(BodyReader):
+    __slots__ = ()
+    ends_at_close = True
+
+    def feed(self, data: bytes) -> list[bytes]:
+        return [data] if data else []
+
+
+def body_reader(request_method: bytes, head: ResponseHead) -> BodyReader:
+    """The reader for this response's body (see `body_framing`); raises FramingError."""
+    framing, length = body_framing(request_method, head)
+    if framing is Framing.NONE:
+        return NoBody()
+    if framing is Framing.LENGTH:
+        return _Length(length)
+    if framing is Framing.CHUNKED:
+        return ChunkedDecoder()
+    return _UntilClose()
+
+
+class ChunkedDecoder(BodyReader):
+    """Decodes a chunked body (sizes, extensions ignored, trailers dropped)."""
+
+    __slots__ = ("_buffer", "_remaining", "_state")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._buffer = bytearray()
+        self._remaining = 0
+        self._state = 0  # 0 size line, 1 data, 2 CRLF after data, 3 trailers
+
+    def feed(self, data: bytes) -> list[bytes]:
         out: list[bytes] = []
+        if self.done:
+            self.leftover += data
+            return out
         buffer = self._buffer
         buffer += data
         while not self.done:
