@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 from typing import TYPE_CHECKING, Protocol
 
 import h11
@@ -20,6 +21,7 @@ from gateway import proxy
 from gateway.accesslog import AccessLog
 from gateway.context import RequestContext
 from gateway.errors import DownstreamError, UpstreamError
+from gateway.fastio import FastSocket
 from gateway.http.framing import HeadError, check_head, check_incomplete, find_head_end
 from gateway.http.headers import client_request_headers, is_websocket_upgrade
 from gateway.http.path import PathError, normalize
@@ -77,12 +79,15 @@ class ClientConnection:
     def __init__(
         self,
         shared: Shared,
-        stream: trio.SocketStream,
+        sock: socket.socket,
         remote: tuple[str, int],
         server_port: int,
     ) -> None:
         self.shared = shared
-        self.stream = stream
+        # Requests and responses go through `io`; the trio stream serves the WebSocket
+        # tunnel, the lingering close and the final close.
+        self.io = FastSocket(sock)
+        self.stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
         self.remote_addr, self.remote_port = remote
         self.server_port = server_port
         limits = shared.runtime.limits
@@ -106,11 +111,11 @@ class ClientConnection:
 
     # --- IO boundary -------------------------------------------------------------------
 
-    async def send(self, data: bytes) -> None:
+    async def send(self, data: bytes | bytearray) -> None:
         """Write to the client; raises DownstreamError(499) when it went away."""
         try:
-            await self.stream.send_all(data)
-        except _IO_ERRORS:
+            await self.io.send_all(data)
+        except OSError:
             raise DownstreamError(CLIENT_GONE, "client closed the connection") from None
 
     async def _linger(self) -> None:
@@ -127,10 +132,17 @@ class ClientConnection:
             except _IO_ERRORS:
                 return
 
-    async def _receive(self) -> bytes:
+    def _try_receive(self) -> bytes | None:
+        """What the client already sent (b"" at EOF or error), or None when nothing is there."""
         try:
-            return await self.stream.receive_some(self.receive_size)
-        except _IO_ERRORS:
+            return self.io.try_receive(self.receive_size)
+        except OSError:
+            return b""
+
+    async def _wait_receive(self) -> bytes:
+        try:
+            return await self.io.wait_receive(self.receive_size)
+        except OSError:
             return b""
 
     # --- the loop ----------------------------------------------------------------------
@@ -190,23 +202,27 @@ class ClientConnection:
                 # may cancel the wait.
                 if self.shared.draining:
                     return None
-                with trio.CancelScope() as scope:
-                    scope.deadline = trio.current_time() + limits.keepalive_timeout
-                    self.idle_scope = scope
-                    data = await self._receive()
-                self.idle_scope = None
-                if scope.cancelled_caught:
-                    return None
+                data = self._try_receive()
+                if data is None:
+                    with trio.CancelScope() as scope:
+                        scope.deadline = trio.current_time() + limits.keepalive_timeout
+                        self.idle_scope = scope
+                        data = await self._wait_receive()
+                    self.idle_scope = None
+                    if scope.cancelled_caught:
+                        return None
             else:
                 # The head deadline runs from its first byte and is not extended by later
                 # bytes: a slow sender (slowloris) is cut when it passes.
                 if head_deadline is None:
                     head_deadline = trio.current_time() + limits.head_timeout
-                with trio.move_on_at(head_deadline) as scope:
-                    data = await self._receive()
-                if scope.cancelled_caught:
-                    await self._reject(408, "request head timed out")
-                    return None
+                data = self._try_receive()
+                if data is None:
+                    with trio.move_on_at(head_deadline) as scope:
+                        data = await self._wait_receive()
+                    if scope.cancelled_caught:
+                        await self._reject(408, "request head timed out")
+                        return None
             if not data:
                 return None
             self.h11.receive_data(data)
@@ -248,10 +264,12 @@ class ClientConnection:
             except h11.RemoteProtocolError as exc:
                 raise DownstreamError(400, f"bad request body: {exc}") from None
             if event is h11.NEED_DATA:
-                with trio.move_on_after(idle_timeout) as scope:
-                    data = await self._receive()
-                if scope.cancelled_caught:
-                    raise DownstreamError(408, "request body timed out")
+                data = self._try_receive()
+                if data is None:
+                    with trio.move_on_after(idle_timeout) as scope:
+                        data = await self._wait_receive()
+                    if scope.cancelled_caught:
+                        raise DownstreamError(408, "request body timed out")
                 if not data:
                     raise DownstreamError(CLIENT_GONE, "client closed mid-body")
                 self.h11.receive_data(data)

@@ -154,9 +154,14 @@ async def forward(
 
 
 async def _send_upstream(conn: UpstreamConnection, data: bytes, upstream: CompiledUpstream) -> None:
-    """Send within the upstream's configured send timeout; raises UpstreamError (504 on timeout)."""
+    """Send within the upstream's configured send timeout; raises UpstreamError (504 on timeout).
+
+    The timeout scope is entered only when the kernel cannot take everything at once."""
+    sent = conn.send_some(data)
+    if sent == len(data):
+        return
     with trio.move_on_after(upstream.send_timeout):
-        await conn.send(data)
+        await conn.wait_send_rest(data, sent)
         return
     raise UpstreamError(UpstreamPhase.SEND, "timed out", timeout=True, reused=conn.reused)
 
@@ -164,9 +169,20 @@ async def _send_upstream(conn: UpstreamConnection, data: bytes, upstream: Compil
 async def _receive_upstream(
     conn: UpstreamConnection, upstream: CompiledUpstream, responded: bool, size: int
 ) -> bytes:
-    """Some bytes within the read timeout (b"" at EOF); raises UpstreamError (504 on timeout)."""
+    """Some bytes within the read timeout (b"" at EOF); raises UpstreamError (504 on timeout).
+
+    Bytes already there are taken without entering a timeout scope."""
+    data = conn.try_receive(responded, size)
+    if data is not None:
+        return data
+    return await _wait_upstream(conn, upstream, responded, size)
+
+
+async def _wait_upstream(
+    conn: UpstreamConnection, upstream: CompiledUpstream, responded: bool, size: int
+) -> bytes:
     with trio.move_on_after(upstream.read_timeout):
-        return await conn.receive(responded, size)
+        return await conn.wait_receive(responded, size)
     raise UpstreamError(
         UpstreamPhase.READ, "timed out", timeout=True, reused=conn.reused, responded=responded
     )
@@ -207,7 +223,10 @@ async def _exchange(
         if end < 0:
             if len(buffer) > MAX_HEAD:
                 raise UpstreamError(UpstreamPhase.READ, "response head too large", responded=True)
-            data = await _receive_upstream(conn, upstream, responded, size)
+            if responded:
+                data = await _receive_upstream(conn, upstream, responded, size)
+            else:  # the answer cannot be there yet: wait at once
+                data = await _wait_upstream(conn, upstream, responded, size)
             if not data:
                 raise UpstreamError(
                     UpstreamPhase.READ, "closed before the response ended",

@@ -32,23 +32,50 @@ BACKLOG = 4096
 POOL_REAP_INTERVAL_S = 1.0
 
 
-async def open_listener(address: str, reuse_port: bool) -> trio.SocketListener:
-    """A listening socket for `host:port` (`[v6]:port`); SO_REUSEPORT lets workers share it."""
+def open_listener(address: str, reuse_port: bool) -> socket.socket:
+    """A non-blocking listening socket for `host:port` (`[v6]:port`); SO_REUSEPORT lets
+    workers share it. Accepting is done by `_wait_accept`, on the plain socket, so that
+    connections get plain sockets for `fastio`."""
     host, port = split_host_port(address, allow_port_zero=True)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
+        sock.setblocking(False)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        await sock.bind((host, port))
+        sock.bind((host, port))
         sock.listen(BACKLOG)
     except BaseException:
         sock.close()
         raise
-    return trio.SocketListener(sock)
+    return sock
+
+
+async def _wait_accept(listener: socket.socket) -> tuple[socket.socket, tuple[str, int]]:
+    """The next connection (non-blocking, TCP_NODELAY) and its peer address; raises OSError."""
+    while True:
+        try:
+            sock, peer = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            await trio.lowlevel.wait_readable(listener)
+            continue
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            sock.close()  # reset before we could look at it: take the next one
+            continue
+        return sock, (str(peer[0]), int(peer[1]))
+
+
+def _close_listener(listener: socket.socket) -> None:
+    """Close a listener that an accept loop may be waiting on (trio must be told first)."""
+    if listener.fileno() >= 0:
+        trio.lowlevel.notify_closing(listener)
+        listener.close()
 
 
 def _has_input(stream: trio.SocketStream) -> bool:
@@ -92,8 +119,8 @@ class Gateway:
         self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Serve until `stop()`; then drain within `server.shutdown_timeout`."""
-        listeners = [await open_listener(a, self.reuse_port) for a in self.runtime.server.addresses]
-        addresses = [_format_address(ln.socket.getsockname()) for ln in listeners]
+        listeners = [open_listener(a, self.reuse_port) for a in self.runtime.server.addresses]
+        addresses = [_format_address(ln.getsockname()) for ln in listeners]
         limiter = trio.Semaphore(self.runtime.limits.max_connections)
         try:
             async with trio.open_nursery() as connections:
@@ -112,13 +139,13 @@ class Gateway:
                     if self._stop_requested:
                         acceptors.cancel_scope.cancel()
                 for listener in listeners:
-                    listener.socket.close()
+                    _close_listener(listener)
                 grace = self.runtime.server.shutdown_timeout
                 connections.cancel_scope.deadline = trio.current_time() + grace
                 self._close_idle()
         finally:
             for listener in listeners:
-                listener.socket.close()
+                _close_listener(listener)
             self.pools.close_all()
             self.access_log.close()
 
@@ -161,14 +188,14 @@ class Gateway:
         return True
 
     async def _accept_loop(
-        self, listener: trio.SocketListener, connections: trio.Nursery, limiter: trio.Semaphore
+        self, listener: socket.socket, connections: trio.Nursery, limiter: trio.Semaphore
     ) -> None:
-        port = listener.socket.getsockname()[1]
+        port = listener.getsockname()[1]
         while True:
             # Past max_connections, stop accepting: the kernel backlog holds the rest.
             await limiter.acquire()
             try:
-                stream = await listener.accept()
+                sock, peer = await _wait_accept(listener)
             except OSError as exc:
                 limiter.release()
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
@@ -179,18 +206,13 @@ class Gateway:
             except BaseException:
                 limiter.release()
                 raise
-            connections.start_soon(self._serve_connection, stream, port, limiter)
+            connections.start_soon(self._serve_connection, sock, peer, port, limiter)
 
     async def _serve_connection(
-        self, stream: trio.SocketStream, port: int, limiter: trio.Semaphore
+        self, sock: socket.socket, peer: tuple[str, int], port: int, limiter: trio.Semaphore
     ) -> None:
         try:
-            try:
-                peer = stream.socket.getpeername()
-            except OSError:
-                await trio.aclose_forcefully(stream)
-                return
-            conn = ClientConnection(self, stream, (peer[0], peer[1]), port)
+            conn = ClientConnection(self, sock, peer, port)
             self.connections.add(conn)
             try:
                 await conn.serve()

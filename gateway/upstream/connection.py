@@ -16,6 +16,7 @@ from typing import NoReturn
 import trio
 
 from gateway.errors import UpstreamError, UpstreamPhase
+from gateway.fastio import FastSocket
 from gateway.upstream.balancer import Node
 
 
@@ -42,12 +43,13 @@ def _is_ip(host: str) -> bool:
 class UpstreamConnection:
     """A connection to `node`, carrying one request at a time."""
 
-    __slots__ = ("_sock", "idle_expires", "node", "requests", "reused", "state", "stream")
+    __slots__ = ("_io", "_sock", "idle_expires", "node", "requests", "reused", "state", "stream")
 
     def __init__(self, node: Node, sock: socket.socket, stream: trio.SocketStream) -> None:
         self.node = node
         self._sock = sock
-        self.stream = stream
+        self._io = FastSocket(sock)
+        self.stream = stream  # for the WebSocket tunnel
         self.requests = 0
         self.idle_expires = 0.0
         self.reused = False
@@ -101,18 +103,38 @@ class UpstreamConnection:
         del data  # bytes or EOF: either way the connection is unusable
         return True
 
-    async def send(self, data: bytes, phase: UpstreamPhase = UpstreamPhase.SEND) -> None:
-        """Write bytes; raises UpstreamError(SEND)."""
+    def send_some(self, data: bytes | bytearray) -> int:
+        """Write what the kernel takes now (no wait); raises UpstreamError(SEND)."""
         try:
-            await self.stream.send_all(data)
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            _fail(phase, exc, reused=self.reused, responded=False)
+            return self._io.send_some(data)
+        except OSError as exc:
+            _fail(UpstreamPhase.SEND, exc, reused=self.reused, responded=False)
 
-    async def receive(self, responded: bool, max_bytes: int) -> bytes:
-        """Read at most `max_bytes` (b"" at EOF); raises UpstreamError(READ)."""
+    async def wait_send_rest(self, data: bytes | bytearray, sent: int) -> None:
+        """Write `data[sent:]`, waiting for room; raises UpstreamError(SEND)."""
         try:
-            return await self.stream.receive_some(max_bytes)
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            await self._io.wait_send_rest(data, sent)
+        except OSError as exc:
+            _fail(UpstreamPhase.SEND, exc, reused=self.reused, responded=False)
+
+    async def send(self, data: bytes) -> None:
+        """Write all of `data`; raises UpstreamError(SEND)."""
+        sent = self.send_some(data)
+        if sent < len(data):
+            await self.wait_send_rest(data, sent)
+
+    def try_receive(self, responded: bool, max_bytes: int) -> bytes | None:
+        """Bytes already there (b"" at EOF) or None (no wait); raises UpstreamError(READ)."""
+        try:
+            return self._io.try_receive(max_bytes)
+        except OSError as exc:
+            _fail(UpstreamPhase.READ, exc, reused=self.reused, responded=responded)
+
+    async def wait_receive(self, responded: bool, max_bytes: int) -> bytes:
+        """Wait for at most `max_bytes` (b"" at EOF); raises UpstreamError(READ)."""
+        try:
+            return await self._io.wait_receive(max_bytes)
+        except OSError as exc:
             _fail(UpstreamPhase.READ, exc, reused=self.reused, responded=responded)
 
     def close(self) -> None:

@@ -1,0 +1,91 @@
+"""Socket reads and writes that enter trio's scheduler only when the kernel would block.
+
+trio's socket streams pass through the scheduler on every call, even when the bytes are
+already there (a checkpoint per successful send or receive), and wrap each call in a
+conflict detector and context managers. On the request path of a small proxied request
+that cost more than the HTTP work (see README, "Performance"). Here a read or write is
+first tried directly on the non-blocking socket; only when it would block does the task
+wait for readiness, which is a real checkpoint where cancellation and deadlines apply.
+
+Fairness: a connection whose bytes are always ready would otherwise never yield, so every
+`FAIR_OPS`-th read that completed at once reports "would block" instead, and its caller
+waits (with its timeout) like any other wait. Writes need no such turn: every loop on the
+request path reads between its writes.
+
+Raises OSError like the socket does; the callers translate at their IO boundary.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import trio
+
+FAIR_OPS = 16
+
+
+class FastSocket:
+    """One connected non-blocking socket; one reader and one writer at a time."""
+
+    __slots__ = ("_credit", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._credit = FAIR_OPS
+
+    def try_receive(self, max_bytes: int) -> bytes | None:
+        """Bytes already waiting (b"" at EOF), or None when a read would block (or when it
+        is this socket's turn to yield)."""
+        if self._credit <= 0:
+            return None
+        try:
+            data = self.sock.recv(max_bytes)
+        except (BlockingIOError, InterruptedError):
+            return None
+        self._credit -= 1
+        return data
+
+    async def wait_receive(self, max_bytes: int) -> bytes:
+        """Wait until readable, then read (b"" at EOF); always a checkpoint."""
+        self._credit = FAIR_OPS
+        sock = self.sock
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            try:
+                return sock.recv(max_bytes)
+            except (BlockingIOError, InterruptedError):
+                continue
+
+    async def receive(self, max_bytes: int) -> bytes:
+        """Read at most `max_bytes` (b"" at EOF), waiting only when nothing is there."""
+        data = self.try_receive(max_bytes)
+        if data is None:
+            return await self.wait_receive(max_bytes)
+        return data
+
+    def send_some(self, data: bytes | bytearray) -> int:
+        """Write what the kernel takes now; the number of bytes written (0 when full)."""
+        try:
+            return self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+
+    async def wait_send_rest(self, data: bytes | bytearray, sent: int) -> None:
+        """Write `data[sent:]`, waiting while the kernel's send buffer is full."""
+        sock = self.sock
+        self._credit = FAIR_OPS
+        with memoryview(data) as view:
+            remaining = view[sent:]
+            while remaining:
+                await trio.lowlevel.wait_writable(sock)
+                try:
+                    sent = sock.send(remaining)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                remaining = remaining[sent:]
+
+    async def send_all(self, data: bytes | bytearray) -> None:
+        """Write all of `data`; waits only while the kernel's send buffer is full."""
+        sent = self.send_some(data)
+        if sent < len(data):
+            await self.wait_send_rest(data, sent)

@@ -1,0 +1,95 @@
+"""gateway.fastio on real connected sockets: bytes arrive whole, waits honour trio's
+cancellation, and a connection whose bytes are always ready still lets others run."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+import trio
+
+from gateway.fastio import FAIR_OPS, FastSocket
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()
+
+
+async def test_ready_bytes_are_read_without_waiting(pair: tuple[socket.socket, ...]) -> None:
+    a, b = pair
+    b.sendall(b"hello")
+    io = FastSocket(a)
+    assert io.try_receive(100) == b"hello"
+    assert io.try_receive(100) is None  # nothing more: the caller must wait
+    b.close()
+    assert await io.receive(100) == b""  # EOF
+
+
+async def test_wait_receive_is_cancellable(pair: tuple[socket.socket, ...]) -> None:
+    io = FastSocket(pair[0])
+    with trio.move_on_after(0.05) as scope:
+        await io.wait_receive(100)
+    assert scope.cancelled_caught
+
+
+async def test_send_all_larger_than_the_kernel_buffer(pair: tuple[socket.socket, ...]) -> None:
+    a, b = pair
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    payload = bytes(range(256)) * 16 * 1024  # 4 MiB
+    received = bytearray()
+
+    async def reader() -> None:
+        peer = FastSocket(b)
+        while len(received) < len(payload):
+            received.extend(await peer.receive(65536))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        io = FastSocket(a)
+        assert io.send_some(b"") == 0
+        await io.send_all(payload)
+    assert bytes(received) == payload
+
+
+async def test_blocked_send_is_cancellable(pair: tuple[socket.socket, ...]) -> None:
+    io = FastSocket(pair[0])
+    with trio.move_on_after(0.1) as scope:
+        await io.send_all(b"x" * (64 * 1024 * 1024))  # the peer never reads
+    assert scope.cancelled_caught
+
+
+async def test_always_ready_reader_lets_other_tasks_run(pair: tuple[socket.socket, ...]) -> None:
+    a, b = pair
+    b.sendall(b"y" * 4096)
+    ticks = 0
+    ticks_seen: list[int] = []
+
+    async def other() -> None:
+        nonlocal ticks
+        while True:
+            await trio.lowlevel.checkpoint()
+            ticks += 1
+
+    async def busy_reader() -> None:
+        io = FastSocket(a)
+        got = 0
+        while got < 4096:  # 4096 one-byte reads, every one of them ready at once
+            got += len(await io.receive(1))
+        ticks_seen.append(ticks)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other)
+        await trio.lowlevel.checkpoint()
+        await busy_reader()
+        nursery.cancel_scope.cancel()
+    # Without the fairness turn the other task would not run at all during the reads.
+    # It gets a turn about every FAIR_OPS reads.
+    assert ticks_seen[0] >= 4096 // (FAIR_OPS + 1) - 2
+    assert ticks_seen[0] > 100
