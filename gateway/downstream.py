@@ -26,6 +26,7 @@ from gateway.http.framing import HeadError, check_head, check_incomplete, find_h
 from gateway.http.headers import client_request_headers, is_websocket_upgrade
 from gateway.http.path import PathError, normalize
 from gateway.http.replies import ROUTE_NOT_FOUND, Header, Reply, reason, status_reply
+from gateway.http.response import ResponseWriter, start_response, wants_keep_alive
 from gateway.pipeline import run_header_filters, run_log, run_request_phases
 from gateway.upstream.pool import PoolManager
 
@@ -92,9 +93,14 @@ class ClientConnection:
         self.server_port = server_port
         limits = shared.runtime.limits
         # The framing checks refuse an oversized head first; h11's own bound is a backstop.
-        self.h11 = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=limits.max_head + HEAD_SLACK
-        )
+        self.max_event = limits.max_head + HEAD_SLACK
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_event)
+        # The request being served: what the response's framing and keep-alive depend on.
+        self.request_method = b"GET"
+        self.http_version = b"1.1"
+        self.request_keep_alive = False
+        self.response_started = False
+        self.response_keep_alive = False
         # server.limits.buffer_size: at most this much is read from the client at a time,
         # and a read waits until the previous piece went to the upstream (backpressure).
         self.receive_size = limits.buffer_size
@@ -156,9 +162,9 @@ class ClientConnection:
                     break
                 if not await self._handle(request):
                     break
-                if self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
+                if self.h11.their_state is not h11.DONE:
                     break
-                self.h11.start_next_cycle()
+                self._next_cycle()
             if self.linger:
                 await self._linger()
         except DownstreamError:
@@ -166,6 +172,21 @@ class ClientConnection:
         finally:
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(self.stream)
+
+    def _next_cycle(self) -> None:
+        """A fresh h11 parser for the next request, holding what already arrived of it.
+
+        (h11's own `start_next_cycle` would need the response sent through h11 too; the
+        gateway writes responses itself, see `http.response`.)"""
+        trailing, closed = self.h11.trailing_data
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_event)
+        self.request_method = b"GET"  # until the next head is parsed (a reject has a body)
+        self.http_version = b"1.1"
+        self.response_started = False
+        if trailing:
+            self.h11.receive_data(trailing)
+        if closed:
+            self.h11.receive_data(b"")
 
     async def _wait_request(self) -> h11.Request | None:
         """The next request head, checked by `http.framing` before h11 parses it; None when
@@ -303,6 +324,9 @@ class ClientConnection:
         runtime = shared.runtime  # read once: a reload does not change a request in flight
         self.body_started = False
         self._body_done = False
+        self.request_method = request.method
+        self.http_version = request.http_version
+        self.request_keep_alive = wants_keep_alive(request.http_version, request.headers)
         try:
             target = normalized_target(request.target)
         except PathError as exc:
@@ -336,13 +360,12 @@ class ClientConnection:
             if reply is None and route is not None:
                 try:
                     await proxy.forward(self, ctx, route, shared.pools)
-                    if ctx.websocket and ctx.status == 101:
-                        keep = False
+                    keep = self.response_keep_alive and not (ctx.websocket and ctx.status == 101)
                 except UpstreamError as exc:
                     log.warning(
                         "upstream %s failed for route %s: %s", ctx.upstream_addr, route.id, exc
                     )
-                    if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                    if not self.response_started:
                         reply = status_reply(exc.status)
                     else:
                         keep = False  # part of the response went out: cut it, never fake an end
@@ -352,7 +375,7 @@ class ClientConnection:
         except DownstreamError as exc:
             ctx.status = ctx.status or exc.status
             keep = False
-            if exc.status < CLIENT_GONE and self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            if exc.status != CLIENT_GONE and not self.response_started:
                 # A bad body (e.g. an invalid chunk) before any answer: say so, then close.
                 await self._reject(exc.status, exc.reason)
         finally:
@@ -375,22 +398,45 @@ class ClientConnection:
         self._skip_buffered_body()
         # An unread request body cannot be skipped safely: close instead of guessing.
         unread = self.h11.their_state is not h11.DONE
-        close = self.shared.draining or unread
-        if close:
-            headers.append((b"connection", b"close"))
-            self.linger = unread
-        await self.send(self._encode(reply.status, headers, reply.body, ctx.method == b"HEAD"))
-        return not close
+        self.linger = unread
+        head, writer = self.start_response(reply.status, reason(reply.status), headers, unread)
+        await self.send(head + writer.piece(reply.body))
+        return writer.keep_alive
 
-    def _encode(self, status: int, headers: list[Header], body: bytes, head_only: bool) -> bytes:
-        """A complete gateway-made response, through h11 (which keeps the connection state)."""
-        data = self.h11.send(
-            h11.Response(status_code=status, headers=headers, reason=reason(status))
+    def start_switching(self, headers: list[Header], reason: bytes) -> bytes:
+        """The `101 Switching Protocols` head (through h11, which then hands the connection
+        over: its trailing data are the client's first tunnel bytes)."""
+        self.response_started = True
+        self.response_keep_alive = False
+        return (
+            self.h11.send(
+                h11.InformationalResponse(status_code=101, headers=headers, reason=reason)
+            )
+            or b""
         )
-        out = data or b""
-        if not head_only:
-            out += self.h11.send(h11.Data(data=body)) or b""
-        return out + (self.h11.send(h11.EndOfMessage()) or b"")
+
+    def start_response(
+        self, status: int, reason: bytes, headers: list[Header], close: bool = False
+    ) -> tuple[bytes, ResponseWriter]:
+        """The head of the final response to the current request and its body writer;
+        decides whether the connection stays open (`response_keep_alive`). Raises
+        DownstreamError(500) for a header the head cannot carry."""
+        self.response_started = True
+        keep = self.request_keep_alive and not close and not self.shared.draining
+        try:
+            head, writer = start_response(
+                status,
+                reason,
+                headers,
+                request_method=self.request_method,
+                http_version=self.http_version,
+                keep_alive=keep,
+            )
+        except ValueError as exc:
+            self.response_started = False
+            raise DownstreamError(500, str(exc)) from None
+        self.response_keep_alive = writer.keep_alive
+        return head, writer
 
     def _skip_buffered_body(self) -> None:
         """Consume what is already buffered of the request body (often just its end)."""
@@ -405,15 +451,11 @@ class ClientConnection:
     async def _reject(self, status: int, why: str) -> None:
         """Answer bad input with `status` and close; nothing reached an upstream."""
         log.info("rejecting request from %s: %s", self.remote_addr, why)
-        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        if self.response_started:
             return
         self.linger = True
         reply = status_reply(status)
-        headers = [
-            *reply.headers,
-            (b"content-length", str(len(reply.body)).encode()),
-            (b"connection", b"close"),
-        ]
-        # h11 may refuse (the client broke the protocol too badly) or the client may be gone.
-        with contextlib.suppress(h11.LocalProtocolError, DownstreamError):
-            await self.send(self._encode(status, headers, reply.body, False))
+        headers = [*reply.headers, (b"content-length", str(len(reply.body)).encode())]
+        head, writer = self.start_response(status, reason(status), headers, close=True)
+        with contextlib.suppress(DownstreamError):  # the client may be gone
+            await self.send(head + writer.piece(reply.body))

@@ -21,19 +21,18 @@ import trio
 from gateway.context import RequestContext
 from gateway.errors import UpstreamError, UpstreamPhase
 from gateway.http.headers import client_response_headers, upstream_request_headers
-from gateway.http.replies import reason
+from gateway.http.replies import Header, reason
+from gateway.http.response import LAST_CHUNK, ResponseWriter, encode_chunk
 from gateway.pipeline import run_header_filters
 from gateway.runtime import CompiledRoute, CompiledUpstream
 from gateway.upstream.balancer import Node
 from gateway.upstream.connection import UpstreamConnection
 from gateway.upstream.framing import (
-    LAST_CHUNK,
     MAX_HEAD,
     FramingError,
     NoBody,
     ResponseHead,
     body_reader,
-    encode_chunk,
     encode_request_head,
     find_head_end,
     parse_response_head,
@@ -51,6 +50,12 @@ class Client(Protocol):
     @property
     def h11(self) -> h11.Connection: ...
 
+    def start_response(
+        self, status: int, reason: bytes, headers: list[Header], close: bool = False
+    ) -> tuple[bytes, ResponseWriter]: ...
+
+    def start_switching(self, headers: list[Header], reason: bytes) -> bytes: ...
+
     @property
     def stream(self) -> trio.SocketStream: ...
 
@@ -65,7 +70,7 @@ class Client(Protocol):
 
     async def receive_body(self) -> bytes | None: ...
 
-    async def send(self, data: bytes) -> None: ...
+    async def send(self, data: bytes | bytearray) -> None: ...
 
 
 def _framing(ctx: RequestContext) -> tuple[bytes, bytes] | None:
@@ -262,17 +267,8 @@ async def _exchange(
         headers.extend(ctx.response_headers)
     if ctx.chain is not None and ctx.chain.header_filters:
         run_header_filters(ctx.chain, ctx, status, headers)
-    if client.draining:
-        headers.append((b"connection", b"close"))
-    client_h11 = client.h11
-    pending = bytearray(
-        client_h11.send(
-            h11.Response(
-                status_code=status, headers=headers, reason=reason(status) or response.reason
-            )
-        )
-        or b""
-    )
+    head, writer = client.start_response(status, reason(status) or response.reason, headers)
+    pending = bytearray(head)
     data = bytes(buffer)
     while True:  # one upstream read at a time, everything parsed from it in one client write
         try:
@@ -280,18 +276,18 @@ async def _exchange(
         except FramingError as exc:
             raise UpstreamError(UpstreamPhase.READ, f"bad body: {exc}", responded=True) from None
         for piece in pieces:
-            pending += client_h11.send(h11.Data(data=piece)) or b""
+            pending += writer.piece(piece)
         if body.done:
             break
-        await client.send(bytes(pending))
+        await client.send(pending)
         pending.clear()
         data = await _receive_upstream(conn, upstream, True, size)
         if not data:
             if body.ends_at_close:
                 break
             raise UpstreamError(UpstreamPhase.READ, "closed mid-body", responded=True)
-    pending += client_h11.send(h11.EndOfMessage()) or b""
-    await client.send(bytes(pending))
+    pending += writer.end()
+    await client.send(pending)
     # Reuse only a connection both sides keep, whose response ended where its framing said,
     # with nothing after it (bytes nobody asked for must never be read as the next answer).
     if response.keep_alive and not body.ends_at_close and not body.leftover:
@@ -317,12 +313,7 @@ async def _tunnel(
     """After a 101: relay the handshake answer, then bytes both ways until either side ends."""
     ctx.status = 101
     headers = client_response_headers(response.headers, no_body=True, websocket=True)
-    await client.send(
-        client.h11.send(
-            h11.InformationalResponse(status_code=101, headers=headers, reason=response.reason)
-        )
-        or b""
-    )
+    await client.send(client.start_switching(headers, response.reason))
     client_early, _ = client.h11.trailing_data
     if upstream_early:
         await client.send(upstream_early)

@@ -57,13 +57,6 @@ def encode_request_head(method: bytes, target: bytes, headers: list[Header]) -> 
     return b"".join(parts)
 
 
-def encode_chunk(data: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data)
-
-
-LAST_CHUNK: Final = b"0\r\n\r\n"
-
-
 class ResponseHead:
     __slots__ = ("headers", "keep_alive", "reason", "status")
 

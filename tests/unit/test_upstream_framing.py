@@ -6,12 +6,12 @@ from __future__ import annotations
 import h11
 import pytest
 
+from gateway.http.response import encode_chunk
 from gateway.upstream.framing import (
     ChunkedDecoder,
     Framing,
     FramingError,
     body_framing,
-    encode_chunk,
     encode_request_head,
     find_head_end,
     parse_response_head,
