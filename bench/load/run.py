@@ -4,6 +4,7 @@ Processes (each started and stopped by PID):
   - upstream: nginx from Debian when installed (else the shipped echo upstream), CPU 1;
   - direct:   wrk straight at the upstream (the ceiling);
   - nginx:    nginx as a reverse proxy (1 worker, upstream keepalive), CPU 0;
+  - trio L4 pipe: bench/trio_pipe.py, bytes copied with no HTTP work (trio's floor), CPU 0;
   - gateway:  trio-gateway, 1 worker, CPU 0;
   - wrk:      1 thread, 64 keep-alive connections, CPU 1.
 Scenarios: small GET, 64 KiB GET, 1 MiB POST. Prints a table and JSON (req/s, p50, p99 and
@@ -182,6 +183,7 @@ def run_wrk(
     post_bytes: int | None,
     tmp: Path,
     headers: tuple[str, ...] = (),
+    pin: bool = True,
 ) -> dict[str, float]:
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
     for header in headers:
@@ -193,7 +195,10 @@ def run_wrk(
             'wrk.headers["Content-Type"] = "application/octet-stream"\n'
         )
         argv += ["-s", str(script)]
-    out = subprocess.run(pinned(1, [*argv, url]), capture_output=True, text=True, check=True).stdout
+    argv = [*argv, url]
+    out = subprocess.run(
+        pinned(1, argv) if pin else argv, capture_output=True, text=True, check=True
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
 
     def pct(p: str) -> float:
@@ -209,6 +214,50 @@ def run_wrk(
         "p99_ms": pct("99"),
         "non_2xx": int(errors.group(1)) if errors else 0,
     }
+
+
+def measure_workers(
+    procs: Procs, config: dict, tmp: Path, args: argparse.Namespace, have_redis: bool
+) -> dict:
+    """Small GETs with key-auth + limit-count through `server.workers: 1` and `2`.
+
+    Nothing is pinned here: the workers, wrk and the upstream share the machine's CPUs, as
+    they would on a real two-core host. Local counters are per process (`gateway check`
+    refuses them with several workers), so the limited consumer uses Redis when it runs;
+    otherwise the route has key-auth only. Runs alternate (1, 2) three times and the median of
+    each is kept, because a shared machine drifts.
+    """
+    consumer = "bot-redis" if have_redis else "user500"
+    key = f"{consumer}-key" if have_redis else "bench-key-500"
+    rps: dict[int, list[dict[str, float]]] = {1: [], 2: []}
+    ports = {}
+    for workers in (1, 2):
+        port = free_port()
+        scaled = json.loads(json.dumps(config))
+        scaled["server"] = {
+            "listen": f"127.0.0.1:{port}",
+            "access_log": False,
+            "workers": workers,
+        }
+        scaled["consumers"] = [c for c in scaled["consumers"] if c["username"] != "bot-local"]
+        path = tmp / f"gateway-workers{workers}.json"
+        path.write_text(json.dumps(scaled))
+        procs.start([sys.executable, "-m", "gateway", "--config", str(path)], cwd=ROOT)
+        wait_port(port)
+        ports[workers] = port
+    headers = ("Host: auth.bench", f"apikey: {key}")
+    for workers in (1, 2) * 3:
+        url = f"http://127.0.0.1:{ports[workers]}{SMALL}"
+        run_wrk(url, 1, args.connections, None, tmp, headers, pin=False)  # warm-up
+        rps[workers].append(
+            run_wrk(url, args.duration, args.connections, None, tmp, headers, pin=False)
+        )
+    out: dict = {"limit": "redis" if have_redis else "none: key-auth only"}
+    for workers, runs in rps.items():
+        runs.sort(key=lambda r: r["rps"])
+        out[str(workers)] = runs[len(runs) // 2]
+    out["ratio"] = round(out["2"]["rps"] / out["1"]["rps"], 3)
+    return out
 
 
 def main() -> int:
@@ -282,6 +331,26 @@ def main() -> int:
             )
             wait_port(aio_port)
             targets["aiohttp"] = aio_port
+
+        # The floor of any trio proxy: a layer-4 byte pipe on the gateway's socket layer,
+        # with no HTTP work at all (bench/trio_pipe.py), on CPU 0 like the gateway.
+        pipe_port = free_port()
+        procs.start(
+            pinned(
+                0,
+                [
+                    sys.executable,
+                    str(ROOT / "bench/trio_pipe.py"),
+                    "--port",
+                    str(pipe_port),
+                    "--upstream",
+                    f"127.0.0.1:{up_port}",
+                ],
+            ),
+            cwd=ROOT,
+        )
+        wait_port(pipe_port)
+        targets["trio L4 pipe"] = pipe_port
 
         # Redis for the `policy: redis` run (Debian's redis-server, CPU 1), when installed.
         redis_port = free_port() if shutil.which("redis-server") else None
@@ -402,6 +471,7 @@ def main() -> int:
                 results[label][name] = run_wrk(
                     url, args.duration, args.connections, post, tmp, headers
                 )
+        scaling = measure_workers(procs, config, tmp, args, redis_port is not None)
     finally:
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -431,8 +501,18 @@ def main() -> int:
                 f"{r.get('x_nginx', float('nan')):>8.3f} {r.get('x_aiohttp', float('nan')):>9.3f} "
                 f"{r['x_direct']:>8.3f}"
             )
+    if scaling:
+        print(
+            "server.workers scaling, small GET with key-auth + limit-count "
+            f"({scaling['limit']}); gateway, wrk and upstream share both CPUs (no pinning):"
+        )
+        for workers in (1, 2):
+            r = scaling[str(workers)]
+            print(f"  workers={workers}: {r['rps']:>8.0f} req/s  p99 {r['p99_ms']:.2f} ms")
+        print(f"  2 workers / 1 worker: {scaling['ratio']:.2f}x")
     doc = {
         "upstream": upstream_kind,
+        "workers_scaling": scaling,
         "connections": args.connections,
         "duration_s": args.duration,
         "results": results,
