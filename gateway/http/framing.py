@@ -58,16 +58,18 @@ class HeadError(Exception):
         self.reason = reason
 
 
-def find_head_end(buffer: bytes) -> int | None:
+def find_head_end(buffer: bytes | bytearray, start: int = 0) -> int | None:
     """The offset just past the blank line that ends the head, or None if not there yet.
 
     Accepts CRLF CRLF and, so that it can be refused, a bare LF blank line. Leading empty
-    lines (allowed before a request line, RFC 9112 section 2.2) are skipped.
+    lines (allowed before a request line, RFC 9112 section 2.2) are skipped. `start` lets
+    a caller resume where an earlier search of the same growing buffer stopped (less the
+    3 bytes a terminator split across reads may have begun with).
     """
-    start = 0
     n = len(buffer)
-    while start < n and buffer[start] in (13, 10):
-        start += 1
+    if start == 0:
+        while start < n and buffer[start] in (13, 10):
+            start += 1
     crlf = buffer.find(b"\n\r\n", start)
     lf = buffer.find(b"\n\n", start)
     if crlf < 0 and lf < 0:
@@ -77,7 +79,7 @@ def find_head_end(buffer: bytes) -> int | None:
     return lf + 2
 
 
-def check_incomplete(buffer: bytes, max_request_line: int, max_head: int) -> None:
+def check_incomplete(buffer: bytes | bytearray, max_request_line: int, max_head: int) -> None:
     """Refuse a head that is still arriving but already too long; raises HeadError."""
     first_line_end = buffer.find(b"\n")
     if first_line_end < 0 and len(buffer.lstrip(b"\r\n")) > max_request_line:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import h11
 import trio
 
 from tests.helpers import (
@@ -172,8 +173,6 @@ async def test_pipelined_requests_answered_in_order(
         await stream.send_all(
             b"".join(f"GET /p{i} HTTP/1.1\r\nhost: x\r\n\r\n".encode() for i in range(5))
         )
-        import h11
-
         conn = h11.Connection(h11.CLIENT)
         for i in range(5):
             conn.send(h11.Request(method="GET", target=f"/p{i}", headers=[("host", "x")]))
@@ -181,6 +180,66 @@ async def test_pipelined_requests_answered_in_order(
             resp = await read_response(stream, conn)
             assert resp.json()["target"] == f"/p{i}"
             conn.start_next_cycle()
+
+
+async def test_pipelined_bodies_split_anywhere_reach_the_right_requests(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    """Content-Length bodies end exactly where they say, however the bytes are cut: the
+    bytes after a body are the next request, never more body."""
+    _, gw = await start_gateway(nursery, config_for([route(upstream)]))
+    wire = (
+        b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n0123456789"
+        b"GET /b HTTP/1.1\r\nhost: x\r\n\r\n"
+        b"POST /c HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello"
+        b"POST /d HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    )
+    for cut in (10, 55, 60, 70, 110, len(wire) - 3):
+        upstream.received.clear()
+        stream = await connect(gw)
+        async with stream:
+            await stream.send_all(wire[:cut])
+            await trio.sleep(0.05)  # let the gateway read the first part on its own
+            await stream.send_all(wire[cut:])
+            targets = []
+            conn = h11.Connection(h11.CLIENT)  # one reader for the whole pipeline
+            for method in ("POST", "GET", "POST", "POST"):
+                conn.send(h11.Request(method=method, target="/", headers=[("host", "x")]))
+                conn.send(h11.EndOfMessage())
+                resp = await read_response(stream, conn)
+                assert resp.status == 200
+                targets.append(resp.json()["target"])
+                conn.start_next_cycle()
+        assert targets == ["/a", "/b", "/c", "/d"], cut
+        bodies = {r.target: r.body for r in upstream.received}
+        assert bodies == {b"/a": b"0123456789", b"/b": b"", b"/c": b"hello", b"/d": b"abc"}
+
+
+async def test_early_answer_skips_a_buffered_body_and_keeps_the_connection(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    """A gateway answer (404 here) to a request whose small body already arrived skips that
+    body and serves the next request on the same connection."""
+    cfg = config_for([{"id": "r", "uri": "/ok/*", "upstream": {"nodes": {upstream.address: 1}}}])
+    _, gw = await start_gateway(nursery, cfg)
+    stream = await connect(gw)
+    async with stream:
+        await stream.send_all(
+            b"POST /nowhere HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\nGET "
+            b"GET /ok/1 HTTP/1.1\r\nhost: x\r\n\r\n"
+        )
+        conn = h11.Connection(h11.CLIENT)
+        conn.send(h11.Request(method="POST", target="/", headers=[("host", "x")]))
+        conn.send(h11.EndOfMessage())
+        first = await read_response(stream, conn)
+        conn.start_next_cycle()
+        conn.send(h11.Request(method="GET", target="/", headers=[("host", "x")]))
+        conn.send(h11.EndOfMessage())
+        second = await read_response(stream, conn)
+    assert first.status == 404
+    assert second.status == 200
+    assert second.json()["target"] == "/ok/1"
+    assert [r.target for r in upstream.received] == [b"/ok/1"]
 
 
 async def test_http10_client(nursery: trio.Nursery, upstream: Upstream) -> None:
