@@ -129,6 +129,13 @@ class ClientConnection:
         except OSError:
             raise DownstreamError(CLIENT_GONE, "client closed the connection") from None
 
+    async def send_parts(self, parts: list[bytes]) -> None:
+        """Write `parts` back to back; raises DownstreamError(499) when the client went away."""
+        try:
+            await self.io.send_parts(parts)
+        except OSError:
+            raise DownstreamError(CLIENT_GONE, "client closed the connection") from None
+
     async def _linger(self) -> None:
         """Half-close, then discard what the client still sends, for a bounded time/size."""
         with trio.move_on_after(LINGER_S):

@@ -22,6 +22,7 @@ import socket
 import trio
 
 FAIR_OPS = 16
+MAX_PARTS = 64
 
 
 class FastSocket:
@@ -83,6 +84,21 @@ class FastSocket:
                 except (BlockingIOError, InterruptedError):
                     continue
                 remaining = remaining[sent:]
+
+    async def send_parts(self, parts: list[bytes]) -> None:
+        """Write `parts` back to back with one gathered write when the kernel takes them
+        all (the common case); waits only while the send buffer is full."""
+        if len(parts) > MAX_PARTS:  # the kernel takes at most IOV_MAX buffers per call
+            parts = [b"".join(parts)]
+        try:
+            sent = self.sock.sendmsg(parts)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        total = 0
+        for part in parts:
+            total += len(part)
+        if sent < total:
+            await self.wait_send_rest(b"".join(parts), sent)
 
     async def send_all(self, data: bytes | bytearray) -> None:
         """Write all of `data`; waits only while the kernel's send buffer is full."""

@@ -72,6 +72,8 @@ class Client(Protocol):
 
     async def send(self, data: bytes | bytearray) -> None: ...
 
+    async def send_parts(self, parts: list[bytes]) -> None: ...
+
 
 def _framing(ctx: RequestContext) -> tuple[bytes, bytes] | None:
     """The request body framing restated for the upstream (h11 has validated the client's)."""
@@ -221,7 +223,7 @@ async def _exchange(
         await _send_upstream(conn, head, upstream)
 
     size = client.receive_size
-    buffer = bytearray()
+    buffer = b""  # usually one read holds the whole head: kept as bytes, no copies
     responded = False
     while True:  # the response head, skipping interim 1xx answers
         end = find_head_end(buffer)
@@ -238,19 +240,19 @@ async def _exchange(
                     reused=conn.reused, responded=responded,
                 )  # fmt: skip
             responded = True
-            buffer += data
+            buffer = buffer + data if buffer else data
             continue
         try:
-            response = parse_response_head(bytes(buffer[:end]))
+            response = parse_response_head(buffer[:end])
         except FramingError as exc:
             raise UpstreamError(
                 UpstreamPhase.READ, f"invalid response: {exc}", responded=True
             ) from None
-        del buffer[:end]
+        buffer = buffer[end:]
         if response.status >= 200:
             break
         if response.status == 101 and ctx.websocket:
-            await _tunnel(client, ctx, conn, response, bytes(buffer), upstream)
+            await _tunnel(client, ctx, conn, response, buffer, upstream)
             return
         # 100 Continue is the gateway's own business with the client; 103 is dropped.
 
@@ -268,26 +270,28 @@ async def _exchange(
     if ctx.chain is not None and ctx.chain.header_filters:
         run_header_filters(ctx.chain, ctx, status, headers)
     head, writer = client.start_response(status, reason(status) or response.reason, headers)
-    pending = bytearray(head)
-    data = bytes(buffer)
-    while True:  # one upstream read at a time, everything parsed from it in one client write
+    # Everything parsed from one upstream read goes out in one gathered write (sendmsg):
+    # the head and the pieces are not copied into one buffer first.
+    pending = [head]
+    data = buffer
+    while True:
         try:
             pieces = body.feed(data)
         except FramingError as exc:
             raise UpstreamError(UpstreamPhase.READ, f"bad body: {exc}", responded=True) from None
         for piece in pieces:
-            pending += writer.piece(piece)
+            pending.append(writer.piece(piece))
         if body.done:
             break
-        await client.send(pending)
-        pending.clear()
+        await client.send_parts(pending)
+        pending = []
         data = await _receive_upstream(conn, upstream, True, size)
         if not data:
             if body.ends_at_close:
                 break
             raise UpstreamError(UpstreamPhase.READ, "closed mid-body", responded=True)
-    pending += writer.end()
-    await client.send(pending)
+    pending.append(writer.end())
+    await client.send_parts(pending)
     # Reuse only a connection both sides keep, whose response ended where its framing said,
     # with nothing after it (bytes nobody asked for must never be read as the next answer).
     if response.keep_alive and not body.ends_at_close and not body.leftover:

@@ -70,7 +70,8 @@ class ResponseHead:
 def find_head_end(buffer: bytes | bytearray) -> int:
     """Offset just past the blank line ending the head, or -1."""
     crlf = buffer.find(b"\r\n\r\n")
-    lf = buffer.find(b"\n\n")
+    # A bare-LF end only counts before the CRLF one: never scan the body behind the head.
+    lf = buffer.find(b"\n\n", 0, crlf + 2 if crlf >= 0 else len(buffer))
     if crlf < 0 and lf < 0:
         return -1
     if lf < 0 or (0 <= crlf < lf):

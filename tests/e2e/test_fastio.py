@@ -93,3 +93,21 @@ async def test_always_ready_reader_lets_other_tasks_run(pair: tuple[socket.socke
     # It gets a turn about every FAIR_OPS reads.
     assert ticks_seen[0] >= 4096 // (FAIR_OPS + 1) - 2
     assert ticks_seen[0] > 100
+
+
+async def test_send_parts_many_small_and_partial(pair: tuple[socket.socket, ...]) -> None:
+    a, b = pair
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    parts = [b"%d," % i for i in range(5000)] + [b"z" * (1 << 20)]  # > IOV_MAX buffers
+    expected = b"".join(parts)
+    received = bytearray()
+
+    async def reader() -> None:
+        peer = FastSocket(b)
+        while len(received) < len(expected):
+            received.extend(await peer.receive(65536))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        await FastSocket(a).send_parts(parts)
+    assert bytes(received) == expected
