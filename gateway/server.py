@@ -10,6 +10,7 @@ compiled runtime atomically or keeps the old one when the new file is invalid.
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import select
 import signal
@@ -72,6 +73,20 @@ async def _wait_accept(listener: socket.socket) -> tuple[socket.socket, tuple[st
         return sock, (str(peer[0]), int(peer[1]))
 
 
+def settle_memory() -> None:
+    """Collect once, then move every object alive now (the compiled config above all) out
+    of the cyclic collector's sight (`gc.freeze`).
+
+    Reference counting still frees them; only the periodic full collections stop walking
+    them. With 100,000 consumers a full collection walked 1.1 million objects and stalled
+    every connection for 0.5 s each time it ran under traffic. Called before serving and
+    after each reload (whose own collection frees the old config's reference cycles).
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 def _close_listener(listener: socket.socket) -> None:
     """Close a listener that an accept loop may be waiting on (trio must be told first)."""
     if listener.fileno() >= 0:
@@ -120,6 +135,7 @@ class Gateway:
         self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Serve until `stop()`; then drain within `server.shutdown_timeout`."""
+        settle_memory()
         listeners = [open_listener(a, self.reuse_port) for a in self.runtime.server.addresses]
         addresses = [_format_address(ln.getsockname()) for ln in listeners]
         limiter = trio.Semaphore(self.runtime.limits.max_connections)
@@ -185,6 +201,7 @@ class Gateway:
         self.runtime = runtime
         # Counters whose scope and conf did not change carry on; the rest are dropped.
         self.limits.retain(runtime.limit_stores)
+        settle_memory()
         log.info("config reloaded from %s", self.config_path)
         return True
 
