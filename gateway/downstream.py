@@ -1,10 +1,11 @@
 """The client side: one h11 SERVER connection loop per accepted socket.
 
-Owns keep-alive, pipelining (h11 buffers what arrives early; requests are answered in
-order), HTTP/1.0 clients, `Expect: 100-continue` (the gateway answers 100 when the body is
-first read), the keep-alive idle timeout, the head deadline counted from the first byte, and
-the answer to bad input. It is the IO boundary on the client side: trio, h11 and OSError
-exceptions become `DownstreamError` here.
+Owns keep-alive, pipelining (what arrives early waits for the next request's parser;
+requests are answered in order), HTTP/1.0 clients, the keep-alive idle timeout, the head
+deadline counted from the first byte, the response's framing and keep-alive decision (via
+`http.response`), and the answer to bad input. Request bodies are read by `request_body`.
+It is the IO boundary on the client side: trio, h11 and OSError exceptions become
+`DownstreamError` here.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import h11
@@ -29,6 +29,7 @@ from gateway.http.path import PathError, normalize
 from gateway.http.replies import ROUTE_NOT_FOUND, Header, Reply, reason, status_reply
 from gateway.http.response import ResponseWriter, start_response, wants_keep_alive
 from gateway.pipeline import run_header_filters, run_log, run_request_phases
+from gateway.request_body import CLIENT_GONE, RequestBody
 from gateway.upstream.pool import PoolManager
 
 if TYPE_CHECKING:
@@ -39,7 +40,6 @@ log = logging.getLogger("gateway")
 HEAD_SLACK = 1024
 LINGER_S = 2.0  # nginx: lingering_timeout 5 s; shorter, we only need the answer read
 LINGER_BYTES = 1024 * 1024
-CLIENT_GONE = 499  # nginx's status for "client closed the connection"
 _IO_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 
 
@@ -105,12 +105,7 @@ class ClientConnection:
         # server.limits.buffer_size: at most this much is read from the client at a time,
         # and a read waits until the previous piece went to the upstream (backpressure).
         self.receive_size = limits.buffer_size
-        self.body_started = False
-        self._body_done = False
-        # A Content-Length body is read straight from the socket, not through h11 (see
-        # `_start_body`): the bytes still to come, and what arrived after the head.
-        self._length_left: int | None = None
-        self._early = b""
+        self.body: RequestBody | None = None
         self.idle_scope: trio.CancelScope | None = None
         # After an early error reply the client may still be sending: read and discard for
         # a moment before closing, so that our close does not reset the answer away.
@@ -119,6 +114,14 @@ class ClientConnection:
     @property
     def draining(self) -> bool:
         return self.shared.draining
+
+    @property
+    def body_started(self) -> bool:
+        return self.body is not None and self.body.started
+
+    async def receive_body(self) -> bytes | None:
+        """The next piece of the request body, or None at its end (see `request_body`)."""
+        return await self.body.receive() if self.body is not None else None
 
     # --- IO boundary -------------------------------------------------------------------
 
@@ -152,20 +155,14 @@ class ClientConnection:
 
     def _try_receive(self) -> bytes | None:
         """What the client already sent (b"" at EOF or error), or None when nothing is there."""
-        return self._try_receive_at_most(self.receive_size)
-
-    async def _wait_receive(self) -> bytes:
-        return await self._wait_receive_at_most(self.receive_size)
-
-    def _try_receive_at_most(self, size: int) -> bytes | None:
         try:
-            return self.io.try_receive(size)
+            return self.io.try_receive(self.receive_size)
         except OSError:
             return b""
 
-    async def _wait_receive_at_most(self, size: int) -> bytes:
+    async def _wait_receive(self) -> bytes:
         try:
-            return await self.io.wait_receive(size)
+            return await self.io.wait_receive(self.receive_size)
         except OSError:
             return b""
 
@@ -180,7 +177,7 @@ class ClientConnection:
                     break
                 if not await self._handle(request):
                     break
-                if not self._request_complete():
+                if self.body is None or not self.body.complete():
                     break
                 self._next_cycle()
             if self.linger:
@@ -196,12 +193,8 @@ class ClientConnection:
 
         (h11's own `start_next_cycle` would need the response sent through h11 too; the
         gateway writes responses itself, see `http.response`.)"""
-        if self._length_left is not None:
-            trailing, closed = self._early, False
-            self._length_left = None
-            self._early = b""
-        else:
-            trailing, closed = self.h11.trailing_data
+        trailing, closed = self.body.rest() if self.body is not None else self.h11.trailing_data
+        self.body = None
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_event)
         self.request_method = b"GET"  # until the next head is parsed (a reject has a body)
         self.http_version = b"1.1"
@@ -287,118 +280,18 @@ class ClientConnection:
             return event
         return None
 
-    async def receive_body(self) -> bytes | None:
-        """The next piece of the request body, or None at its end.
-
-        Answers `100 Continue` on first use when the client waits for it. Raises
-        DownstreamError when the client breaks the framing or goes away mid-body.
-        """
-        if self._body_done:
-            return None
-        if not self.body_started and self.h11.they_are_waiting_for_100_continue:
-            await self.send(
-                self.h11.send(
-                    h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
-                )
-                or b""
-            )
-        if self._length_left is not None:
-            return await self._receive_length_body(self._length_left)
-        idle_timeout = self.shared.runtime.limits.body_idle_timeout
-        while True:
-            try:
-                event = self.h11.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise DownstreamError(400, f"bad request body: {exc}") from None
-            if event is h11.NEED_DATA:
-                data = self._try_receive()
-                if data is None:
-                    with trio.move_on_after(idle_timeout) as scope:
-                        data = await self._wait_receive()
-                    if scope.cancelled_caught:
-                        raise DownstreamError(408, "request body timed out")
-                if not data:
-                    raise DownstreamError(CLIENT_GONE, "client closed mid-body")
-                self.h11.receive_data(data)
-                continue
-            if type(event) is h11.Data:
-                self.body_started = True
-                return event.data
-            if type(event) is h11.EndOfMessage:
-                self._body_done = True
-                return None
-            raise DownstreamError(CLIENT_GONE, "client closed mid-body")
-
-    def _start_body(self, headers: Sequence[Header]) -> None:
-        """Take over a Content-Length body from h11.
-
-        `http.framing` has already made sure a request with Content-Length has exactly one,
-        valid, and no Transfer-Encoding, so its body is exactly that many bytes: they are
-        read from the socket as they come (never past the body's end), with none of h11's
-        buffering and per-piece events (on a 1 MiB upload that was a third of the CPU).
-        Chunked bodies stay with h11, which decodes them.
-        """
-        for name, value in headers:
-            if name == b"content-length":
-                length = int(value)
-                if length:
-                    self._early = self.h11.trailing_data[0]
-                    self._length_left = length
-                return
-
-    async def _receive_length_body(self, left: int) -> bytes | None:
-        if left == 0:
-            self._body_done = True
-            return None
-        if self._early:
-            piece = self._early[:left]
-            self._early = self._early[len(piece) :]
-        else:
-            size = min(self.receive_size, left)
-            data = self._try_receive_at_most(size)
-            if data is None:
-                with trio.move_on_after(self.shared.runtime.limits.body_idle_timeout) as scope:
-                    data = await self._wait_receive_at_most(size)
-                if scope.cancelled_caught:
-                    raise DownstreamError(408, "request body timed out")
-            if not data:
-                raise DownstreamError(CLIENT_GONE, "client closed mid-body")
-            piece = data
-        self._length_left = left - len(piece)
-        self.body_started = True
-        return piece
-
-    def _request_complete(self) -> bool:
-        """True when the whole request, body included, has been read."""
-        if self._length_left is not None:
-            return self._length_left == 0
-        return self.h11.their_state is h11.DONE
-
-    async def read_whole_body(self, limit: int) -> bytes | None:
-        """The whole request body, or None when it is larger than `limit` bytes.
-
-        For plugins that must see the body before proxying (hmac-auth's digest); bounded so
-        that one request cannot hold more than `limit` in memory.
-        """
-        body = bytearray()
-        while (chunk := await self.receive_body()) is not None:
-            body += chunk
-            if len(body) > limit:
-                return None
-        return bytes(body)
-
     # --- one request -------------------------------------------------------------------
 
     async def _handle(self, request: h11.Request) -> bool:
         """Serve one request; False when the connection must close afterwards."""
         shared = self.shared
         runtime = shared.runtime  # read once: a reload does not change a request in flight
-        self.body_started = False
-        self._body_done = False
+        self.body = RequestBody(
+            self, request.headers, self.receive_size, runtime.limits.body_idle_timeout
+        )
         self.request_method = request.method
         self.http_version = request.http_version
         self.request_keep_alive = wants_keep_alive(request.http_version, request.headers)
-        self._start_body(request.headers)
         try:
             target = normalized_target(request.target)
         except PathError as exc:
@@ -425,7 +318,7 @@ class ClientConnection:
         else:
             ctx.route = route
             ctx.chain = route.chain
-            ctx.body_reader = self.read_whole_body
+            ctx.body_reader = self.body.read_whole
             ctx.websocket = route.enable_websocket and is_websocket_upgrade(ctx.headers)
             reply = await run_request_phases(route.chain, ctx)
         try:
@@ -467,9 +360,11 @@ class ClientConnection:
         if chain is not None and chain.header_filters:
             run_header_filters(chain, ctx, reply.status, headers)
         headers.append((b"content-length", str(len(reply.body)).encode()))
-        self._skip_buffered_body()
         # An unread request body cannot be skipped safely: close instead of guessing.
-        unread = not self._request_complete()
+        unread = False
+        if self.body is not None:
+            self.body.skip_buffered()
+            unread = not self.body.complete()
         self.linger = unread
         head, writer = self.start_response(reply.status, reason(reply.status), headers, unread)
         await self.send(head + writer.piece(reply.body))
@@ -509,21 +404,6 @@ class ClientConnection:
             raise DownstreamError(500, str(exc)) from None
         self.response_keep_alive = writer.keep_alive
         return head, writer
-
-    def _skip_buffered_body(self) -> None:
-        """Consume what is already buffered of the request body (often just its end)."""
-        if self._length_left is not None:
-            taken = min(len(self._early), self._length_left)
-            self._early = self._early[taken:]
-            self._length_left -= taken
-            return
-        try:
-            while self.h11.their_state is h11.SEND_BODY:
-                event = self.h11.next_event()
-                if event is h11.NEED_DATA or type(event) is h11.EndOfMessage:
-                    return
-        except h11.RemoteProtocolError:
-            return
 
     async def _reject(self, status: int, why: str) -> None:
         """Answer bad input with `status` and close; nothing reached an upstream."""
