@@ -1,6 +1,8 @@
 """Auth micro-benchmark: µs per request for each auth plugin's rewrite hook, with a valid and
 an invalid credential, with 10 and 100,000 consumers configured. Lookup cost must not grow
-with the number of consumers. Prints JSON.
+with the number of consumers. Then the whole decision of issue 7's target: every phase
+before the upstream (key-auth, the consumer's own limit-count with the local policy, the
+identity headers) for consumers that each have a limit. Prints JSON.
 
     python bench/micro/auth.py [--iterations N] [--sizes 10,100000]
 """
@@ -21,6 +23,7 @@ from timing import measure  # bench/micro/timing.py, beside this script
 
 from gateway.config.load import parse
 from gateway.context import RequestContext
+from gateway.pipeline import run_request_phases
 from gateway.runtime import Runtime, compile_config
 
 SECRET = "benchmark-hs256-secret-0123456789abcdef"
@@ -52,6 +55,33 @@ def build(n: int) -> Runtime:
         for name in ("key-auth", "basic-auth", "jwt-auth", "hmac-auth")
     ]
     return compile_config(parse(json.dumps({"routes": routes, "consumers": consumers}).encode()))
+
+
+def build_limited(n: int) -> Runtime:
+    """n consumers, each with a key and its own limit-count (never reached)."""
+    consumers = [
+        {
+            "username": f"user{i}",
+            "plugins": {"limit-count": {"count": 1_000_000_000, "time_window": 60}},
+            "credentials": [{"id": f"k{i}", "plugins": {"key-auth": {"key": f"key-{i:08d}"}}}],
+        }
+        for i in range(n)
+    ]
+    up = {"nodes": {"127.0.0.1:1": 1}}
+    routes = [{"id": "r", "uri": "/r", "upstream": up, "plugins": {"key-auth": {}}}]
+    return compile_config(parse(json.dumps({"routes": routes, "consumers": consumers}).encode()))
+
+
+def decide(chain: Any, headers: list[tuple[bytes, bytes]]) -> Any:
+    """Every phase before the upstream, for one request (all hooks here are sync, so the
+    coroutine finishes at its first step)."""
+    ctx = RequestContext(b"GET", b"/r", list(headers), b"1.1", "1.2.3.4", 1, 9080, 0.0)
+    coro = run_request_phases(chain, ctx)
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    raise AssertionError("a hook waited")
 
 
 def request_headers(plugin: str, i: int, valid: bool) -> list[tuple[bytes, bytes]]:
@@ -102,6 +132,20 @@ def main() -> None:
                 assert (outcome is None) == valid, (plugin, valid, outcome)
                 label = f"{plugin} {'valid' if valid else 'invalid'} n={n}"
                 results[label] = round(measure(run, args.iterations), 2)
+        del runtime
+        started = time.perf_counter()
+        limited = build_limited(n)
+        results[f"compile_s_limited_{n}"] = round(time.perf_counter() - started, 2)
+        route = limited.router.match(b"GET", b"/r", b"")
+        assert route is not None
+        headers = [(b"apikey", f"key-{n // 2:08d}".encode())]
+        assert decide(route.chain, headers) is None  # authenticated, within the limit
+
+        def run_decision(chain: Any = route.chain, headers: Any = headers) -> Any:
+            return decide(chain, headers)
+
+        label = f"key-auth + consumer limit-count (local), whole decision n={n}"
+        results[label] = round(measure(run_decision, args.iterations), 2)
     print(json.dumps(results, indent=2))
 
 
