@@ -149,3 +149,25 @@ def test_request_head_and_chunks_parse_back_with_h11() -> None:
     assert body == b"hello world"
     with pytest.raises(FramingError):
         encode_request_head(b"GET", b"/", [(b"x-injected", b"a\r\nX-Evil: 1")])
+
+
+def test_request_head_encoding() -> None:
+    head = encode_request_head(b"GET", b"/a?b=1", [(b"host", b"x"), (b"x-a", b"1")])
+    assert head == b"GET /a?b=1 HTTP/1.1\r\nhost: x\r\nx-a: 1\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("target", "headers"),
+    [
+        (b"/", [(b"x-a", b"1\r\nx-evil: 2")]),
+        (b"/", [(b"x-a", b"1\nx")]),
+        (b"/", [(b"x-a", b"1\rx")]),
+        (b"/", [(b"x-a", b"1\0")]),
+        (b"/a\r\nx-evil: 1", [(b"x-a", b"1")]),
+    ],
+)
+def test_request_head_with_a_line_break_is_refused(
+    target: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    with pytest.raises(FramingError, match="line break"):
+        encode_request_head(b"GET", target, headers)
