@@ -14,13 +14,15 @@ checks every case against h11's output read back by an h11 client:
   (HTTP/1.1 without `Connection: close`) and the gateway wants it; otherwise the head says
   `Connection: close`.
 
-Pure: no IO. Raises ValueError for a header value that would break the head.
+Pure: no IO. Raises ValueError for a reason, name or value that would break the head.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Final
+
+from gateway.http.headers import encode_head
 
 Header = tuple[bytes, bytes]
 
@@ -115,16 +117,7 @@ def start_response(
             out.append(_CLOSE)
         else:
             out.extend(h for h in headers if h[0] == b"connection")
-    parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
-    for name, value in out:
-        parts += (name, b": ", value, b"\r\n")
-    parts.append(b"\r\n")
-    head = b"".join(parts)
-    # Every line brings exactly one CRLF: any other CR or LF (or a NUL) came from a name,
-    # a value or the reason, and would split the head. Three scans in C, no per-header work.
-    lines = len(out) + 2
-    if head.count(b"\n") != lines or head.count(b"\r") != lines or b"\0" in head:
-        raise ValueError("a header or the reason has a line break in it")
+    head = encode_head(b"HTTP/1.1 %d %s" % (status, reason), out)
     writer = ResponseWriter(unknown_length and not old_client, no_body, keep_alive)
     return head, writer
 

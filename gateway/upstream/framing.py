@@ -25,6 +25,8 @@ import enum
 import re
 from typing import Final
 
+from gateway.http.headers import encode_head
+
 Header = tuple[bytes, bytes]
 MAX_HEAD: Final = 64 * 1024
 _NO_BODY_STATUS: Final = frozenset({204, 304})
@@ -48,17 +50,10 @@ class Framing(enum.Enum):
 def encode_request_head(method: bytes, target: bytes, headers: list[Header]) -> bytes:
     """`METHOD target HTTP/1.1` and the headers, ready to send; raises FramingError when a
     value would break the head (CR, LF or NUL: e.g. from a config template)."""
-    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
-    for name, value in headers:
-        parts += (name, b": ", value, b"\r\n")
-    parts.append(b"\r\n")
-    head = b"".join(parts)
-    # Every line brings exactly one CRLF; any other CR or LF (or a NUL) came from the
-    # target, a name or a value. Three scans in C instead of three per header.
-    lines = len(headers) + 2
-    if head.count(b"\n") != lines or head.count(b"\r") != lines or b"\0" in head:
-        raise FramingError("a header or the target has a line break in it")
-    return head
+    try:
+        return encode_head(b"%s %s HTTP/1.1" % (method, target), headers)
+    except ValueError as exc:
+        raise FramingError(str(exc)) from None
 
 
 class ResponseHead:

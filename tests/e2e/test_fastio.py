@@ -39,19 +39,19 @@ async def test_wait_receive_is_cancellable(pair: tuple[socket.socket, ...]) -> N
     assert scope.cancelled_caught
 
 
+async def read_into(sock: socket.socket, received: bytearray, size: int) -> None:
+    peer = FastSocket(sock)
+    while len(received) < size:
+        received.extend(await peer.receive(65536))
+
+
 async def test_send_all_larger_than_the_kernel_buffer(pair: tuple[socket.socket, ...]) -> None:
     a, b = pair
     a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     payload = bytes(range(256)) * 16 * 1024  # 4 MiB
     received = bytearray()
-
-    async def reader() -> None:
-        peer = FastSocket(b)
-        while len(received) < len(payload):
-            received.extend(await peer.receive(65536))
-
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(reader)
+        nursery.start_soon(read_into, b, received, len(payload))
         io = FastSocket(a)
         assert io.send_some(b"") == 0
         await io.send_all(payload)
@@ -101,13 +101,7 @@ async def test_send_parts_many_small_and_partial(pair: tuple[socket.socket, ...]
     parts = [b"%d," % i for i in range(5000)] + [b"z" * (1 << 20)]  # > IOV_MAX buffers
     expected = b"".join(parts)
     received = bytearray()
-
-    async def reader() -> None:
-        peer = FastSocket(b)
-        while len(received) < len(expected):
-            received.extend(await peer.receive(65536))
-
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(reader)
+        nursery.start_soon(read_into, b, received, len(expected))
         await FastSocket(a).send_parts(parts)
     assert bytes(received) == expected
