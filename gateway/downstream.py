@@ -240,6 +240,14 @@ class ClientConnection:
                     return None
                 data = self._try_receive()
                 if data is None:
+                    # Let the other connections run first: under load the next request
+                    # has usually arrived by then, and is read without registering a wait
+                    # or entering the idle scope (see `fastio`).
+                    await trio.lowlevel.checkpoint()
+                    data = self._try_receive()  # an arrived request is served, even draining
+                if data is None:
+                    if self.shared.draining:
+                        return None
                     with trio.CancelScope() as scope:
                         scope.deadline = trio.current_time() + limits.keepalive_timeout
                         self.idle_scope = scope

@@ -227,10 +227,11 @@ async def _exchange(
         if end < 0:
             if len(buffer) > MAX_HEAD:
                 raise UpstreamError(UpstreamPhase.READ, "response head too large", responded=True)
-            if responded:
-                data = await _receive_upstream(conn, upstream, responded, size)
-            else:  # the answer cannot be there yet: wait at once
-                data = await _wait_upstream(conn, upstream, responded, size)
+            if not responded:
+                # The answer cannot be there yet: let the other connections run first,
+                # after which it often is (no wait registered, no timeout scope entered).
+                await trio.lowlevel.checkpoint()
+            data = await _receive_upstream(conn, upstream, responded, size)
             if not data:
                 raise UpstreamError(
                     UpstreamPhase.READ, "closed before the response ended",
