@@ -49,6 +49,9 @@ bench: bench-micro bench-load
 
 bench-micro: install
 	$(PY) bench/micro/hot_path.py
+	$(PY) bench/micro/auth.py
+	$(PY) bench/micro/limit_count.py
+	$(PY) bench/micro/oidc.py
 
 bench-load: install bench-deps
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[bench,test]'
