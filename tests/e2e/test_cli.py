@@ -14,7 +14,17 @@ from typing import Any
 import pytest
 import trio
 
-from tests.helpers import ROOT, GatewayProcess, Received, Upstream, free_port, request, wait_port
+from tests.helpers import (
+    ROOT,
+    GatewayProcess,
+    Received,
+    Upstream,
+    config_for,
+    free_port,
+    request,
+    start_gateway,
+    wait_port,
+)
 
 
 def write_config(path: Path, config: dict[str, Any]) -> Path:
@@ -371,3 +381,29 @@ async def test_sighup_adds_a_consumer(
     assert (await request(address, headers=[("apikey", "jane-key")])).status == 200
     assert upstream.received[-1].header(b"x-consumer-username") == b"JaneRoe"
     assert (await request(address, headers=[("apikey", "john-key")])).status == 200
+
+
+async def test_demo_echo_upstream_answers_head_and_get_through_the_gateway(
+    nursery: trio.Nursery,
+) -> None:
+    """`make run`'s echo upstream: a HEAD gets the GET's head without a body (it used to
+    break the connection, which the gateway rightly answered with 502)."""
+    echo = f"127.0.0.1:{free_port()}"
+    process = await trio.lowlevel.open_process(
+        [sys.executable, str(ROOT / "bench/echo_upstream.py"), "--port", echo.split(":")[1]],
+        stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        await wait_port(echo)
+        route = {"id": "r", "uri": "/*", "upstream": {"nodes": {echo: 1}}}
+        _, gw = await start_gateway(nursery, config_for([route]))
+        head = await request(gw, method="HEAD", target="/echo")
+        assert head.status == 200
+        assert head.body == b""
+        assert int(head.header(b"content-length") or 0) > 0
+        get = await request(gw, target="/echo")
+        assert get.json()["path"] == "/echo"
+    finally:
+        process.kill()
+        await process.wait()

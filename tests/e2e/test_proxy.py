@@ -531,8 +531,6 @@ async def test_head_request_has_no_body(nursery: trio.Nursery, upstream: Upstrea
         await stream.send_all(
             b"HEAD /h HTTP/1.1\r\nhost: x\r\n\r\nGET /after HTTP/1.1\r\nhost: x\r\n\r\n"
         )
-        import h11
-
         conn = h11.Connection(h11.CLIENT)
         conn.send(h11.Request(method="HEAD", target="/h", headers=[("host", "x")]))
         conn.send(h11.EndOfMessage())
