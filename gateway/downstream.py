@@ -25,7 +25,7 @@ from gateway.errors import DownstreamError, UpstreamError
 from gateway.fastio import FastSocket
 from gateway.http.framing import HeadError, check_head, check_incomplete, find_head_end
 from gateway.http.headers import client_request_headers, is_websocket_upgrade
-from gateway.http.path import PathError, normalize
+from gateway.http.path import PathError, host_without_port, normalized_target
 from gateway.http.replies import ROUTE_NOT_FOUND, Header, Reply, reason, status_reply
 from gateway.http.response import ResponseWriter, start_response, wants_keep_alive
 from gateway.pipeline import run_header_filters, run_log, run_request_phases
@@ -50,29 +50,6 @@ class Shared(Protocol):
     pools: PoolManager
     access_log: AccessLog
     draining: bool
-
-
-def normalized_target(target: bytes) -> bytes:
-    """The request target with its path normalised (absolute-form reduced to the path);
-    raises PathError."""
-    if target.startswith((b"http://", b"https://")):
-        slash = target.find(b"/", target.find(b"//") + 2)
-        target = target[slash:] if slash >= 0 else b"/"
-    path, sep, query = target.partition(b"?")
-    if path == b"*":
-        return target
-    normal = normalize(path)
-    if normal is path:
-        return target
-    return normal + sep + query
-
-
-def _host_without_port(value: bytes) -> bytes:
-    value = value.lower()
-    if value.startswith(b"["):
-        end = value.find(b"]")
-        return value[: end + 1] if end > 0 else value
-    return value.partition(b":")[0]
 
 
 class ClientConnection:
@@ -317,7 +294,7 @@ class ClientConnection:
             trio.current_time(),
         )
         host = ctx.header(b"host")
-        ctx.host = _host_without_port(host) if host else b""
+        ctx.host = host_without_port(host) if host else b""
         route = runtime.router.match(ctx.method, ctx.path, ctx.host)
         keep = True
         reply: Reply | None

@@ -72,3 +72,27 @@ def normalize(path: bytes) -> bytes:
         else:
             segments.append(segment)
     return b"/" + b"/".join(segments)
+
+
+def normalized_target(target: bytes) -> bytes:
+    """The request target with its path normalised (absolute-form reduced to the path);
+    raises PathError."""
+    if target.startswith((b"http://", b"https://")):
+        slash = target.find(b"/", target.find(b"//") + 2)
+        target = target[slash:] if slash >= 0 else b"/"
+    path, sep, query = target.partition(b"?")
+    if path == b"*":
+        return target
+    normal = normalize(path)
+    if normal is path:
+        return target
+    return normal + sep + query
+
+
+def host_without_port(value: bytes) -> bytes:
+    """The Host header's host, lower-cased, without its port (IPv6 literals keep brackets)."""
+    value = value.lower()
+    if value.startswith(b"["):
+        end = value.find(b"]")
+        return value[: end + 1] if end > 0 else value
+    return value.partition(b":")[0]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.http.path import PathError, normalize
+from gateway.http.path import PathError, host_without_port, normalize, normalized_target
 
 
 @pytest.mark.parametrize(
@@ -37,3 +37,30 @@ def test_normalize(raw: bytes, expected: bytes) -> None:
 def test_refused(raw: bytes) -> None:
     with pytest.raises(PathError):
         normalize(raw)
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        (b"/a/./b/../c?x=/../y", b"/a/c?x=/../y"),  # the query is not a path
+        (b"http://example.com/a//b?q", b"/a/b?q"),  # absolute-form: the path only
+        (b"http://example.com", b"/"),
+        (b"*", b"*"),
+        (b"/plain", b"/plain"),
+    ],
+)
+def test_normalized_target(target: bytes, expected: bytes) -> None:
+    assert normalized_target(target) == expected
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        (b"API.Example.com:8080", b"api.example.com"),
+        (b"example.com", b"example.com"),
+        (b"[::1]:9080", b"[::1]"),
+        (b"[::1", b"[::1"),
+    ],
+)
+def test_host_without_port(host: bytes, expected: bytes) -> None:
+    assert host_without_port(host) == expected
