@@ -96,6 +96,10 @@ class ClientConnection:
     def body_started(self) -> bool:
         return self.body is not None and self.body.started
 
+    @property
+    def body_length(self) -> int | None:
+        return self.body.length if self.body is not None else 0
+
     async def receive_body(self) -> bytes | None:
         """The next piece of the request body, or None at its end (see `request_body`)."""
         return await self.body.receive() if self.body is not None else None

@@ -63,6 +63,9 @@ class Client(Protocol):
     def body_started(self) -> bool: ...
 
     @property
+    def body_length(self) -> int | None: ...
+
+    @property
     def receive_size(self) -> int: ...
 
     async def receive_body(self) -> bytes | None: ...
@@ -72,27 +75,26 @@ class Client(Protocol):
     async def send_parts(self, parts: list[bytes]) -> None: ...
 
 
-def _framing(ctx: RequestContext) -> tuple[bytes, bytes] | None:
-    """The request body framing restated for the upstream (h11 has validated the client's)."""
+def _framing(ctx: RequestContext, body_length: int | None) -> tuple[bytes, bytes] | None:
+    """The request body framing restated for the upstream, from the client's framing as
+    `request_body` read it (`body_length` None: chunked)."""
     if ctx.body is not None:
         return (b"content-length", str(len(ctx.body)).encode()) if ctx.body else None
-    chunked = False
-    for name, value in ctx.headers:
-        if name == b"content-length":
-            return (b"content-length", value) if value.strip() != b"0" else None
-        if name == b"transfer-encoding":
-            chunked = True
-    return (b"transfer-encoding", b"chunked") if chunked else None
+    if body_length is None:
+        return (b"transfer-encoding", b"chunked")
+    return (b"content-length", str(body_length).encode()) if body_length else None
 
 
-def _host_header(ctx: RequestContext, upstream: CompiledUpstream, node_host: bytes) -> bytes:
+def _host_header(
+    ctx: RequestContext, upstream: CompiledUpstream, node_host: bytes, client_host: bytes | None
+) -> bytes:
     if ctx.upstream_host is not None:
         return ctx.upstream_host
     if upstream.pass_host == "node":
         return node_host
     if upstream.pass_host == "rewrite" and upstream.upstream_host is not None:
         return upstream.upstream_host
-    return ctx.header(b"host") or node_host
+    return client_host or node_host
 
 
 async def _wait_connect(upstream: CompiledUpstream, node: Node) -> UpstreamConnection:
@@ -108,13 +110,13 @@ async def forward(
     upstream = route.upstream
     node = upstream.balancer.pick()
     ctx.upstream_addr = node.label
-    framing = _framing(ctx)
-    forwarded_host = ctx.header(b"host") or b""
+    framing = _framing(ctx, client.body_length)
+    client_host = ctx.header(b"host")
     headers = upstream_request_headers(
         ctx.headers,
-        host=_host_header(ctx, upstream, node.host_header),
+        host=_host_header(ctx, upstream, node.host_header, client_host),
         remote_addr=ctx.remote_addr.encode(),
-        forwarded_host=forwarded_host,
+        forwarded_host=client_host or b"",
         server_port=str(ctx.server_port).encode(),
         framing=framing,
         websocket=ctx.websocket,

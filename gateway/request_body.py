@@ -43,7 +43,16 @@ class BodyClient(Protocol):
 class RequestBody:
     """The body of the request whose head `client.h11` has just parsed."""
 
-    __slots__ = ("_client", "_done", "_early", "_idle_timeout", "_left", "_size", "started")
+    __slots__ = (
+        "_client",
+        "_done",
+        "_early",
+        "_idle_timeout",
+        "_left",
+        "_size",
+        "length",
+        "started",
+    )
 
     def __init__(
         self,
@@ -67,6 +76,9 @@ class RequestBody:
                 self._left = None
                 break
         self._early = client.h11.trailing_data[0] if self._left is not None else b""
+        # The body's declared length (0: none), None when chunked: the framing the upstream
+        # request restates.
+        self.length = self._left
 
     async def receive(self) -> bytes | None:
         """The next piece of the body, or None at its end."""

@@ -88,14 +88,14 @@ def start_response(
     """
     content_length = False
     chunked = False
-    close_listed = False
+    has_connection = False
     for name, _ in headers:
         if name == b"content-length":
             content_length = True
         elif name == b"transfer-encoding":
             chunked = True
         elif name == b"connection":
-            close_listed = True
+            has_connection = True
     no_body_status = status in _NO_BODY_STATUS
     no_body = no_body_status or request_method == b"HEAD"
     old_client = http_version != b"1.1"
@@ -110,17 +110,11 @@ def start_response(
                 keep_alive = False
         else:
             out.append((b"transfer-encoding", b"chunked"))
-    if not keep_alive or close_listed:
+    if keep_alive and has_connection and not wants_keep_alive(b"1.1", headers):
+        keep_alive = False  # a `Connection: close` among the headers (a plugin's, say)
+    if not keep_alive:
         out = [h for h in out if h[0] != b"connection"]
-        if not keep_alive or _asks_close(headers):
-            keep_alive = False
-            out.append(_CLOSE)
-        else:
-            out.extend(h for h in headers if h[0] == b"connection")
+        out.append(_CLOSE)
     head = encode_head(b"HTTP/1.1 %d %s" % (status, reason), out)
     writer = ResponseWriter(unknown_length and not old_client, no_body, keep_alive)
     return head, writer
-
-
-def _asks_close(headers: Sequence[Header]) -> bool:
-    return not wants_keep_alive(b"1.1", headers)
