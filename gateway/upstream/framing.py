@@ -34,6 +34,16 @@ _NO_BODY_STATUS: Final = frozenset({204, 304})
 # checks them: a header the client side would refuse to send is refused here, as a 502.
 _NAME: Final = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _BAD_VALUE: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# The same rules for a whole block of header lines at once (the common case: two scans in C
+# instead of two per line): every line is `name:value` ending in CRLF or LF, then the blank
+# line; `_FIELD` takes each name and its value without surrounding spaces and tabs.
+_FIELD_BLOCK: Final = re.compile(
+    rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*\r?\n)*\r?\n"
+)
+_FIELD: Final = re.compile(
+    rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*"
+    rb"((?:[^\x00-\x08\x0a-\x1f\x7f]*[^\x00-\x20\x7f])?)[ \t]*\r?\n"
+)
 
 
 class FramingError(Exception):
@@ -80,17 +90,40 @@ def find_head_end(buffer: bytes | bytearray) -> int:
 
 def parse_response_head(raw: bytes) -> ResponseHead:
     """Parse a complete response head (up to and including its blank line)."""
-    lines = raw.split(b"\n")
-    status_line = lines[0].rstrip(b"\r")
-    version, _, rest = status_line.partition(b" ")
+    first = raw.find(b"\n") + 1
+    version, _, rest = raw[: first - 1].rstrip(b"\r").partition(b" ")
     if version not in (b"HTTP/1.1", b"HTTP/1.0"):
         raise FramingError("not an HTTP/1.x response")
     code, _, reason = rest.partition(b" ")
     if len(code) != 3 or not code.isdigit():
         raise FramingError("bad status code")
+    if _FIELD_BLOCK.fullmatch(raw, first) is not None:
+        fields = _FIELD.findall(raw, first)  # every line is well formed: names and values
+    else:
+        fields = _checked_fields(raw[first:])
     headers: list[Header] = []
     connection = b""
-    for line in lines[1:]:
+    for name, value in fields:
+        name = name.lower()
+        if name == b"connection":
+            connection += b"," + value.lower()
+        elif name == b"content-length" and (name, value) in headers:
+            continue  # a repeated identical Content-Length is one (RFC 9110 section 8.6)
+        headers.append((name, value))
+    # HTTP/1.1 keeps the connection unless told to close. An HTTP/1.0 upstream is not reused,
+    # even with `Connection: keep-alive` (as h11 does: that extension is too easily wrong).
+    keep_alive = version == b"HTTP/1.1" and (
+        not connection or b"close" not in {t.strip() for t in connection.split(b",")}
+    )
+    return ResponseHead(int(code), reason, headers, keep_alive)
+
+
+def _checked_fields(block: bytes) -> list[Header]:
+    """The header lines of a block `_FIELD_BLOCK` did not match, line by line: finds the
+    fault (raising FramingError), or accepts what the block pattern is stricter about (a
+    run of CRs before a line end, blank lines before the last)."""
+    fields: list[Header] = []
+    for line in block.split(b"\n"):
         line = line.rstrip(b"\r")
         if not line:
             continue
@@ -101,18 +134,8 @@ def parse_response_head(raw: bytes) -> ResponseHead:
             raise FramingError("bad header line")
         if _BAD_VALUE.search(value) is not None:
             raise FramingError("control character in a header value")
-        name = name.lower()
-        value = value.strip(b" \t")
-        if name == b"connection":
-            connection += b"," + value.lower()
-        elif name == b"content-length" and (name, value) in headers:
-            continue  # a repeated identical Content-Length is one (RFC 9110 section 8.6)
-        headers.append((name, value))
-    tokens = {t.strip() for t in connection.split(b",")}
-    # HTTP/1.1 keeps the connection unless told to close. An HTTP/1.0 upstream is not reused,
-    # even with `Connection: keep-alive` (as h11 does: that extension is too easily wrong).
-    keep_alive = version == b"HTTP/1.1" and b"close" not in tokens
-    return ResponseHead(int(code), reason, headers, keep_alive)
+        fields.append((name, value.strip(b" \t")))
+    return fields
 
 
 def body_framing(request_method: bytes, head: ResponseHead) -> tuple[Framing, int]:

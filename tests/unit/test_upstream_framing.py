@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import h11
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.http.response import encode_chunk
 from gateway.upstream.framing import (
+    _FIELD,
+    _FIELD_BLOCK,
     ChunkedDecoder,
     Framing,
     FramingError,
+    _checked_fields,
     body_framing,
     encode_request_head,
     find_head_end,
@@ -171,3 +176,62 @@ def test_request_head_with_a_line_break_is_refused(
 ) -> None:
     with pytest.raises(FramingError, match="line break"):
         encode_request_head(b"GET", target, headers)
+
+
+# Header lines: mostly well-formed `name:value` with spaces and tabs around the value, and
+# sometimes one byte the rules care about (CR, LF, a control, a space or tab) put anywhere.
+_STATUS_LINE = b"HTTP/1.1 200 OK\r\n"
+
+
+def _bytes_of(alphabet: bytes, max_size: int) -> st.SearchStrategy[bytes]:
+    return st.binary(max_size=max_size).map(lambda b: bytes(alphabet[x % len(alphabet)] for x in b))
+
+
+def _spoil(line: bytes, byte: bytes, where: int) -> bytes:
+    where %= len(line) + 1
+    return line[:where] + byte + line[where:]
+
+
+_header_lines = st.builds(
+    _spoil,
+    st.builds(
+        lambda name, value: name + b":" + value,
+        _bytes_of(b"aZ-~", 4),
+        _bytes_of(b"a \t:,\x80\xff", 8),
+    ),
+    st.sampled_from([b"", b"", b"", b"", b"\r", b"\n", b"\x00", b"\x0b", b"\x7f", b" ", b"\t"]),
+    st.integers(0, 20),
+)
+
+
+@settings(max_examples=500, derandomize=True, deadline=None)
+@given(st.lists(_header_lines, max_size=5))
+def test_the_one_pass_block_reads_like_the_line_by_line_check(lines: list[bytes]) -> None:
+    """What `_FIELD_BLOCK` accepts, `_FIELD` reads exactly as the line-by-line check does;
+    what it refuses goes to that check, which finds the fault or reads it alike."""
+    block = b"".join(line + b"\r\n" for line in lines) + b"\r\n"
+    raw = _STATUS_LINE + block
+    if find_head_end(raw) != len(raw):
+        return  # a blank line inside: the head ends earlier
+    if _FIELD_BLOCK.fullmatch(raw, len(_STATUS_LINE)) is not None:
+        assert _FIELD.findall(raw, len(_STATUS_LINE)) == _checked_fields(block)
+    try:
+        expected = _checked_fields(block)
+    except FramingError:
+        with pytest.raises(FramingError):
+            parse_response_head(raw)
+        return
+    lowered = [(name.lower(), value) for name, value in expected]
+    assert parse_response_head(raw).headers == [
+        h for i, h in enumerate(lowered) if h[0] != b"content-length" or h not in lowered[:i]
+    ]
+
+
+def test_a_plain_head_takes_the_one_pass_block() -> None:
+    raw = _STATUS_LINE + b"Server: nginx\r\nX-Pad:  a b\t \r\nContent-Length: 0\r\n\r\n"
+    assert _FIELD_BLOCK.fullmatch(raw, len(_STATUS_LINE)) is not None
+    assert parse_response_head(raw).headers == [
+        (b"server", b"nginx"),
+        (b"x-pad", b"a b"),
+        (b"content-length", b"0"),
+    ]
