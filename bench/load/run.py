@@ -5,6 +5,8 @@ Processes (each started and stopped by PID):
   - direct:   wrk straight at the upstream (the ceiling);
   - nginx:    nginx as a reverse proxy (1 worker, upstream keepalive), CPU 0;
   - trio L4 pipe: bench/trio_pipe.py, bytes copied with no HTTP work (trio's floor), CPU 0;
+  - trio+h11 floor: bench/trio_pipe.py --h11, h11 parses each request head, bytes relayed
+    as they came (the floor of a trio + h11 proxy), CPU 0;
   - gateway:  trio-gateway, 1 worker, CPU 0;
   - wrk:      1 thread, 64 keep-alive connections, CPU 1.
 Scenarios: small GET, 64 KiB GET, 1 MiB POST; each target runs once per round, rounds
@@ -334,25 +336,23 @@ def main() -> int:
             wait_port(aio_port)
             targets["aiohttp"] = aio_port
 
-        # The floor of any trio proxy: a layer-4 byte pipe on the gateway's socket layer,
-        # with no HTTP work at all (bench/trio_pipe.py), on CPU 0 like the gateway.
-        pipe_port = free_port()
-        procs.start(
-            pinned(
-                0,
-                [
-                    sys.executable,
-                    str(ROOT / "bench/trio_pipe.py"),
-                    "--port",
-                    str(pipe_port),
-                    "--upstream",
-                    f"127.0.0.1:{up_port}",
-                ],
-            ),
-            cwd=ROOT,
-        )
-        wait_port(pipe_port)
-        targets["trio L4 pipe"] = pipe_port
+        # The floors of a trio proxy (bench/trio_pipe.py), on CPU 0 like the gateway: a
+        # layer-4 byte pipe with no HTTP work at all, and the least a trio + h11 HTTP proxy
+        # does (h11 parses each request head; bytes relayed by Content-Length, unchanged).
+        for name, extra in (("trio L4 pipe", []), ("trio+h11 floor", ["--h11"])):
+            pipe_port = free_port()
+            argv = [
+                sys.executable,
+                str(ROOT / "bench/trio_pipe.py"),
+                "--port",
+                str(pipe_port),
+                "--upstream",
+                f"127.0.0.1:{up_port}",
+                *extra,
+            ]
+            procs.start(pinned(0, argv), cwd=ROOT)
+            wait_port(pipe_port)
+            targets[name] = pipe_port
 
         # Redis for the `policy: redis` run (Debian's redis-server, CPU 1), when installed.
         redis_port = free_port() if shutil.which("redis-server") else None
