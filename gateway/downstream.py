@@ -275,12 +275,14 @@ class ClientConnection:
         """Serve one request; False when the connection must close afterwards."""
         shared = self.shared
         runtime = shared.runtime  # read once: a reload does not change a request in flight
+        # h11's Headers iterate through a Python-level __getitem__ per header: copied once.
+        raw_headers = list(request.headers)
         self.body = RequestBody(
-            self, request.headers, self.receive_size, runtime.limits.body_idle_timeout
+            self, raw_headers, self.receive_size, runtime.limits.body_idle_timeout
         )
         self.request_method = request.method
         self.http_version = request.http_version
-        self.request_keep_alive = wants_keep_alive(request.http_version, request.headers)
+        self.request_keep_alive = wants_keep_alive(request.http_version, raw_headers)
         try:
             target = normalized_target(request.target)
         except PathError as exc:
@@ -290,7 +292,7 @@ class ClientConnection:
         ctx = RequestContext(
             request.method,
             target,
-            client_request_headers(request.headers),
+            client_request_headers(raw_headers),
             request.http_version,
             self.remote_addr,
             self.remote_port,
