@@ -32,17 +32,17 @@ MAX_HEAD: Final = 64 * 1024
 _NO_BODY_STATUS: Final = frozenset({204, 304})
 # RFC 9110 section 5.1 token for names; values without controls (obs-text allowed), as h11
 # checks them: a header the client side would refuse to send is refused here, as a 502.
-_NAME: Final = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_TOKEN: Final = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_VALUE_CHAR: Final = rb"[^\x00-\x08\x0a-\x1f\x7f]"  # HTAB, SP, visible, obs-text
+_NAME: Final = re.compile(rb"^%s$" % _TOKEN)
 _BAD_VALUE: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # The same rules for a whole block of header lines at once (the common case: two scans in C
 # instead of two per line): every line is `name:value` ending in CRLF or LF, then the blank
-# line; `_FIELD` takes each name and its value without surrounding spaces and tabs.
-_FIELD_BLOCK: Final = re.compile(
-    rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*\r?\n)*\r?\n"
-)
+# line; `_FIELD` takes each name and its value without surrounding spaces and tabs (the
+# value ends on a character that is neither).
+_FIELD_BLOCK: Final = re.compile(rb"(?:%s:%s*\r?\n)*\r?\n" % (_TOKEN, _VALUE_CHAR))
 _FIELD: Final = re.compile(
-    rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*"
-    rb"((?:[^\x00-\x08\x0a-\x1f\x7f]*[^\x00-\x20\x7f])?)[ \t]*\r?\n"
+    rb"(%s):[ \t]*((?:%s*[^\x00-\x20\x7f])?)[ \t]*\r?\n" % (_TOKEN, _VALUE_CHAR)
 )
 
 
