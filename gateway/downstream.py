@@ -374,11 +374,17 @@ class ClientConnection:
         )
 
     def start_response(
-        self, status: int, reason: bytes, headers: list[Header], close: bool = False
+        self,
+        status: int,
+        reason: bytes,
+        headers: list[Header],
+        close: bool = False,
+        lines: bytes = b"",
     ) -> tuple[bytes, ResponseWriter]:
-        """The head of the final response to the current request and its body writer;
-        decides whether the connection stays open (`response_keep_alive`). Raises
-        DownstreamError(500) for a header the head cannot carry."""
+        """The head of the final response to the current request and its body writer
+        (`lines`: relayed header lines, see `http.response.start_response`); decides whether
+        the connection stays open (`response_keep_alive`). Raises DownstreamError(500) for a
+        header the head cannot carry."""
         self.response_started = True
         keep = self.request_keep_alive and not close and not self.shared.draining
         try:
@@ -389,6 +395,7 @@ class ClientConnection:
                 request_method=self.request_method,
                 http_version=self.http_version,
                 keep_alive=keep,
+                lines=lines,
             )
         except ValueError as exc:
             self.response_started = False

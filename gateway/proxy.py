@@ -20,7 +20,11 @@ import trio
 
 from gateway.context import RequestContext
 from gateway.errors import UpstreamError, UpstreamPhase
-from gateway.http.headers import client_response_headers, upstream_request_headers
+from gateway.http.headers import (
+    client_response_headers,
+    restated_framing,
+    upstream_request_headers,
+)
 from gateway.http.replies import Header, reason
 from gateway.http.response import LAST_CHUNK, ResponseWriter, encode_chunk
 from gateway.pipeline import run_header_filters
@@ -51,7 +55,12 @@ class Client(Protocol):
     def h11(self) -> h11.Connection: ...
 
     def start_response(
-        self, status: int, reason: bytes, headers: list[Header], close: bool = False
+        self,
+        status: int,
+        reason: bytes,
+        headers: list[Header],
+        close: bool = False,
+        lines: bytes = b"",
     ) -> tuple[bytes, ResponseWriter]: ...
 
     def start_switching(self, headers: list[Header], reason: bytes) -> bytes: ...
@@ -263,13 +272,25 @@ async def _exchange(
             UpstreamPhase.READ, f"invalid response: {exc}", responded=True
         ) from None
     status = response.status
-    headers = client_response_headers(response.headers, no_body=isinstance(body, NoBody))
     ctx.status = status
+    no_body = isinstance(body, NoBody)
+    if ctx.chain is not None and ctx.chain.header_filters:
+        # Filters see and edit every header: decoded for them.
+        lines = b""
+        headers = client_response_headers(response.headers, no_body=no_body)
+    else:
+        # The upstream's end-to-end lines go out as they came, after the restated framing.
+        lines = response.lines
+        headers = restated_framing(
+            response.content_length, response.transfer_encoding is not None, no_body
+        )
     if ctx.response_headers:
         headers.extend(ctx.response_headers)
     if ctx.chain is not None and ctx.chain.header_filters:
         run_header_filters(ctx.chain, ctx, status, headers)
-    head, writer = client.start_response(status, reason(status) or response.reason, headers)
+    head, writer = client.start_response(
+        status, reason(status) or response.reason, headers, lines=lines
+    )
     # Everything parsed from one upstream read goes out in one gathered write (sendmsg):
     # the head and the pieces are not copied into one buffer first.
     pending = [head]

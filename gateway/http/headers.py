@@ -128,12 +128,21 @@ def upstream_request_headers(
     return out
 
 
+def restated_framing(content_length: bytes | None, chunked: bool, no_body: bool) -> list[Header]:
+    """The framing header the client receives: the upstream's Content-Length when it sent
+    one without chunking, otherwise chunked (`http.response` makes that
+    close-delimited for HTTP/1.0 clients), nothing for a response without a body and no length."""
+    if content_length is not None and not chunked:
+        return [(b"content-length", content_length)]
+    return [] if no_body else [(b"transfer-encoding", b"chunked")]
+
+
 def client_response_headers(
     headers: list[Header], *, no_body: bool, websocket: bool = False
 ) -> list[Header]:
     """The head the client receives: the upstream's headers minus hop-by-hop ones, with the
     framing restated (Content-Length kept when the upstream sent one without chunking,
-    otherwise chunked; h11 turns that into close-delimited for HTTP/1.0 clients).
+    otherwise chunked (see `restated_framing`).
     """
     listed = connection_tokens(headers) if any(n == b"connection" for n, _ in headers) else ()
     out: list[Header] = []
@@ -153,26 +162,25 @@ def client_response_headers(
         out.append((name, value))
     if websocket:
         out.append((b"connection", b"upgrade"))
-    elif content_length is not None and not chunked:
-        out.append((b"content-length", content_length))
-    elif not no_body:
-        out.append((b"transfer-encoding", b"chunked"))
+    else:
+        out += restated_framing(content_length, chunked, no_body)
     return out
 
 
-def encode_head(start_line: bytes, headers: Sequence[Header]) -> bytes:
-    """A message head (start line without its CRLF, then the headers), ready to send.
+def encode_head(start_line: bytes, headers: Sequence[Header], lines: bytes = b"") -> bytes:
+    """A message head (start line without its CRLF, then `lines`, header lines already
+    encoded, then the headers), ready to send.
 
     Raises ValueError when a line break or NUL in the start line, a name or a value would
     split the head (e.g. from a config template). Every line brings exactly one CRLF, so
-    counting over the finished head finds any other: three scans in C, no work per header.
+    counting over the finished head finds any other: a few scans in C, no work per header.
     """
-    parts = [start_line, b"\r\n"]
+    parts = [start_line, b"\r\n", lines]
     for name, value in headers:
         parts += (name, b": ", value, b"\r\n")
     parts.append(b"\r\n")
     head = b"".join(parts)
-    lines = len(headers) + 2
-    if head.count(b"\n") != lines or head.count(b"\r") != lines or b"\0" in head:
+    count = len(headers) + 2 + lines.count(b"\n")
+    if head.count(b"\n") != count or head.count(b"\r") != count or b"\0" in head:
         raise ValueError("a line break in the head's start line or in a header")
     return head

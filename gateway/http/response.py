@@ -79,12 +79,15 @@ def start_response(
     request_method: bytes,
     http_version: bytes,
     keep_alive: bool,
+    lines: bytes = b"",
 ) -> tuple[bytes, ResponseWriter]:
     """The encoded head of a final response, and the writer for its body.
 
     `headers` state the framing (Content-Length or `Transfer-Encoding: chunked`, or neither
-    for a body that runs to the close); `keep_alive` is False when the request or the
-    gateway wants the connection closed after this response.
+    for a body that runs to the close); `lines` are header lines already encoded (relayed
+    from the upstream, without framing or `Connection` headers), sent before `headers`;
+    `keep_alive` is False when the request or the gateway wants the connection closed after
+    this response.
     """
     content_length = False
     chunked = False
@@ -115,6 +118,6 @@ def start_response(
     if not keep_alive:
         out = [h for h in out if h[0] != b"connection"]
         out.append(_CLOSE)
-    head = encode_head(b"HTTP/1.1 %d %s" % (status, reason), out)
+    head = encode_head(b"HTTP/1.1 %d %s" % (status, reason), out, lines)
     writer = ResponseWriter(unknown_length and not old_client, no_body, keep_alive)
     return head, writer

@@ -6,9 +6,10 @@ costs more than the rest of the request path together (see README, Performance),
 module does the minimum RFC 9112 asks of a client, and the tests check it against h11's own
 behaviour (tests/unit/test_upstream_framing.py):
 
-- response head: status line, header lines (names lower-cased), CRLF or LF line ends (RFC
-  9112 section 2.2 lets a recipient accept a bare LF); obs-fold is refused (h11 unfolds it);
-  repeated identical Content-Length headers count once, differing ones are refused;
+- response head: status line, header lines, CRLF or LF line ends (RFC 9112 section 2.2 lets
+  a recipient accept a bare LF); obs-fold is refused (h11 unfolds it); repeated identical
+  Content-Length headers count once, differing ones are refused. The end-to-end lines are
+  kept as bytes for the client (`ResponseHead.lines`): no per-header objects on the way;
 - reuse: only an HTTP/1.1 response without `Connection: close` whose body ended where its
   framing said, with no byte after it (h11 too never reuses an HTTP/1.0 connection);
 - body framing (RFC 9112 section 6.3): no body for HEAD, 1xx, 204 and 304; otherwise
@@ -25,7 +26,7 @@ import enum
 import re
 from typing import Final
 
-from gateway.http.headers import encode_head
+from gateway.http.headers import HOP_BY_HOP, encode_head
 
 Header = tuple[bytes, bytes]
 MAX_HEAD: Final = 64 * 1024
@@ -36,14 +37,17 @@ _TOKEN: Final = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _VALUE_CHAR: Final = rb"[^\x00-\x08\x0a-\x1f\x7f]"  # HTAB, SP, visible, obs-text
 _NAME: Final = re.compile(rb"^%s$" % _TOKEN)
 _BAD_VALUE: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-# The same rules for a whole block of header lines at once (the common case: two scans in C
-# instead of two per line): every line is `name:value` ending in CRLF or LF, then the blank
-# line; `_FIELD` takes each name and its value without surrounding spaces and tabs (the
-# value ends on a character that is neither).
-_FIELD_BLOCK: Final = re.compile(rb"(?:%s:%s*\r?\n)*\r?\n" % (_TOKEN, _VALUE_CHAR))
-_FIELD: Final = re.compile(
-    rb"(%s):[ \t]*((?:%s*[^\x00-\x20\x7f])?)[ \t]*\r?\n" % (_TOKEN, _VALUE_CHAR)
+# The same rules for a whole block of header lines at once (the common case: one scan in C
+# instead of two per line): every line is `name:value` ending in CRLF, then the blank line.
+_CRLF_BLOCK: Final = re.compile(rb"(?:%s:%s*\r\n)*\r\n" % (_TOKEN, _VALUE_CHAR))
+# In such a block, lower-cased: the lines the client never receives as they are, i.e. the
+# hop-by-hop ones (RFC 9110 section 7.6.1) and the framing, which the gateway restates.
+# Each match starts at the newline before its line and ends before the line's own.
+_HOP_LINE: Final = re.compile(
+    rb"\n(%s):[ \t]*([^\r]*?)[ \t]*\r(?=\n)" % b"|".join(sorted(HOP_BY_HOP | {b"content-length"}))
 )
+# `Connection` tokens that name no header of the response; any other token does.
+_NOT_NAMES: Final = HOP_BY_HOP | {b"close", b""}
 
 
 class FramingError(Exception):
@@ -67,13 +71,53 @@ def encode_request_head(method: bytes, target: bytes, headers: list[Header]) -> 
 
 
 class ResponseHead:
-    __slots__ = ("headers", "keep_alive", "reason", "status")
+    """A parsed response head.
 
-    def __init__(self, status: int, reason: bytes, headers: list[Header], keep_alive: bool) -> None:
+    `lines` are the end-to-end header lines as the upstream sent them (CRLF line ends, the
+    case of names kept), without hop-by-hop and framing headers and without those its
+    `Connection` header lists: what the client may receive unchanged. `content_length` (one
+    checked value) and `transfer_encoding` (lower-cased, repeated headers joined) are the
+    framing; `headers` decodes every header, names lower-cased, when a caller needs them.
+    """
+
+    __slots__ = (
+        "_block",
+        "content_length",
+        "keep_alive",
+        "lines",
+        "reason",
+        "status",
+        "transfer_encoding",
+    )
+
+    def __init__(
+        self,
+        status: int,
+        reason: bytes,
+        lines: bytes,
+        keep_alive: bool,
+        content_length: bytes | None = None,
+        transfer_encoding: bytes | None = None,
+        block: bytes = b"",
+    ) -> None:
         self.status = status
         self.reason = reason
-        self.headers = headers
+        self.lines = lines
         self.keep_alive = keep_alive
+        self.content_length = content_length
+        self.transfer_encoding = transfer_encoding
+        self._block = block
+
+    @property
+    def headers(self) -> list[Header]:
+        """Every header line, names lower-cased (repeated identical Content-Length once)."""
+        headers: list[Header] = []
+        for name, value in _checked_fields(self._block):
+            name = name.lower()
+            if name == b"content-length" and (name, value) in headers:
+                continue
+            headers.append((name, value))
+        return headers
 
 
 def find_head_end(buffer: bytes | bytearray) -> int:
@@ -97,31 +141,72 @@ def parse_response_head(raw: bytes) -> ResponseHead:
     code, _, reason = rest.partition(b" ")
     if len(code) != 3 or not code.isdigit():
         raise FramingError("bad status code")
-    if _FIELD_BLOCK.fullmatch(raw, first) is not None:
-        fields = _FIELD.findall(raw, first)  # every line is well formed: names and values
+    if _CRLF_BLOCK.fullmatch(raw, first) is not None:
+        block, start = raw, first  # every line well formed: used as it came
     else:
+        # Bare LF line ends (RFC 9112 section 2.2 lets a recipient accept them) and the
+        # like: checked line by line (which names a fault), then restated with CRLF.
         fields = _checked_fields(raw[first:])
-    headers: list[Header] = []
-    connection = b""
-    for name, value in fields:
-        name = name.lower()
+        block = b"\n" + b"".join([b"%s: %s\r\n" % field for field in fields]) + b"\r\n"
+        start = 1
+    kept: list[bytes] = []
+    connection: bytes | None = None
+    content_length: bytes | None = None
+    transfer_encoding: bytes | None = None
+    for match in _HOP_LINE.finditer(block.lower(), start - 1):
+        kept.append(block[start : match.start() + 1])
+        start = match.end() + 1
+        name, value = match.groups()
         if name == b"connection":
-            connection += b"," + value.lower()
-        elif name == b"content-length" and (name, value) in headers:
-            continue  # a repeated identical Content-Length is one (RFC 9110 section 8.6)
-        headers.append((name, value))
-    # HTTP/1.1 keeps the connection unless told to close. An HTTP/1.0 upstream is not reused,
-    # even with `Connection: keep-alive` (as h11 does: that extension is too easily wrong).
-    keep_alive = version == b"HTTP/1.1" and (
-        not connection or b"close" not in {t.strip() for t in connection.split(b",")}
+            connection = value if connection is None else b"%s,%s" % (connection, value)
+        elif name == b"content-length":
+            content_length = _one_length(content_length, value)
+        elif name == b"transfer-encoding":
+            if transfer_encoding is not None:
+                value = b"%s,%s" % (transfer_encoding, value)
+            transfer_encoding = value
+    kept.append(block[start:-2])
+    lines = b"".join(kept)
+    keep_alive = version == b"HTTP/1.1"
+    if connection is not None:
+        tokens = {token.strip() for token in connection.split(b",")}
+        # HTTP/1.1 keeps the connection unless told to close. An HTTP/1.0 upstream is not
+        # reused, even with `Connection: keep-alive` (as h11 does: too easily wrong).
+        keep_alive = keep_alive and b"close" not in tokens
+        listed = tokens - _NOT_NAMES
+        if listed:
+            lines = _without(lines, listed)
+    return ResponseHead(
+        int(code), reason, lines, keep_alive, content_length, transfer_encoding, raw[first:]
     )
-    return ResponseHead(int(code), reason, headers, keep_alive)
+
+
+def _one_length(seen: bytes | None, value: bytes) -> bytes:
+    """Content-Length as one value: repeated identical values (or a list of them) count once,
+    different ones are refused (RFC 9110 section 8.6), as h11 does for every response."""
+    values = {v.strip() for v in value.split(b",")}
+    if seen is not None:
+        values.add(seen)
+    if len(values) != 1:
+        raise FramingError("conflicting Content-Length")
+    (length,) = values
+    if not length.isdigit():
+        raise FramingError("bad Content-Length")
+    return length
+
+
+def _without(lines: bytes, names: set[bytes]) -> bytes:
+    """`lines` without the headers named in `names` (lower-case)."""
+    return b"".join(
+        [line for line in lines.splitlines(keepends=True)
+         if line.partition(b":")[0].lower() not in names]
+    )  # fmt: skip
 
 
 def _checked_fields(block: bytes) -> list[Header]:
-    """The header lines of a block `_FIELD_BLOCK` did not match, line by line: finds the
-    fault (raising FramingError), or accepts what the block pattern is stricter about (a
-    run of CRs before a line end, blank lines before the last)."""
+    """The header lines of `block`, line by line: finds the fault (raising FramingError) in
+    a block `_CRLF_BLOCK` refused, or accepts what that pattern is stricter about (bare LF
+    line ends, a run of CRs before a line end, blank lines before the last)."""
     fields: list[Header] = []
     for line in block.split(b"\n"):
         line = line.rstrip(b"\r")
@@ -143,28 +228,15 @@ def body_framing(request_method: bytes, head: ResponseHead) -> tuple[Framing, in
     status = head.status
     if request_method == b"HEAD" or status < 200 or status in _NO_BODY_STATUS:
         return Framing.NONE, 0
-    transfer_encoding = None
-    lengths = []
-    for name, value in head.headers:
-        if name == b"transfer-encoding":
-            transfer_encoding = value.lower()
-        elif name == b"content-length":
-            lengths.append(value)
-    if transfer_encoding is not None:
-        codings = [c.strip() for c in transfer_encoding.split(b",")]
+    if head.transfer_encoding is not None:
+        codings = [c.strip() for c in head.transfer_encoding.split(b",")]
         if codings[-1] == b"chunked":
             if len(codings) > 1:
                 raise FramingError("codings other than chunked are not relayed")
             return Framing.CHUNKED, 0
         return Framing.CLOSE, 0
-    if lengths:
-        values = {v.strip() for v in b",".join(lengths).split(b",")}
-        if len(values) != 1:
-            raise FramingError("conflicting Content-Length")
-        (value,) = values
-        if not value.isdigit():
-            raise FramingError("bad Content-Length")
-        return Framing.LENGTH, int(value)
+    if head.content_length is not None:
+        return Framing.LENGTH, int(head.content_length)
     return Framing.CLOSE, 0
 
 
