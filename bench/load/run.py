@@ -19,6 +19,7 @@ ratios to nginx, aiohttp and direct). Timing never goes into a test.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import re
@@ -177,6 +178,89 @@ def start_oidc_provider(procs: Procs) -> tuple[str, str] | None:
             auth=("bench", "secret"),
         ).json()["id_token"]
     return f"{base}/.well-known/openid-configuration", token
+
+
+def gateway_config(
+    gw_port: int, up_port: int, limited: list[tuple[str, dict]], oidc_discovery: str | None
+) -> dict:
+    """The benchmarked gateway: a plain route, and the same upstream behind key-auth (1000
+    consumers, plus the `limited` ones with their own limit-count) for `Host: auth.bench`
+    and behind openid-connect for `Host: oidc.bench`.
+
+    The host routes share the plain route's URI, so they need the higher `priority`: among
+    routes with the same URI the first in config order would win, and the authenticated
+    rows would measure the plain route."""
+    config: dict = {
+        "server": {"listen": f"127.0.0.1:{gw_port}", "access_log": False},
+        "upstreams": [{"id": "up", "nodes": {f"127.0.0.1:{up_port}": 1}}],
+        "routes": [
+            {"id": "bench", "uri": "/*", "upstream_id": "up"},
+            {
+                "id": "bench-auth",
+                "uri": "/*",
+                "hosts": ["auth.bench"],
+                "priority": 1,
+                "upstream_id": "up",
+                "plugins": {"key-auth": {}},
+            },
+        ],
+        "consumers": [
+            {
+                "username": f"user{i}",
+                "credentials": [
+                    {"id": f"c{i}", "plugins": {"key-auth": {"key": f"bench-key-{i}"}}}
+                ],
+            }
+            for i in range(1000)
+        ]
+        + [
+            # The seed scenario: a consumer with its own limit-count (never reached).
+            {
+                "username": name,
+                "plugins": {"limit-count": conf},
+                "credentials": [{"id": name, "plugins": {"key-auth": {"key": f"{name}-key"}}}],
+            }
+            for name, conf in limited
+        ],
+    }
+    if oidc_discovery is not None:
+        config["routes"].append(
+            {
+                "id": "bench-oidc",
+                "uri": "/*",
+                "hosts": ["oidc.bench"],
+                "priority": 1,
+                "upstream_id": "up",
+                "plugins": {
+                    "openid-connect": {
+                        "discovery": oidc_discovery,
+                        "client_id": "bench",
+                        "bearer_only": True,
+                    }
+                },
+            }
+        )
+    return config
+
+
+def expect_answer(
+    port: int, path: str, headers: tuple[str, ...], status: int, header: str | None = None
+) -> None:
+    """Stop the benchmark unless the gateway answers `status`, with `header` among the
+    response headers when one is named."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers=dict(h.split(": ", 1) for h in headers))
+        response = conn.getresponse()
+        response.read()
+    finally:
+        conn.close()
+    missing = header is not None and response.getheader(header) is None
+    if response.status != status or missing:
+        raise SystemExit(
+            f"bench config: GET {path} with {list(headers)} answered {response.status}"
+            f"{' without ' + header if missing else ''}; expected {status}"
+        )
 
 
 def run_wrk(
@@ -392,54 +476,7 @@ def main() -> int:
         # the openid-connect run: a real ID token from its authorization-code flow.
         oidc = start_oidc_provider(procs)
         gw_port = free_port()
-        config = {
-            "server": {"listen": f"127.0.0.1:{gw_port}", "access_log": False},
-            "upstreams": [{"id": "up", "nodes": {f"127.0.0.1:{up_port}": 1}}],
-            "routes": [
-                {"id": "bench", "uri": "/*", "upstream_id": "up"},
-                {
-                    "id": "bench-auth",
-                    "uri": "/*",
-                    "hosts": ["auth.bench"],
-                    "upstream_id": "up",
-                    "plugins": {"key-auth": {}},
-                },
-            ],
-            "consumers": [
-                {
-                    "username": f"user{i}",
-                    "credentials": [
-                        {"id": f"c{i}", "plugins": {"key-auth": {"key": f"bench-key-{i}"}}}
-                    ],
-                }
-                for i in range(1000)
-            ]
-            + [
-                # The seed scenario: a consumer with its own limit-count (never reached).
-                {
-                    "username": name,
-                    "plugins": {"limit-count": conf},
-                    "credentials": [{"id": name, "plugins": {"key-auth": {"key": f"{name}-key"}}}],
-                }
-                for name, conf in limited
-            ],
-        }
-        if oidc is not None:
-            config["routes"].append(
-                {
-                    "id": "bench-oidc",
-                    "uri": "/*",
-                    "hosts": ["oidc.bench"],
-                    "upstream_id": "up",
-                    "plugins": {
-                        "openid-connect": {
-                            "discovery": oidc[0],
-                            "client_id": "bench",
-                            "bearer_only": True,
-                        }
-                    },
-                }
-            )
+        config = gateway_config(gw_port, up_port, limited, oidc[0] if oidc else None)
         (tmp / "gateway.json").write_text(json.dumps(config))
         procs.start(
             pinned(0, [sys.executable, "-m", "gateway", "--config", str(tmp / "gateway.json")]),
@@ -449,6 +486,16 @@ def main() -> int:
         targets["gateway"] = gw_port
         # The same gateway, on a route with key-auth (1000 consumers configured).
         auth_headers = ("Host: auth.bench", "apikey: bench-key-500")
+        # Each gateway row must measure the plugins its name says: checked before any run.
+        expect_answer(gw_port, paths[SMALL], ("Host: auth.bench",), 401)
+        expect_answer(gw_port, paths[SMALL], auth_headers, 200)
+        for name, _ in limited:
+            limit_headers = ("Host: auth.bench", f"apikey: {name}-key")
+            expect_answer(gw_port, paths[SMALL], limit_headers, 200, "x-ratelimit-remaining")
+        if oidc is not None:
+            expect_answer(gw_port, paths[SMALL], ("Host: oidc.bench",), 401)
+            bearer = ("Host: oidc.bench", f"Authorization: Bearer {oidc[1]}")
+            expect_answer(gw_port, paths[SMALL], bearer, 200)
 
         for label, path, post in SCENARIOS:
             results[label] = {}
