@@ -335,7 +335,7 @@ class ClientConnection:
                 # A bad body (e.g. an invalid chunk) before any answer: say so, then close.
                 await self._reject(exc.status, exc.reason)
         finally:
-            now = trio.current_time()
+            now = trio.current_time() if shared.access_log.enabled else 0.0
             if ctx.chain is not None and ctx.chain.logs:
                 run_log(ctx.chain, ctx)
             shared.access_log.write(ctx, now)

@@ -23,6 +23,7 @@ import trio
 
 FAIR_OPS = 16
 MAX_PARTS = 64
+JOIN_BELOW = 16 * 1024
 
 
 class FastSocket:
@@ -86,17 +87,21 @@ class FastSocket:
                 remaining = remaining[sent:]
 
     async def send_parts(self, parts: list[bytes]) -> None:
-        """Write `parts` back to back with one gathered write when the kernel takes them
-        all (the common case); waits only while the send buffer is full."""
-        if len(parts) > MAX_PARTS:  # the kernel takes at most IOV_MAX buffers per call
-            parts = [b"".join(parts)]
+        """Write `parts` back to back in one write (joined when small, gathered when not)
+        when the kernel takes them all (the common case); waits only while the send buffer
+        is full."""
+        total = 0
+        for part in parts:
+            total += len(part)
+        if total <= JOIN_BELOW or len(parts) > MAX_PARTS:
+            # Small parts cost less copied into one buffer than gathered (sendmsg sets up a
+            # buffer view per part); the kernel takes at most IOV_MAX buffers per call.
+            await self.send_all(b"".join(parts))
+            return
         try:
             sent = self.sock.sendmsg(parts)
         except (BlockingIOError, InterruptedError):
             sent = 0
-        total = 0
-        for part in parts:
-            total += len(part)
         if sent < total:
             await self.wait_send_rest(b"".join(parts), sent)
 

@@ -184,6 +184,8 @@ def parse_response_head(raw: bytes) -> ResponseHead:
 def _one_length(seen: bytes | None, value: bytes) -> bytes:
     """Content-Length as one value: repeated identical values (or a list of them) count once,
     different ones are refused (RFC 9110 section 8.6), as h11 does for every response."""
+    if seen is None and value.isdigit():
+        return value  # the common case: one header, one value
     values = {v.strip() for v in value.split(b",")}
     if seen is not None:
         values.add(seen)
