@@ -93,17 +93,19 @@ class FastSocket:
         total = 0
         for part in parts:
             total += len(part)
-        if total <= JOIN_BELOW or len(parts) > MAX_PARTS:
-            # Small parts cost less copied into one buffer than gathered (sendmsg sets up a
-            # buffer view per part); the kernel takes at most IOV_MAX buffers per call.
-            await self.send_all(b"".join(parts))
-            return
         try:
-            sent = self.sock.sendmsg(parts)
+            if total <= JOIN_BELOW or len(parts) > MAX_PARTS:
+                # Small parts cost less copied into one buffer than gathered (sendmsg sets up
+                # a buffer view per part); the kernel takes at most IOV_MAX buffers per call.
+                data = b"".join(parts)
+                sent = self.sock.send(data)
+            else:
+                data = None
+                sent = self.sock.sendmsg(parts)
         except (BlockingIOError, InterruptedError):
             sent = 0
         if sent < total:
-            await self.wait_send_rest(b"".join(parts), sent)
+            await self.wait_send_rest(data if data is not None else b"".join(parts), sent)
 
     async def send_all(self, data: bytes | bytearray) -> None:
         """Write all of `data`; waits only while the kernel's send buffer is full."""

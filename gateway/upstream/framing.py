@@ -167,11 +167,11 @@ def parse_response_head(raw: bytes) -> ResponseHead:
             transfer_encoding = value
     kept.append(block[start:-2])
     lines = b"".join(kept)
+    # HTTP/1.1 keeps the connection unless told to close. An HTTP/1.0 upstream is not
+    # reused, even with `Connection: keep-alive` (as h11 does: too easily wrong).
     keep_alive = version == b"HTTP/1.1"
-    if connection is not None:
+    if connection is not None and connection != b"keep-alive":  # nginx's, as a rule
         tokens = {token.strip() for token in connection.split(b",")}
-        # HTTP/1.1 keeps the connection unless told to close. An HTTP/1.0 upstream is not
-        # reused, even with `Connection: keep-alive` (as h11 does: too easily wrong).
         keep_alive = keep_alive and b"close" not in tokens
         listed = tokens - _NOT_NAMES
         if listed:
