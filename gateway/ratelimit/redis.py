@@ -23,24 +23,30 @@ from gateway.ratelimit.local import Decision
 
 log = logging.getLogger("gateway")
 
+# Both window scripts decide for a batch of requests of cost 1 (ARGV: limit, requests, window
+# in ms) exactly as that many calls of one request each would, back to back: the first
+# `admitted` pass, the rest are refused. They return {admitted, the quota remaining after the
+# last admitted request, ms until the window ends}.
 FIXED_SCRIPT = """
-local count = redis.call('INCRBY', KEYS[1], ARGV[2])
-if count == tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+local limit, n = tonumber(ARGV[1]), tonumber(ARGV[2])
+local count = redis.call('INCRBY', KEYS[1], n)
+if count == n then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]); ttl = tonumber(ARGV[3]) end
-if count > tonumber(ARGV[1]) then
-  redis.call('INCRBY', KEYS[1], -tonumber(ARGV[2]))
-  return {0, 0, ttl}
+local refused = math.min(n, math.max(0, count - limit))
+if refused > 0 then
+  redis.call('INCRBY', KEYS[1], -refused)
+  count = count - refused
 end
-return {1, tonumber(ARGV[1]) - count, ttl}
+return {n - refused, limit - count, ttl}
 """
 
-# ARGV: limit, cost, window in ms. Counts are kept as integers; the previous window's
-# weight is applied in milliseconds.
+# The previous window's count is weighted by how much of it the sliding window still covers
+# (in milliseconds); counts are kept as integers.
 SLIDING_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local limit, cost, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local limit, n, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local index = math.floor(now / window)
 local state = redis.call('HMGET', KEYS[1], 'w', 'c', 'p')
 local w, cur, prev = tonumber(state[1]), tonumber(state[2]) or 0, tonumber(state[3]) or 0
@@ -49,15 +55,16 @@ if w ~= index then
   cur = 0
 end
 local elapsed = now - index * window
-local estimate = prev * (window - elapsed) / window + cur
+local weighted = prev * (window - elapsed) / window
 local reset = (index + 1) * window - now
-if estimate + cost > limit then
+local admitted = math.min(n, math.max(0, math.floor(limit - weighted - cur)))
+if admitted == 0 then
   return {0, 0, reset}
 end
-cur = cur + cost
+cur = cur + admitted
 redis.call('HSET', KEYS[1], 'w', index, 'c', cur, 'p', prev)
 redis.call('PEXPIRE', KEYS[1], window * 2)
-return {1, math.floor(limit - (prev * (window - elapsed) / window + cur)), reset}
+return {admitted, math.floor(limit - (weighted + cur)), reset}
 """
 
 
@@ -171,8 +178,27 @@ class RedisClients:
             task_status.started()
 
 
+class _Batch:
+    """The requests for one key that share one script call."""
+
+    __slots__ = ("done", "error", "requests", "result")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.done = trio.Event()
+        self.result = (0, 0, 0)  # admitted, remaining after the last admitted, reset in ms
+        self.error: RedisUnavailable | None = None
+
+
 class RedisWindowStore:
-    """A fixed or sliding window counter in Redis, behind one script call per decision."""
+    """A fixed or sliding window counter in Redis, behind one script call per decision.
+
+    Requests for the same key share calls: while one call for a key is out, the requests
+    that arrive gather into the next batch, sent as soon as that call is answered (at most
+    one call per key in flight, per process). Under load one round trip then decides for
+    many requests; since the script decides a batch exactly as it would the same requests
+    one by one, the counts stay exact.
+    """
 
     def __init__(
         self,
@@ -189,15 +215,59 @@ class RedisWindowStore:
         self.limit = limit
         self.window_ms = max(1, int(window_s * 1000))
         self.script = SLIDING_SCRIPT if sliding else FIXED_SCRIPT
+        self._filling: dict[str, _Batch] = {}  # per key, the batch gathering requests
+        self._sent: dict[str, _Batch] = {}  # per key, the batch whose call is out
 
     async def incoming(self, key: str, cost: int) -> Decision:
-        """One atomic decision within the conf's `redis_timeout`; raises RedisUnavailable."""
-        with trio.move_on_after(self.timeout):
-            allowed, remaining, reset_ms = await self.handle.run_script(
-                self.script, self.prefix + key, [self.limit, cost, self.window_ms]
-            )
-            return Decision(bool(allowed), max(0, remaining), max(1, math.ceil(reset_ms / 1000)))
-        raise RedisUnavailable(f"no answer within {self.timeout * 1000:.0f} ms")
+        """One atomic decision within the conf's `redis_timeout`; raises RedisUnavailable.
+        `cost` is 1: every request counts once."""
+        batch = self._filling.get(key)
+        if batch is None:
+            batch = self._filling[key] = _Batch()
+            batch.requests = 1
+            await self._decide(key, batch)
+            position = 1
+        else:
+            batch.requests += 1
+            position = batch.requests
+            await batch.done.wait()  # the batch's first request sets it, within the timeout
+        if batch.error is not None:
+            raise batch.error
+        admitted, remaining, reset_ms = batch.result
+        reset = max(1, math.ceil(reset_ms / 1000))
+        if position > admitted:
+            return Decision(False, 0, reset)
+        return Decision(True, max(0, remaining + admitted - position), reset)
+
+    async def _decide(self, key: str, batch: _Batch) -> None:
+        """Wait for the call out for `key` (or, with none, let this scheduling round's other
+        requests join), then ask Redis for the whole batch; always sets `batch.done`."""
+        try:
+            with trio.move_on_after(self.timeout):
+                previous = self._sent.get(key)
+                if previous is None:
+                    await trio.lowlevel.checkpoint()
+                else:
+                    await previous.done.wait()
+                del self._filling[key]  # later requests gather into the next batch
+                self._sent[key] = batch
+                result = await self.handle.run_script(
+                    self.script, self.prefix + key, [self.limit, batch.requests, self.window_ms]
+                )
+                batch.result = (result[0], result[1], result[2])
+                return
+            batch.error = RedisUnavailable(f"no answer within {self.timeout * 1000:.0f} ms")
+        except RedisUnavailable as exc:
+            batch.error = exc
+        except BaseException:
+            batch.error = RedisUnavailable("the deciding request was cancelled")
+            raise
+        finally:
+            if self._filling.get(key) is batch:  # it never went out
+                del self._filling[key]
+            if self._sent.get(key) is batch:
+                del self._sent[key]
+            batch.done.set()
 
 
 class _Pending:

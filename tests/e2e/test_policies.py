@@ -4,6 +4,7 @@ redis-server), consumer-restriction, attach-consumer-label."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from gateway.ratelimit import LimitRegistry
 from gateway.runtime import compile_config
 from gateway.server import Gateway
 from tests.helpers import Response, Upstream, config_for, raw_serve, request, start_gateway
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, redis_command
 
 
 def key_consumer(name: str, key: str, **extra: Any) -> dict[str, Any]:
@@ -333,6 +334,39 @@ async def test_redis_limit_headers_and_exact_concurrency(
     assert rejected.status == 429
     assert limits(rejected)[1] == 0
     assert limits(rejected)[2] >= 1
+
+
+@pytest.mark.parametrize("window_type", ["fixed", "sliding"])
+async def test_concurrent_redis_decisions_share_round_trips_and_stay_exact(
+    nursery: trio.Nursery, upstream: Upstream, redis: RedisServer, window_type: str
+) -> None:
+    """Requests that arrive together are decided by fewer script calls than requests, and
+    each gets the answer it would get alone: exactly `count` pass, each with its own
+    remaining quota."""
+    route = {
+        "id": "r",
+        "uri": "/*",
+        "upstream": {"nodes": {upstream.address: 1}},
+        "plugins": {"limit-count": redis_conf(redis, count=12, window_type=window_type)},
+    }
+    _, gw = await start_gateway(nursery, config_for([route]))
+    assert redis_command(redis.port, "CONFIG", "RESETSTAT").startswith(b"+OK")
+    answers: list[Response] = []
+
+    async def one() -> None:
+        answers.append(await request(gw))
+
+    async with trio.open_nursery() as inner:
+        for _ in range(40):
+            inner.start_soon(one)
+    passed = [a for a in answers if a.status == 200]
+    assert len(passed) == 12
+    assert sorted(limits(a)[1] for a in passed) == list(range(12))
+    assert all(a.status == 503 and limits(a)[1] == 0 for a in answers if a.status != 200)
+    assert len(upstream.received) == 12
+    stats = redis_command(redis.port, "INFO", "commandstats").decode()
+    calls = sum(int(m) for m in re.findall(r"cmdstat_(?:evalsha|eval):calls=(\d+)", stats))
+    assert 1 <= calls < 40
 
 
 async def test_redis_down_fails_closed_or_degrades(
