@@ -5,10 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
-APT_PACKAGES_BENCH := nginx-light wrk
+APT_PACKAGES_BENCH := nginx-light wrk valgrind
 APT_PACKAGES_TEST := redis-server
 
-.PHONY: install run test test-deps lint bench bench-micro bench-load bench-deps clean
+.PHONY: install run test test-deps lint bench bench-micro bench-load bench-instructions bench-deps clean
 
 install: $(STAMP)
 
@@ -37,9 +37,10 @@ lint: install
 	$(PY) -m ruff format --check gateway tests bench
 	$(PY) -m mypy
 
-# Debian packages for the load benchmark (nginx as baseline and fast upstream, wrk as client).
+# Debian packages for the load benchmark (nginx as baseline and fast upstream, wrk as client,
+# valgrind for the instruction counts).
 bench-deps:
-	@missing=""; for p in nginx wrk; do command -v $$p >/dev/null || [ -x /usr/sbin/$$p ] || missing="$$missing $$p"; done; \
+	@missing=""; for p in nginx wrk valgrind; do command -v $$p >/dev/null || [ -x /usr/sbin/$$p ] || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  $(SUDO) apt-get install -y $(APT_PACKAGES_BENCH) >/dev/null 2>&1 || \
 	  { $(SUDO) apt-get update >/dev/null && $(SUDO) apt-get install -y $(APT_PACKAGES_BENCH) >/dev/null; }; \
@@ -56,6 +57,11 @@ bench-micro: install
 bench-load: install bench-deps
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[bench,test]'
 	$(PY) bench/load/run.py
+
+# Instructions per proxied request under callgrind: steady where req/s drift (not in `bench`).
+bench-instructions: install bench-deps
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[bench]'
+	$(PY) bench/load/instructions.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
