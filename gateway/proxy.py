@@ -293,8 +293,8 @@ async def _exchange(
     head, writer = client.start_response(
         status, reason(status) or response.reason, headers, lines=lines
     )
-    # Everything parsed from one upstream read goes out in one gathered write (sendmsg):
-    # the head and the pieces are not copied into one buffer first.
+    # Everything parsed from one upstream read goes out in one write (joined when small,
+    # gathered with sendmsg when not: large pieces are not copied into one buffer first).
     pending = [head]
     data = buffer
     while True:

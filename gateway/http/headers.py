@@ -140,9 +140,9 @@ def restated_framing(content_length: bytes | None, chunked: bool, no_body: bool)
 def client_response_headers(
     headers: list[Header], *, no_body: bool, websocket: bool = False
 ) -> list[Header]:
-    """The head the client receives: the upstream's headers minus hop-by-hop ones, with the
-    framing restated (Content-Length kept when the upstream sent one without chunking,
-    otherwise chunked (see `restated_framing`).
+    """The head the client receives, decoded (for header filters and the WebSocket
+    handshake): the upstream's headers minus hop-by-hop ones, with the framing restated
+    (see `restated_framing`).
     """
     listed = connection_tokens(headers) if any(n == b"connection" for n, _ in headers) else ()
     out: list[Header] = []
