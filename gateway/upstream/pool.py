@@ -56,7 +56,9 @@ class PoolManager:
         if conn.requests >= max_requests or size <= 0:
             conn.close()
             return
-        idle = self._idle.setdefault(conn.node.address, deque())
+        idle = self._idle.get(conn.node.address)
+        if idle is None:  # (not setdefault: that would build a deque per checkin)
+            idle = self._idle[conn.node.address] = deque()
         if len(idle) >= size:
             # Keep the newest; the oldest idles longest and is the likeliest to go stale.
             idle.popleft().close()
