@@ -130,8 +130,8 @@ def upstream_request_headers(
 
 def restated_framing(content_length: bytes | None, chunked: bool, no_body: bool) -> list[Header]:
     """The framing header the client receives: the upstream's Content-Length when it sent
-    one without chunking, otherwise chunked (`http.response` makes that
-    close-delimited for HTTP/1.0 clients), nothing for a response without a body and no length."""
+    one without chunking; otherwise chunked (`http.response` makes that close-delimited
+    for HTTP/1.0 clients), or nothing for a response without a body."""
     if content_length is not None and not chunked:
         return [(b"content-length", content_length)]
     return [] if no_body else [(b"transfer-encoding", b"chunked")]

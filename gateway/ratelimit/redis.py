@@ -184,7 +184,7 @@ class _Batch:
     __slots__ = ("done", "error", "requests", "result")
 
     def __init__(self) -> None:
-        self.requests = 0
+        self.requests = 1  # the one that opened it
         self.done = trio.Event()
         self.result = (0, 0, 0)  # admitted, remaining after the last admitted, reset in ms
         self.error: RedisUnavailable | None = None
@@ -224,7 +224,6 @@ class RedisWindowStore:
         batch = self._filling.get(key)
         if batch is None:
             batch = self._filling[key] = _Batch()
-            batch.requests = 1
             await self._decide(key, batch)
             position = 1
         else:

@@ -81,7 +81,7 @@ class ResponseHead:
     """
 
     __slots__ = (
-        "_block",
+        "_raw",
         "content_length",
         "keep_alive",
         "lines",
@@ -98,7 +98,7 @@ class ResponseHead:
         keep_alive: bool,
         content_length: bytes | None = None,
         transfer_encoding: bytes | None = None,
-        block: bytes = b"",
+        raw: bytes = b"",
     ) -> None:
         self.status = status
         self.reason = reason
@@ -106,13 +106,14 @@ class ResponseHead:
         self.keep_alive = keep_alive
         self.content_length = content_length
         self.transfer_encoding = transfer_encoding
-        self._block = block
+        self._raw = raw  # the whole head, decoded only when `headers` is asked for
 
     @property
     def headers(self) -> list[Header]:
         """Every header line, names lower-cased (repeated identical Content-Length once)."""
         headers: list[Header] = []
-        for name, value in _checked_fields(self._block):
+        raw = self._raw
+        for name, value in _checked_fields(raw[raw.find(b"\n") + 1 :]):
             name = name.lower()
             if name == b"content-length" and (name, value) in headers:
                 continue
@@ -177,7 +178,7 @@ def parse_response_head(raw: bytes) -> ResponseHead:
         if listed:
             lines = _without(lines, listed)
     return ResponseHead(
-        int(code), reason, lines, keep_alive, content_length, transfer_encoding, raw[first:]
+        int(code), reason, lines, keep_alive, content_length, transfer_encoding, raw
     )
 
 
