@@ -40,11 +40,17 @@ _BAD_VALUE: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # The same rules for a whole block of header lines at once (the common case: one scan in C
 # instead of two per line): every line is `name:value` ending in CRLF, then the blank line.
 _CRLF_BLOCK: Final = re.compile(rb"(?:%s:%s*\r\n)*\r\n" % (_TOKEN, _VALUE_CHAR))
-# In such a block, lower-cased: the lines the client never receives as they are, i.e. the
-# hop-by-hop ones (RFC 9110 section 7.6.1) and the framing, which the gateway restates.
-# Each match starts at the newline before its line and ends before the line's own.
+# A whole head in that common shape, status line first (version, code, reason captured).
+_WELL_FORMED: Final = re.compile(rb"HTTP/1\.([01]) ([0-9]{3}) ([^\r\n]*)\r\n" + _CRLF_BLOCK.pattern)
+# In such a block: the lines the client never receives as they are, i.e. the hop-by-hop
+# ones (RFC 9110 section 7.6.1) and the framing, which the gateway restates. Splitting the
+# head on them leaves the kept lines in their original case, with the names and values of
+# the cut ones between them, in one C pass. Each match takes the CRLF before its line (a
+# literal start lets the search skip ahead in C) and leaves the line's own.
 _HOP_LINE: Final = re.compile(
-    rb"\n(%s):[ \t]*([^\r]*?)[ \t]*\r(?=\n)" % b"|".join(sorted(HOP_BY_HOP | {b"content-length"}))
+    rb"\r\n(%s):[ \t]*([^\r]*)(?=\r\n)"
+    % b"|".join(re.escape(name) for name in sorted(HOP_BY_HOP | {b"content-length"})),
+    re.IGNORECASE,
 )
 # `Connection` tokens that name no header of the response; any other token does.
 _NOT_NAMES: Final = HOP_BY_HOP | {b"close", b""}
@@ -135,42 +141,49 @@ def find_head_end(buffer: bytes | bytearray) -> int:
 
 def parse_response_head(raw: bytes) -> ResponseHead:
     """Parse a complete response head (up to and including its blank line)."""
-    first = raw.find(b"\n") + 1
-    version, _, rest = raw[: first - 1].rstrip(b"\r").partition(b" ")
-    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
-        raise FramingError("not an HTTP/1.x response")
-    code, _, reason = rest.partition(b" ")
-    if len(code) != 3 or not code.isdigit():
-        raise FramingError("bad status code")
-    if _CRLF_BLOCK.fullmatch(raw, first) is not None:
-        block, start = raw, first  # every line well formed: used as it came
+    well_formed = _WELL_FORMED.fullmatch(raw)
+    if well_formed is not None:
+        block = raw  # every line well formed: used as it came
+        minor, code, reason = well_formed.group(1, 2, 3)
+        first = well_formed.end(3) + 2
     else:
-        # Bare LF line ends (RFC 9112 section 2.2 lets a recipient accept them) and the
-        # like: checked line by line (which names a fault), then restated with CRLF.
+        # A status line without a reason, bare LF line ends (RFC 9112 section 2.2 lets a
+        # recipient accept them) and the like: checked line by line (which names a fault),
+        # then restated with CRLF.
+        first = raw.find(b"\n") + 1
+        status = raw[: first - 1].rstrip(b"\r")
+        version, _, rest = status.partition(b" ")
+        if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+            raise FramingError("not an HTTP/1.x response")
+        code, _, reason = rest.partition(b" ")
+        if len(code) != 3 or not code.isdigit():
+            raise FramingError("bad status code")
+        minor = version[-1:]
         fields = _checked_fields(raw[first:])
-        block = b"\n" + b"".join([b"%s: %s\r\n" % field for field in fields]) + b"\r\n"
-        start = 1
-    kept: list[bytes] = []
+        first = len(status) + 2
+        block = b"".join([status, b"\r\n", *[b"%s: %s\r\n" % field for field in fields], b"\r\n"])
+    parts = _HOP_LINE.split(block)
     connection: bytes | None = None
     content_length: bytes | None = None
     transfer_encoding: bytes | None = None
-    for match in _HOP_LINE.finditer(block.lower(), start - 1):
-        kept.append(block[start : match.start() + 1])
-        start = match.end() + 1
-        name, value = match.groups()
-        if name == b"connection":
-            connection = value if connection is None else b"%s,%s" % (connection, value)
-        elif name == b"content-length":
-            content_length = _one_length(content_length, value)
-        elif name == b"transfer-encoding":
-            if transfer_encoding is not None:
-                value = b"%s,%s" % (transfer_encoding, value)
-            transfer_encoding = value
-    kept.append(block[start:-2])
-    lines = b"".join(kept)
+    if len(parts) == 1:
+        lines = block[first:-2]
+    else:
+        lines = b"".join(parts[::3])[first:-2]
+        for at in range(1, len(parts), 3):
+            name = parts[at].lower()
+            value = parts[at + 1].rstrip(b" \t").lower()
+            if name == b"connection":
+                connection = value if connection is None else b"%s,%s" % (connection, value)
+            elif name == b"content-length":
+                content_length = _one_length(content_length, value)
+            elif name == b"transfer-encoding":
+                if transfer_encoding is not None:
+                    value = b"%s,%s" % (transfer_encoding, value)
+                transfer_encoding = value
     # HTTP/1.1 keeps the connection unless told to close. An HTTP/1.0 upstream is not
     # reused, even with `Connection: keep-alive` (as h11 does: too easily wrong).
-    keep_alive = version == b"HTTP/1.1"
+    keep_alive = minor == b"1"
     if connection is not None and connection != b"keep-alive":  # nginx's, as a rule
         tokens = {token.strip() for token in connection.split(b",")}
         keep_alive = keep_alive and b"close" not in tokens

@@ -282,3 +282,28 @@ def test_hop_by_hop_and_listed_lines_are_not_relayed() -> None:
     head = parse_response_head(raw)
     assert head.lines == b"A: 1\r\nB: 2\r\n"
     assert (head.content_length, head.transfer_encoding, head.keep_alive) == (b"2", None, True)
+
+
+@pytest.mark.parametrize(
+    ("status_line", "status", "reason", "keep_alive"),
+    [
+        (b"HTTP/1.1 200 OK\r\n", 200, b"OK", False),
+        (b"HTTP/1.1 200 OK\n", 200, b"OK", False),  # bare LF after the status line only
+        (b"HTTP/1.1 204\r\n", 204, b"", False),  # no reason phrase
+        (b"HTTP/1.1 503 \r\n", 503, b"", False),
+        (b"HTTP/1.0 404 Not Found\r\n", 404, b"Not Found", False),
+    ],
+)
+def test_the_first_header_line_is_framed_whatever_the_status_line(
+    status_line: bytes, status: int, reason: bytes, keep_alive: bool
+) -> None:
+    """A hop-by-hop or framing line right after the status line is cut and read, however
+    that status line ends."""
+    raw = status_line + b"Connection: close\r\nContent-Length: 3\r\nX-A: 1\r\n\r\n"
+    head = parse_response_head(raw)
+    assert (head.status, head.reason, head.keep_alive) == (status, reason, keep_alive)
+    assert (head.lines, head.content_length) == (b"X-A: 1\r\n", b"3")
+    raw = status_line + b"Content-Length: 3\r\nX-A: 1\r\n\r\n"
+    head = parse_response_head(raw)
+    assert (head.lines, head.content_length) == (b"X-A: 1\r\n", b"3")
+    assert head.keep_alive is status_line.startswith(b"HTTP/1.1")
