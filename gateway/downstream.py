@@ -275,8 +275,9 @@ class ClientConnection:
         """Serve one request; False when the connection must close afterwards."""
         shared = self.shared
         runtime = shared.runtime  # read once: a reload does not change a request in flight
-        # h11's Headers iterate through a Python-level __getitem__ per header: copied once.
-        raw_headers = list(request.headers)
+        # Copied once, names lower-cased as h11 gives them (its public `raw_items` is a list;
+        # iterating `Headers` goes through a Python-level __getitem__ per header).
+        raw_headers = [(name.lower(), value) for name, value in request.headers.raw_items()]
         self.body = RequestBody(
             self, raw_headers, self.receive_size, runtime.limits.body_idle_timeout
         )

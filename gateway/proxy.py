@@ -276,7 +276,9 @@ async def _exchange(
     status = response.status
     ctx.status = status
     no_body = isinstance(body, NoBody)
-    if ctx.chain is not None and ctx.chain.header_filters:
+    # The chain when it has header filters (looked up once).
+    filter_chain = ctx.chain if ctx.chain is not None and ctx.chain.header_filters else None
+    if filter_chain is not None:
         # Filters see and edit every header: decoded for them.
         lines = b""
         headers = client_response_headers(response.headers, no_body=no_body)
@@ -288,8 +290,8 @@ async def _exchange(
         )
     if ctx.response_headers:
         headers.extend(ctx.response_headers)
-    if ctx.chain is not None and ctx.chain.header_filters:
-        run_header_filters(ctx.chain, ctx, status, headers)
+    if filter_chain is not None:
+        run_header_filters(filter_chain, ctx, status, headers)
     head, writer = client.start_response(
         status, reason(status) or response.reason, headers, lines=lines
     )
