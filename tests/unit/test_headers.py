@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import pytest
+
 from gateway.http.headers import (
     client_request_headers,
     client_response_headers,
+    encode_head,
     is_websocket_upgrade,
     upstream_request_headers,
 )
@@ -75,3 +78,27 @@ def test_response_framing_restated() -> None:
     assert client_response_headers(chunked, no_body=False) == [(b"transfer-encoding", b"chunked")]
     assert client_response_headers([], no_body=False) == [(b"transfer-encoding", b"chunked")]
     assert client_response_headers([], no_body=True) == []
+
+
+def test_encode_head_refuses_a_stray_cr_lf_or_nul_anywhere() -> None:
+    """Every place a CR, LF or NUL could come from (start line, a name, a value) is caught,
+    with relayed lines before the headers or without."""
+    start, headers = b"GET /a HTTP/1.1", [(b"x-a", b"one"), (b"x-b", b"two")]
+    for lines in (b"", b"A: 1\r\nB: 2\r\n"):
+        assert encode_head(start, headers, lines) == (
+            b"GET /a HTTP/1.1\r\n" + lines + b"x-a: one\r\nx-b: two\r\n\r\n"
+        )
+        for bad in (b"\r", b"\n", b"\0", b"\r\n", b"\n\r"):
+            for at in range(len(start) + 1):
+                with pytest.raises(ValueError, match="line break"):
+                    encode_head(start[:at] + bad + start[at:], headers, lines)
+            for index in range(len(headers)):
+                for field in (0, 1):
+                    text = headers[index][field]
+                    for at in range(len(text) + 1):
+                        spoiled = list(headers)
+                        pair = list(spoiled[index])
+                        pair[field] = text[:at] + bad + text[at:]
+                        spoiled[index] = (pair[0], pair[1])
+                        with pytest.raises(ValueError, match="line break"):
+                            encode_head(start, spoiled, lines)
