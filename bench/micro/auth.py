@@ -107,7 +107,7 @@ def request_headers(plugin: str, i: int, valid: bool) -> list[tuple[bytes, bytes
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--iterations", type=int, default=5000)
+    parser.add_argument("--iterations", type=int, default=20000)
     parser.add_argument("--sizes", default="10,100000")
     args = parser.parse_args()
     results: dict[str, Any] = {}
