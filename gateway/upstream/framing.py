@@ -67,6 +67,14 @@ class Framing(enum.Enum):
     CLOSE = "close"
 
 
+# The members read once: an Enum member read through its class costs about four times a
+# module global (Python 3.11: 206 against 52 ns), and one is read on every response.
+_NONE: Final = Framing.NONE
+_BY_LENGTH: Final = Framing.LENGTH
+_CHUNKED: Final = Framing.CHUNKED
+_CLOSE: Final = Framing.CLOSE
+
+
 def encode_request_head(method: bytes, target: bytes, headers: list[Header]) -> bytes:
     """`METHOD target HTTP/1.1` and the headers, ready to send; raises FramingError when a
     value would break the head (CR, LF or NUL: e.g. from a config template)."""
@@ -243,17 +251,17 @@ def body_framing(request_method: bytes, head: ResponseHead) -> tuple[Framing, in
     """(framing, length) of the response body (RFC 9112 section 6.3)."""
     status = head.status
     if request_method == b"HEAD" or status < 200 or status in _NO_BODY_STATUS:
-        return Framing.NONE, 0
+        return _NONE, 0
     if head.transfer_encoding is not None:
         codings = [c.strip() for c in head.transfer_encoding.split(b",")]
         if codings[-1] == b"chunked":
             if len(codings) > 1:
                 raise FramingError("codings other than chunked are not relayed")
-            return Framing.CHUNKED, 0
-        return Framing.CLOSE, 0
+            return _CHUNKED, 0
+        return _CLOSE, 0
     if head.content_length is not None:
-        return Framing.LENGTH, int(head.content_length)
-    return Framing.CLOSE, 0
+        return _BY_LENGTH, int(head.content_length)
+    return _CLOSE, 0
 
 
 class BodyReader:
@@ -291,9 +299,10 @@ class _Length(BodyReader):
     __slots__ = ("_remaining",)
 
     def __init__(self, length: int) -> None:
-        super().__init__()
+        # (the base initialiser's two fields set here: one call less per response)
         self._remaining = length
         self.done = length == 0
+        self.leftover = b""
 
     def feed(self, data: bytes) -> list[bytes]:
         if self.done:
@@ -318,13 +327,9 @@ class _UntilClose(BodyReader):
 def body_reader(request_method: bytes, head: ResponseHead) -> BodyReader:
     """The reader for this response's body (see `body_framing`); raises FramingError."""
     framing, length = body_framing(request_method, head)
-    if framing is Framing.NONE:
-        return NoBody()
-    if framing is Framing.LENGTH:
+    if framing is _BY_LENGTH:
         return _Length(length)
-    if framing is Framing.CHUNKED:
-        return ChunkedDecoder()
-    return _UntilClose()
+    return _OTHER_READERS[framing]()
 
 
 class ChunkedDecoder(BodyReader):
@@ -381,3 +386,10 @@ class ChunkedDecoder(BodyReader):
                 self.leftover = bytes(buffer)
                 buffer.clear()
         return out
+
+
+_OTHER_READERS: Final[dict[Framing, type[BodyReader]]] = {
+    Framing.NONE: NoBody,
+    Framing.CHUNKED: ChunkedDecoder,
+    Framing.CLOSE: _UntilClose,
+}
