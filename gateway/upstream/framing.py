@@ -228,9 +228,10 @@ def _without(lines: bytes, names: set[bytes]) -> bytes:
 
 
 def _checked_fields(block: bytes) -> list[Header]:
-    """The header lines of `block`, line by line: finds the fault (raising FramingError) in
-    a block `_CRLF_BLOCK` refused, or accepts what that pattern is stricter about (bare LF
-    line ends, a run of CRs before a line end, blank lines before the last)."""
+    """The header lines of `block`, line by line, for a head `_WELL_FORMED` refused: finds
+    the fault (raising FramingError), or accepts what that pattern is stricter about (bare
+    LF line ends, a run of CRs before a line end, blank lines before the last; or only the
+    status line differed, e.g. without a reason phrase)."""
     fields: list[Header] = []
     for line in block.split(b"\n"):
         line = line.rstrip(b"\r")
@@ -389,7 +390,7 @@ class ChunkedDecoder(BodyReader):
 
 
 _OTHER_READERS: Final[dict[Framing, type[BodyReader]]] = {
-    Framing.NONE: NoBody,
-    Framing.CHUNKED: ChunkedDecoder,
-    Framing.CLOSE: _UntilClose,
+    _NONE: NoBody,
+    _CHUNKED: ChunkedDecoder,
+    _CLOSE: _UntilClose,
 }
