@@ -25,7 +25,7 @@ from gateway.errors import DownstreamError, UpstreamError
 from gateway.fastio import FastSocket
 from gateway.http.framing import HeadError, check_head, check_incomplete, find_head_end
 from gateway.http.headers import client_request_headers, is_websocket_upgrade
-from gateway.http.path import PathError, host_without_port, normalized_target
+from gateway.http.path import PathError, absolute_form, host_without_port, normalized_target
 from gateway.http.replies import ROUTE_NOT_FOUND, Header, Reply, reason, status_reply
 from gateway.http.response import ResponseWriter, start_response, wants_keep_alive
 from gateway.pipeline import run_header_filters, run_log, run_request_phases
@@ -41,6 +41,13 @@ HEAD_SLACK = 1024
 LINGER_S = 2.0  # nginx: lingering_timeout 5 s; shorter, we only need the answer read
 LINGER_BYTES = 1024 * 1024
 _IO_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+def _with_host(headers: list[Header], host: bytes) -> list[Header]:
+    """`headers` with `host` as the Host header's value (first when there was none)."""
+    if any(name == b"host" for name, _ in headers):
+        return [(name, host) if name == b"host" else (name, value) for name, value in headers]
+    return [(b"host", host), *headers]
 
 
 class Shared(Protocol):
@@ -284,8 +291,15 @@ class ClientConnection:
         self.request_method = request.method
         self.http_version = request.http_version
         self.request_keep_alive = wants_keep_alive(request.http_version, raw_headers)
+        target = request.target
         try:
-            target = normalized_target(request.target)
+            if not target.startswith(b"/"):  # absolute-form (or `*`): rare
+                absolute = absolute_form(target)
+                if absolute is not None:
+                    # RFC 9112 section 3.2.2: the target's host replaces the Host header.
+                    authority, target = absolute
+                    raw_headers = _with_host(raw_headers, authority)
+            target = normalized_target(target)
         except PathError as exc:
             await self._reject(400, f"bad request path: {exc}")
             return False

@@ -10,12 +10,15 @@ Pure: no IO.
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 _UNRESERVED: Final = frozenset(
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
 )
 _HEX: Final = frozenset(b"0123456789abcdefABCDEF")
+# RFC 3986 authority without userinfo: an IP literal or a reg-name, then an optional port.
+_AUTHORITY: Final = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%!$&'()*+,;=-]+)(?::[0-9]*)?")
 
 
 class PathError(Exception):
@@ -74,12 +77,29 @@ def normalize(path: bytes) -> bytes:
     return b"/" + b"/".join(segments)
 
 
+def absolute_form(target: bytes) -> tuple[bytes, bytes] | None:
+    """(authority, origin-form target) of an absolute-form target such as
+    `http://example.com:8080/a?b`, or None for a target of another form. Raises PathError
+    for an authority with userinfo (RFC 9110 section 4.2.4: a recipient treats it as an
+    error) or without a host."""
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return None
+    end = len(rest)
+    for delimiter in (b"/", b"?"):
+        at = rest.find(delimiter)
+        if 0 <= at < end:
+            end = at
+    authority = rest[:end]
+    if _AUTHORITY.fullmatch(authority) is None:
+        raise PathError("bad authority in an absolute-form target")
+    origin = rest[end:]
+    return authority, origin if origin.startswith(b"/") else b"/" + origin
+
+
 def normalized_target(target: bytes) -> bytes:
-    """The request target with its path normalised (absolute-form reduced to the path);
-    raises PathError."""
-    if target.startswith((b"http://", b"https://")):
-        slash = target.find(b"/", target.find(b"//") + 2)
-        target = target[slash:] if slash >= 0 else b"/"
+    """The origin-form or asterisk-form request target with its path normalised; raises
+    PathError."""
     path, sep, query = target.partition(b"?")
     if path == b"*":
         return target

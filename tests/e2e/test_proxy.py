@@ -80,6 +80,49 @@ async def test_methods_and_hosts_select_routes(nursery: trio.Nursery, upstream: 
     assert (await request(gw, target="/h", headers=[("host", "example.com")])).status == 404
 
 
+async def test_absolute_form_target_names_the_host(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    """RFC 9112 section 3.2.2: with an absolute-form target the Host header is ignored; the
+    target's authority chooses the route and is the Host the upstream receives."""
+    node = {"nodes": {upstream.address: 1}}
+    cfg = config_for(
+        [
+            {"id": "internal", "uri": "/*", "hosts": ["internal.test"], "upstream": node,
+             "plugins": {"key-auth": {}}},
+            {"id": "public", "uri": "/*", "hosts": ["public.test"], "upstream": node},
+        ]
+    )  # fmt: skip
+    _, gw = await start_gateway(nursery, cfg)
+    smuggled = await request(
+        gw, target="http://internal.test/admin?x=1", headers=[("host", "public.test")]
+    )
+    assert smuggled.status == 401  # the internal route's key-auth, not the public route
+    assert upstream.received == []
+    ok = await request(
+        gw, target="HTTP://Public.test:8080?q=/a", headers=[("host", "internal.test")]
+    )
+    assert ok.status == 200
+    got = upstream.received[-1]
+    assert got.target == b"/?q=/a"
+    assert got.header(b"host") == b"Public.test:8080"
+    assert got.header(b"x-forwarded-host") == b"Public.test:8080"
+
+
+async def test_absolute_form_without_a_plain_host_is_400(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    _, gw = await start_gateway(nursery, config_for([route(upstream)]))
+    for target in ("http://user@public.test/", "http:///a", "http://:80/a", "http://a b/"):
+        stream = await connect(gw)
+        async with stream:
+            await stream.send_all(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target.encode())
+            with trio.fail_after(10):  # a 400 closes; a keep-alive answer would not
+                raw = await read_until_close(stream)
+        assert raw.startswith(b"HTTP/1.1 400 "), (target, raw[:60])
+    assert upstream.received == []
+
+
 async def test_request_and_response_bodies_pass_byte_exact(nursery: trio.Nursery) -> None:
     payload = bytes(range(256)) * 4096  # 1 MiB
 

@@ -2,7 +2,13 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.http.path import PathError, host_without_port, normalize, normalized_target
+from gateway.http.path import (
+    PathError,
+    absolute_form,
+    host_without_port,
+    normalize,
+    normalized_target,
+)
 
 
 @pytest.mark.parametrize(
@@ -43,14 +49,39 @@ def test_refused(raw: bytes) -> None:
     ("target", "expected"),
     [
         (b"/a/./b/../c?x=/../y", b"/a/c?x=/../y"),  # the query is not a path
-        (b"http://example.com/a//b?q", b"/a/b?q"),  # absolute-form: the path only
-        (b"http://example.com", b"/"),
         (b"*", b"*"),
         (b"/plain", b"/plain"),
     ],
 )
 def test_normalized_target(target: bytes, expected: bytes) -> None:
     assert normalized_target(target) == expected
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        (b"http://example.com/a//b?q", (b"example.com", b"/a//b?q")),
+        (b"http://example.com", (b"example.com", b"/")),
+        (b"https://Example.com:8443?q=/x", (b"Example.com:8443", b"/?q=/x")),
+        (b"HTTP://[::1]:9080/a", (b"[::1]:9080", b"/a")),
+        (b"http://a.test:/", (b"a.test:", b"/")),
+        (b"/http://a.test/", None),  # origin-form
+        (b"*", None),
+        (b"ftp://a.test/", None),
+    ],
+)
+def test_absolute_form(target: bytes, expected: tuple[bytes, bytes] | None) -> None:
+    assert absolute_form(target) == expected
+
+
+@pytest.mark.parametrize(
+    "target",
+    [b"http://user@a.test/", b"http://user:pw@a.test/", b"http:///a", b"http://:80/",
+     b"http://a.test:8o/", b"http://[::1/", b"http://a\\b/"],
+)  # fmt: skip
+def test_absolute_form_refused(target: bytes) -> None:
+    with pytest.raises(PathError):
+        absolute_form(target)
 
 
 @pytest.mark.parametrize(
