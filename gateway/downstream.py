@@ -315,7 +315,12 @@ class ClientConnection:
             trio.current_time(),
         )
         host = ctx.header(b"host")
-        ctx.host = host_without_port(host) if host else b""
+        if host:
+            try:
+                ctx.host = host_without_port(host)
+            except PathError as exc:
+                await self._reject(400, f"bad Host header: {exc}")
+                return False
         route = runtime.router.match(ctx.method, ctx.path, ctx.host)
         keep = True
         reply: Reply | None

@@ -17,8 +17,12 @@ _UNRESERVED: Final = frozenset(
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
 )
 _HEX: Final = frozenset(b"0123456789abcdefABCDEF")
-# RFC 3986 authority without userinfo: an IP literal or a reg-name, then an optional port.
-_AUTHORITY: Final = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%!$&'()*+,;=-]+)(?::[0-9]*)?")
+# RFC 3986 authority without userinfo: an IP literal or a non-empty reg-name (group 1, a
+# trailing dot left out as nginx's `$host` does), then an optional port.
+_REG_NAME_CHAR: Final = rb"A-Za-z0-9_~%!$&'()*+,;=-"
+_AUTHORITY: Final = re.compile(
+    rb"(\[[0-9A-Fa-f:.]+\]|[.%s]*[%s])\.?(?::[0-9]*)?" % (_REG_NAME_CHAR, _REG_NAME_CHAR)
+)
 
 
 class PathError(Exception):
@@ -110,9 +114,10 @@ def normalized_target(target: bytes) -> bytes:
 
 
 def host_without_port(value: bytes) -> bytes:
-    """The Host header's host, lower-cased, without its port (IPv6 literals keep brackets)."""
-    value = value.lower()
-    if value.startswith(b"["):
-        end = value.find(b"]")
-        return value[: end + 1] if end > 0 else value
-    return value.partition(b":")[0]
+    """The Host header's host for routing: lower-cased, without its port or a trailing dot
+    (as nginx's `$host`; IPv6 literals keep their brackets). Raises PathError for a value
+    that is not `host[:port]` (RFC 9112 section 3.2: a 400)."""
+    authority = _AUTHORITY.fullmatch(value)
+    if authority is None:
+        raise PathError("not host[:port]")
+    return authority.group(1).lower()

@@ -76,6 +76,10 @@ SMUGGLING = [
         431,
     ),
     (b"GET /%2e%2e/etc HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    # RFC 9112 section 3.2: a Host that is not host[:port] is a 400.
+    (b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: user@internal\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
     (b"GET /../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", 400),
 ]
 

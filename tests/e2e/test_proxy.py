@@ -77,6 +77,8 @@ async def test_methods_and_hosts_select_routes(nursery: trio.Nursery, upstream: 
     ok = await request(gw, target="/h", headers=[("host", "api.Example.com:9080")])
     assert ok.status == 200
     assert upstream.received[-1].header(b"x-route") == b"wild"
+    dotted = await request(gw, target="/h", headers=[("host", "api.example.com.")])
+    assert dotted.status == 200  # a trailing dot names the same host, as in nginx
     assert (await request(gw, target="/h", headers=[("host", "example.com")])).status == 404
 
 

@@ -90,8 +90,20 @@ def test_absolute_form_refused(target: bytes) -> None:
         (b"API.Example.com:8080", b"api.example.com"),
         (b"example.com", b"example.com"),
         (b"[::1]:9080", b"[::1]"),
-        (b"[::1", b"[::1"),
+        (b"[::1]", b"[::1]"),
+        (b"api.example.com.:80", b"api.example.com"),
+        (b"my_service:", b"my_service"),
+        (b"A.", b"a"),
     ],
 )
 def test_host_without_port(host: bytes, expected: bytes) -> None:
     assert host_without_port(host) == expected
+
+
+@pytest.mark.parametrize(
+    "host",
+    [b"[::1", b"a/b", b"user@evil", b"a b", b"a:8o", b"a:80:80", b"\\x", b":80", b".", b"a.."],
+)
+def test_host_refused(host: bytes) -> None:
+    with pytest.raises(PathError):
+        host_without_port(host)
