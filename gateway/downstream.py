@@ -73,6 +73,7 @@ class ClientConnection:
         # Requests and responses go through `io`; the trio stream serves the WebSocket
         # tunnel, the lingering close and the final close.
         self.io = FastSocket(sock)
+        self.io.send_timeout = shared.runtime.limits.send_timeout
         self.stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
         self.remote_addr, self.remote_port = remote
         self.server_port = server_port

@@ -17,6 +17,7 @@ Raises OSError like the socket does; the callers translate at their IO boundary.
 
 from __future__ import annotations
 
+import math
 import socket
 
 import trio
@@ -29,11 +30,13 @@ JOIN_BELOW = 16 * 1024
 class FastSocket:
     """One connected non-blocking socket; one reader and one writer at a time."""
 
-    __slots__ = ("_credit", "sock")
+    __slots__ = ("_credit", "send_timeout", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._credit = FAIR_OPS
+        # Longest wait for the kernel to take more of a write (then TimeoutError).
+        self.send_timeout = math.inf
 
     def try_receive(self, max_bytes: int) -> bytes | None:
         """Bytes already waiting (b"" at EOF), or None when a read would block (or when it
@@ -73,13 +76,17 @@ class FastSocket:
             return 0
 
     async def wait_send_rest(self, data: bytes | bytearray, sent: int) -> None:
-        """Write `data[sent:]`, waiting while the kernel's send buffer is full."""
+        """Write `data[sent:]`, waiting while the kernel's send buffer is full; raises
+        TimeoutError when one wait lasts `send_timeout`."""
         sock = self.sock
         self._credit = FAIR_OPS
         with memoryview(data) as view:
             remaining = view[sent:]
             while remaining:
-                await trio.lowlevel.wait_writable(sock)
+                with trio.move_on_after(self.send_timeout) as waited:
+                    await trio.lowlevel.wait_writable(sock)
+                if waited.cancelled_caught:
+                    raise TimeoutError("no write progress within the send timeout")
                 try:
                     sent = sock.send(remaining)
                 except (BlockingIOError, InterruptedError):

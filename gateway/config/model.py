@@ -106,6 +106,9 @@ class Limits(Conf, frozen=True, kw_only=True):
     head_timeout: Seconds = 10.0
     body_idle_timeout: Seconds = 60.0
     keepalive_timeout: Seconds = 60.0
+    # A write to the client that makes no progress for this long closes the connection
+    # (nginx's send_timeout): a client that stops reading cannot hold it, nor an upstream one.
+    send_timeout: Seconds = 60.0
     max_connections: Annotated[int, msgspec.Meta(ge=1)] = 10_000
     buffer_size: Annotated[int, msgspec.Meta(ge=1024)] = 64 * 1024
 

@@ -3,6 +3,7 @@ cancellation, and a connection whose bytes are always ready still lets others ru
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Iterator
 
@@ -63,6 +64,31 @@ async def test_blocked_send_is_cancellable(pair: tuple[socket.socket, ...]) -> N
     with trio.move_on_after(0.1) as scope:
         await io.send_all(b"x" * (64 * 1024 * 1024))  # the peer never reads
     assert scope.cancelled_caught
+
+
+async def test_send_timeout_counts_from_the_last_progress(
+    pair: tuple[socket.socket, ...],
+) -> None:
+    a, b = pair
+    io = FastSocket(a)
+    io.send_timeout = 1.0
+    payload = b"x" * (8 * 1024 * 1024)
+
+    async def slow_reader() -> None:  # drains what arrived every 0.05 s: never a 1 s stall
+        got = 0
+        while got < len(payload):
+            await trio.sleep(0.05)
+            with contextlib.suppress(BlockingIOError):
+                while chunk := b.recv(1024 * 1024):
+                    got += len(chunk)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(slow_reader)
+        started = trio.current_time()
+        await io.send_all(payload)  # never times out: each wait ends within about 0.05 s
+    assert trio.current_time() - started > 1.0  # longer in all than the timeout
+    with pytest.raises(TimeoutError):
+        await io.send_all(payload)  # nobody reads any more
 
 
 async def test_always_ready_reader_lets_other_tasks_run(pair: tuple[socket.socket, ...]) -> None:

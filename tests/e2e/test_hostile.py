@@ -280,6 +280,38 @@ async def test_aborted_download_releases_the_upstream_connection(nursery: trio.N
     assert gateway.pools.statistics()["idle"] == 0
 
 
+async def test_client_that_stops_reading_is_cut_after_send_timeout(
+    nursery: trio.Nursery,
+) -> None:
+    """A slow-read client (nginx `send_timeout`): once a write to it has made no progress
+    for `send_timeout`, its connection closes and the upstream connection is released."""
+    upstream_closed = trio.Event()
+
+    async def endless(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        try:
+            await stream.send_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            while True:
+                await stream.send_all(b"10000\r\n" + b"z" * 0x10000 + b"\r\n")
+        except (trio.BrokenResourceError, OSError):
+            upstream_closed.set()
+
+    port = await nursery.start(raw_serve, endless)
+    cfg = config_for(
+        [{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}],
+        server={"limits": {"send_timeout": 0.5}},
+    )
+    gateway, gw = await start_gateway(nursery, cfg)
+    stream = await connect(gw)
+    await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    with trio.fail_after(20):  # never read: only the send timeout can end this
+        await upstream_closed.wait()
+    with trio.fail_after(10):
+        while gateway.connections:  # noqa: ASYNC110 (polls a state summary; no event exists)
+            await trio.sleep(0.01)
+    await trio.aclose_forcefully(stream)
+
+
 async def test_aborted_upload_releases_the_upstream_connection(nursery: trio.Nursery) -> None:
     upstream_closed = trio.Event()
 
