@@ -92,21 +92,37 @@ class RequestBody:
             await client.send(client.h11.send(_CONTINUE) or b"")
         if self._left is not None:
             return await self._receive_counted(self._left)
+        return await self._receive_chunks()
+
+    async def _receive_chunks(self) -> bytes | None:
+        """The decoded chunks h11 has buffered, joined (up to a read's size), waiting only
+        when there are none: h11 gives one event per chunk, and one write upstream per
+        chunk would let tiny chunks cost a syscall (and a restated chunk) each."""
+        parser = self._client.h11
+        pieces: list[bytes] = []
+        size = 0
         while True:
             try:
-                event = client.h11.next_event()
+                event = parser.next_event()
             except h11.RemoteProtocolError as exc:
                 raise DownstreamError(400, f"bad request body: {exc}") from None
-            if event is h11.NEED_DATA:
-                client.h11.receive_data(await self._receive_some(self._size))
-                continue
             if type(event) is h11.Data:
                 self.started = True
-                return event.data
-            if type(event) is h11.EndOfMessage:
-                self._done = True
-                return None
-            raise DownstreamError(CLIENT_GONE, "client closed mid-body")
+                pieces.append(event.data)
+                size += len(event.data)
+                if size < self._size:
+                    continue
+            elif type(event) is h11.EndOfMessage:
+                self._done = True  # the next call returns None
+                if not pieces:
+                    return None
+            elif event is h11.NEED_DATA:
+                if not pieces:
+                    parser.receive_data(await self._receive_some(self._size))
+                    continue
+            else:
+                raise DownstreamError(CLIENT_GONE, "client closed mid-body")
+            return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     async def read_whole(self, limit: int) -> bytes | None:
         """The whole body, or None when it is larger than `limit` bytes.

@@ -159,6 +159,44 @@ async def test_chunked_request_body_is_restated_chunked(
     assert got.header(b"content-length") is None
 
 
+async def test_tiny_request_chunks_are_joined_for_the_upstream(nursery: trio.Nursery) -> None:
+    """h11 decodes a chunked body one chunk at a time; what one read brought goes upstream
+    as one chunk, so one-byte chunks do not cost one write (and one chunk) each."""
+    wire = bytearray()
+
+    async def recorder(stream: trio.SocketStream) -> None:
+        while not wire.endswith(b"\r\n0\r\n\r\n"):
+            wire.extend(await stream.receive_some(65536))
+        await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+
+    port = await nursery.start(raw_serve, recorder)
+    cfg = config_for([{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}])
+    _, gw = await start_gateway(nursery, cfg)
+    body = bytes(range(256)) * 8  # 2,048 one-byte chunks, sent in one write
+    stream = await connect(gw)
+    async with stream:
+        await stream.send_all(
+            b"POST /c HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+            + b"".join(b"1\r\n%c\r\n" % byte for byte in body)
+            + b"0\r\n\r\n"
+        )
+        resp = await read_response(stream, method=b"POST")
+    assert resp.status == 200
+    head, _, chunked = bytes(wire).partition(b"\r\n\r\n")
+    assert b"\r\ntransfer-encoding: chunked" in head.lower()
+    decoded, chunks = bytearray(), 0
+    while True:
+        size_line, _, chunked = chunked.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            break
+        decoded += chunked[:size]
+        chunked = chunked[size + 2 :]
+        chunks += 1
+    assert decoded == body
+    assert chunks <= 16, chunks  # one per read of the client's bytes, not one per chunk
+
+
 async def test_chunked_and_close_delimited_responses(nursery: trio.Nursery) -> None:
     async def chunked_then_close(stream: trio.SocketStream) -> None:
         await stream.receive_some(65536)
