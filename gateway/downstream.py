@@ -21,7 +21,7 @@ import trio
 from gateway import proxy
 from gateway.accesslog import AccessLog
 from gateway.context import RequestContext
-from gateway.errors import DownstreamError, UpstreamError
+from gateway.errors import DownstreamError, UpstreamError, protocol_fault
 from gateway.fastio import FastSocket
 from gateway.http.framing import HeadError, check_head, check_incomplete, find_head_end
 from gateway.http.headers import client_request_headers, is_websocket_upgrade
@@ -271,7 +271,7 @@ class ClientConnection:
         try:
             event = self.h11.next_event()
         except h11.RemoteProtocolError as exc:
-            await self._reject(exc.error_status_hint, str(exc))
+            await self._reject(exc.error_status_hint, protocol_fault(exc))
             return None
         if type(event) is h11.Request:
             return event

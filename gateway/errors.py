@@ -8,6 +8,17 @@ Expected outcomes (a failed login, a rate-limited request) are `Reply` values, n
 from __future__ import annotations
 
 import enum
+import re
+
+# Where h11's error messages start quoting the bytes at fault ("illegal header line:
+# bytearray(b'apikey : ...')", "Illegal header name b'...'").
+_QUOTED = re.compile(r"(?::\s*|\s+)(?:bytearray\(|b?['\"])")
+
+
+def protocol_fault(exc: Exception) -> str:
+    """A parser error's description without the bytes it quotes: a header line or a chunk
+    can hold a key, and these descriptions are logged."""
+    return _QUOTED.split(str(exc), maxsplit=1)[0].strip() or type(exc).__name__
 
 
 class GatewayError(Exception):

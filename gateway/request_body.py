@@ -20,7 +20,7 @@ from typing import Protocol
 import h11
 import trio
 
-from gateway.errors import DownstreamError
+from gateway.errors import DownstreamError, protocol_fault
 from gateway.fastio import FastSocket
 from gateway.http.replies import Header
 
@@ -105,7 +105,7 @@ class RequestBody:
             try:
                 event = parser.next_event()
             except h11.RemoteProtocolError as exc:
-                raise DownstreamError(400, f"bad request body: {exc}") from None
+                raise DownstreamError(400, f"bad request body: {protocol_fault(exc)}") from None
             if type(event) is h11.Data:
                 self.started = True
                 pieces.append(event.data)

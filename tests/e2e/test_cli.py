@@ -20,7 +20,9 @@ from tests.helpers import (
     Received,
     Upstream,
     config_for,
+    connect,
     free_port,
+    read_until_close,
     request,
     start_gateway,
     wait_port,
@@ -327,6 +329,34 @@ def test_check_never_prints_secrets(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "$.consumers[0].credentials[0].plugins.jwt-auth" in result.stderr
     assert secret not in result.stderr + result.stdout
+
+
+async def test_refused_requests_are_logged_without_the_bytes_they_carried(
+    tmp_path: Path, gateway_process: list[GatewayProcess], upstream: Upstream
+) -> None:
+    """h11 quotes the offending line in its errors; a header line or chunk can hold a key,
+    so the log names the fault only."""
+    port = free_port()
+    process, _ = await start_process(
+        tmp_path, gateway_process, basic_config(port, upstream.address)
+    )
+    secret = "key-9f8e7d6c5b4a"
+    attempts = [
+        b"GET / HTTP/1.1\r\nHost: x\r\napikey : %s\r\n\r\n",  # space before the colon
+        b"GET / HTTP/1.1\r\nHost: x\r\nap\x7fikey: %s\r\n\r\n",  # DEL in a name
+        b"GET /?apikey=%s HTTP/1.1 junk\r\nHost: x\r\n\r\n",  # a bad request line
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz %s\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab%s\r\n",
+    ]
+    for attempt in attempts:
+        stream = await connect(f"127.0.0.1:{port}")
+        async with stream:
+            await stream.send_all(attempt % secret.encode())
+            with trio.fail_after(10):
+                answer = await read_until_close(stream)
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:60]
+    await process.wait_log("rejecting request", count=len(attempts))
+    assert secret not in process.stderr() + process.stdout()
 
 
 def test_hash_key_prints_the_key_hash_that_authenticates(tmp_path: Path) -> None:
