@@ -5,13 +5,19 @@ loopback and a strict h11 upstream.
 Invariants, for every example:
   - the gateway keeps serving (a clean request afterwards gets its 200);
   - everything the client receives parses as HTTP/1.1 responses (h11 CLIENT);
-  - the upstream never receives more requests than the client received responses from it,
-    never a smuggled request (`/smuggled`), and for a well-formed request exactly the body
-    the client framed.
+  - the upstream never receives more requests than the client received responses from it;
+    for a well-formed request it receives exactly the body the client framed, never a
+    request hidden in it (`/smuggled`). (A mangled framing header can make those bytes a
+    real pipelined request; then it must be answered like any other.)
+
+After the first answer the client sends a sentinel request on the same connection and
+reads until its answer: responses come in order, so whatever else the gateway took as
+requests has been answered by then (no fixed wait).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from dataclasses import dataclass
 
@@ -23,6 +29,7 @@ from hypothesis import strategies as st
 from tests.helpers import Upstream, config_for, connect, request, start_gateway
 
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+SENTINEL = b"GET /sentinel HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
 @dataclass
@@ -131,6 +138,7 @@ async def scenario(generated: Generated) -> None:
         raw = bytearray()
         async with stream:
             await stream.send_all(generated.data)
+            sentinel_sent = False
             with trio.move_on_after(3):
                 while True:
                     try:
@@ -140,13 +148,24 @@ async def scenario(generated: Generated) -> None:
                     if not chunk:
                         break
                     raw += chunk
-                    if raw.endswith(b"}") and b"body_length" in raw:
-                        break  # one echo answer: enough for a keep-alive exchange
+                    if not raw.endswith(b"}"):  # every echo answer ends its JSON body
+                        continue
+                    if sentinel_sent and b'"target": "/sentinel"' in raw:
+                        break
+                    if not sentinel_sent and b"body_length" in raw:
+                        sentinel_sent = True
+                        with contextlib.suppress(trio.BrokenResourceError):
+                            await stream.send_all(SENTINEL)
         statuses = parse_responses(bytes(raw))
         from_upstream = statuses.count(200)
-        assert len(upstream.received) <= max(from_upstream, 0) + 0, (statuses, upstream.received)
-        assert all(r.target != b"/smuggled" for r in upstream.received)
-        if generated.clean and generated.data.startswith((b"POST", b"PUT")) and statuses == [200]:
+        assert len(upstream.received) <= from_upstream, (statuses, upstream.received)
+        if generated.clean:
+            assert all(r.target != b"/smuggled" for r in upstream.received)
+        if (
+            generated.clean
+            and generated.data.startswith((b"POST", b"PUT"))
+            and statuses[:1] == [200]
+        ):
             got = upstream.received[0]
             assert got.body == generated.body
         # Still serving.
@@ -162,7 +181,8 @@ def parse_responses(raw: bytes) -> list[int]:
     statuses: list[int] = []
     conn.send(h11.Request(method="GET", target="/", headers=[("host", "x")]))
     conn.send(h11.EndOfMessage())
-    conn.receive_data(raw)
+    if raw:  # (b"" would tell h11 the connection closed before any response)
+        conn.receive_data(raw)
     in_response = False
     while True:
         event = conn.next_event()
