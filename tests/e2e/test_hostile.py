@@ -5,6 +5,7 @@ poison the pool, aborted clients release the upstream connection."""
 from __future__ import annotations
 
 import socket
+from collections.abc import Awaitable, Callable
 
 import h11
 import pytest
@@ -253,8 +254,9 @@ async def test_stale_pooled_connection_not_retried_for_post(nursery: trio.Nurser
     assert len(seen) == 1
 
 
-async def test_aborted_download_releases_the_upstream_connection(nursery: trio.Nursery) -> None:
-    upstream_closed = trio.Event()
+def endless_download(closed: trio.Event) -> Callable[[trio.SocketStream], Awaitable[None]]:
+    """An upstream answering with a chunked body that never ends; sets `closed` when the
+    gateway drops the connection."""
 
     async def endless(stream: trio.SocketStream) -> None:
         await stream.receive_some(65536)
@@ -263,9 +265,14 @@ async def test_aborted_download_releases_the_upstream_connection(nursery: trio.N
             while True:
                 await stream.send_all(b"10000\r\n" + b"z" * 0x10000 + b"\r\n")
         except (trio.BrokenResourceError, OSError):
-            upstream_closed.set()
+            closed.set()
 
-    port = await nursery.start(raw_serve, endless)
+    return endless
+
+
+async def test_aborted_download_releases_the_upstream_connection(nursery: trio.Nursery) -> None:
+    upstream_closed = trio.Event()
+    port = await nursery.start(raw_serve, endless_download(upstream_closed))
     cfg = config_for([{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}])
     gateway, gw = await start_gateway(nursery, cfg)
     stream = await connect(gw)
@@ -286,17 +293,7 @@ async def test_client_that_stops_reading_is_cut_after_send_timeout(
     """A slow-read client (nginx `send_timeout`): once a write to it has made no progress
     for `send_timeout`, its connection closes and the upstream connection is released."""
     upstream_closed = trio.Event()
-
-    async def endless(stream: trio.SocketStream) -> None:
-        await stream.receive_some(65536)
-        try:
-            await stream.send_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
-            while True:
-                await stream.send_all(b"10000\r\n" + b"z" * 0x10000 + b"\r\n")
-        except (trio.BrokenResourceError, OSError):
-            upstream_closed.set()
-
-    port = await nursery.start(raw_serve, endless)
+    port = await nursery.start(raw_serve, endless_download(upstream_closed))
     cfg = config_for(
         [{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}],
         server={"limits": {"send_timeout": 0.5}},
