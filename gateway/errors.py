@@ -1,7 +1,8 @@
 """The gateway's own exceptions: each answers who is at fault and which status follows.
 
 Code above the IO boundary sees only these; trio, h11 and OSError exceptions are
-translated where they are raised (see `upstream/connection.py` and `downstream.py`).
+translated where they are raised (see `upstream/connection.py` and `downstream.py`), an
+h11 error's text through `protocol_fault`, which keeps the bytes it quotes out of the log.
 Expected outcomes (a failed login, a rate-limited request) are `Reply` values, not exceptions.
 """
 

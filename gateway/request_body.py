@@ -110,19 +110,20 @@ class RequestBody:
                 self.started = True
                 pieces.append(event.data)
                 size += len(event.data)
-                if size < self._size:
-                    continue
+                if size >= self._size:
+                    break
             elif type(event) is h11.EndOfMessage:
                 self._done = True  # the next call returns None
-                if not pieces:
-                    return None
+                break
             elif event is h11.NEED_DATA:
-                if not pieces:
-                    parser.receive_data(await self._receive_some(self._size))
-                    continue
+                if pieces:
+                    break
+                parser.receive_data(await self._receive_some(self._size))
             else:
                 raise DownstreamError(CLIENT_GONE, "client closed mid-body")
-            return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        if not pieces:
+            return None
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     async def read_whole(self, limit: int) -> bytes | None:
         """The whole body, or None when it is larger than `limit` bytes.
