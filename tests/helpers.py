@@ -255,6 +255,16 @@ async def read_until_close(stream: trio.SocketStream) -> bytes:
     return bytes(out)
 
 
+async def exchange_raw(address: str, data: bytes) -> bytes:
+    """Send raw bytes on a new connection, read until the gateway closes it (10 s at most:
+    an answer that keeps the connection open fails the test)."""
+    stream = await connect(address)
+    async with stream:
+        await stream.send_all(data)
+        with trio.fail_after(10):
+            return await read_until_close(stream)
+
+
 # --- the CLI as a subprocess ------------------------------------------------------------
 
 

@@ -20,9 +20,8 @@ from tests.helpers import (
     Received,
     Upstream,
     config_for,
-    connect,
+    exchange_raw,
     free_port,
-    read_until_close,
     request,
     start_gateway,
     wait_port,
@@ -349,11 +348,7 @@ async def test_refused_requests_are_logged_without_the_bytes_they_carried(
         b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab%s\r\n",
     ]
     for attempt in attempts:
-        stream = await connect(f"127.0.0.1:{port}")
-        async with stream:
-            await stream.send_all(attempt % secret.encode())
-            with trio.fail_after(10):
-                answer = await read_until_close(stream)
+        answer = await exchange_raw(f"127.0.0.1:{port}", attempt % secret.encode())
         assert answer.startswith(b"HTTP/1.1 400 "), answer[:60]
     await process.wait_log("rejecting request", count=len(attempts))
     assert secret not in process.stderr() + process.stdout()

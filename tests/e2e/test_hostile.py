@@ -16,6 +16,7 @@ from tests.helpers import (
     Upstream,
     config_for,
     connect,
+    exchange_raw,
     raw_serve,
     read_response,
     read_until_close,
@@ -26,15 +27,6 @@ from tests.helpers import (
 
 def node(upstream: Upstream) -> dict[str, object]:
     return {"nodes": {upstream.address: 1}}
-
-
-async def exchange_raw(address: str, data: bytes) -> bytes:
-    """Send raw bytes, read until the gateway closes."""
-    stream = await connect(address)
-    async with stream:
-        await stream.send_all(data)
-        with trio.fail_after(10):
-            return await read_until_close(stream)
 
 
 SMUGGLING = [

@@ -10,6 +10,7 @@ from tests.helpers import (
     Upstream,
     config_for,
     connect,
+    exchange_raw,
     raw_serve,
     read_response,
     read_until_close,
@@ -116,11 +117,7 @@ async def test_absolute_form_without_a_plain_host_is_400(
 ) -> None:
     _, gw = await start_gateway(nursery, config_for([route(upstream)]))
     for target in ("http://user@public.test/", "http:///a", "http://:80/a", "http://a b/"):
-        stream = await connect(gw)
-        async with stream:
-            await stream.send_all(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target.encode())
-            with trio.fail_after(10):  # a 400 closes; a keep-alive answer would not
-                raw = await read_until_close(stream)
+        raw = await exchange_raw(gw, b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target.encode())
         assert raw.startswith(b"HTTP/1.1 400 "), (target, raw[:60])
     assert upstream.received == []
 
