@@ -281,12 +281,12 @@ async def _exchange(
     if filter_chain is not None:
         # Filters see and edit every header: decoded for them.
         lines = b""
-        headers = client_response_headers(response.headers, no_body=no_body)
+        headers = client_response_headers(response.headers, status=status, no_body=no_body)
     else:
         # The upstream's end-to-end lines go out as they came, after the restated framing.
         lines = response.lines
         headers = restated_framing(
-            response.content_length, response.transfer_encoding is not None, no_body
+            status, response.content_length, response.transfer_encoding is not None, no_body
         )
     if ctx.response_headers:
         headers.extend(ctx.response_headers)
@@ -341,7 +341,9 @@ async def _tunnel(
 ) -> None:
     """After a 101: relay the handshake answer, then bytes both ways until either side ends."""
     ctx.status = 101
-    headers = client_response_headers(response.headers, no_body=True, websocket=True)
+    headers = client_response_headers(
+        response.headers, status=response.status, no_body=True, websocket=True
+    )
     await client.send(client.start_switching(headers, response.reason))
     client_early, _ = client.h11.trailing_data
     if upstream_early:

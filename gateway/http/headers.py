@@ -131,17 +131,20 @@ def upstream_request_headers(
     return out
 
 
-def restated_framing(content_length: bytes | None, chunked: bool, no_body: bool) -> list[Header]:
+def restated_framing(
+    status: int, content_length: bytes | None, chunked: bool, no_body: bool
+) -> list[Header]:
     """The framing header the client receives: the upstream's Content-Length when it sent
     one without chunking; otherwise chunked (`http.response` makes that close-delimited
-    for HTTP/1.0 clients), or nothing for a response without a body."""
-    if content_length is not None and not chunked:
+    for HTTP/1.0 clients), or nothing for a response without a body. A 204 never has one
+    (RFC 9110 section 8.6), whatever the upstream sent."""
+    if content_length is not None and not chunked and status != 204:
         return [(b"content-length", content_length)]
     return [] if no_body else [(b"transfer-encoding", b"chunked")]
 
 
 def client_response_headers(
-    headers: list[Header], *, no_body: bool, websocket: bool = False
+    headers: list[Header], *, status: int, no_body: bool, websocket: bool = False
 ) -> list[Header]:
     """The head the client receives, decoded (for header filters and the WebSocket
     handshake): the upstream's headers minus hop-by-hop ones, with the framing restated
@@ -166,7 +169,7 @@ def client_response_headers(
     if websocket:
         out.append((b"connection", b"upgrade"))
     else:
-        out += restated_framing(content_length, chunked, no_body)
+        out += restated_framing(status, content_length, chunked, no_body)
     return out
 
 

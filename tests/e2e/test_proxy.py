@@ -622,3 +622,36 @@ async def test_head_request_has_no_body(nursery: trio.Nursery, upstream: Upstrea
         conn.send(h11.EndOfMessage())
         after = await read_response(stream, conn)
         assert after.json()["target"] == "/after"
+
+
+async def test_no_content_answer_carries_no_framing_headers(nursery: trio.Nursery) -> None:
+    """RFC 9110 section 8.6, RFC 9112 section 6.1: a 204 has no Content-Length or
+    Transfer-Encoding, whatever the upstream sent (nginx drops them too); the bytes the
+    upstream wrongly sent after it never reach the client."""
+
+    async def no_content(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        await stream.send_all(
+            b"HTTP/1.1 204 No Content\r\ncontent-length: 5\r\nx-up: 1\r\n\r\nhello"
+        )
+        await stream.receive_some(65536)
+        await stream.send_all(b"HTTP/1.1 204 No Content\r\ntransfer-encoding: chunked\r\n\r\n")
+        await trio.sleep_forever()
+
+    port = await nursery.start(raw_serve, no_content)
+    cfg = config_for([{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}])
+    _, gw = await start_gateway(nursery, cfg)
+    raw = await exchange_raw(
+        gw,
+        b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n"
+        b"GET /b HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    first, second = raw.split(b"HTTP/1.1 ")[1:]
+    assert first.startswith(b"204 ")
+    assert b"x-up: 1\r\n" in first
+    assert first.endswith(b"\r\n\r\n")  # nothing after the head: no "hello"
+    assert second.startswith(b"204 ")
+    assert second.endswith(b"\r\n\r\n")
+    for answer in (first, second):
+        assert b"content-length" not in answer.lower()
+        assert b"transfer-encoding" not in answer.lower()

@@ -70,14 +70,24 @@ def test_response_framing_restated() -> None:
         (b"x-h", b"1"),
         (b"a", b"b"),
     ]
-    assert client_response_headers(upstream, no_body=False) == [
+    assert client_response_headers(upstream, status=200, no_body=False) == [
         (b"a", b"b"),
         (b"content-length", b"5"),
     ]
     chunked = [(b"transfer-encoding", b"chunked"), (b"content-length", b"5")]
-    assert client_response_headers(chunked, no_body=False) == [(b"transfer-encoding", b"chunked")]
-    assert client_response_headers([], no_body=False) == [(b"transfer-encoding", b"chunked")]
-    assert client_response_headers([], no_body=True) == []
+    assert client_response_headers(chunked, status=200, no_body=False) == [
+        (b"transfer-encoding", b"chunked")
+    ]
+    assert client_response_headers([], status=200, no_body=False) == [
+        (b"transfer-encoding", b"chunked")
+    ]
+    assert client_response_headers([], status=200, no_body=True) == []
+    # A HEAD answer keeps its length; a 204 has none (RFC 9110 section 8.6).
+    assert client_response_headers(upstream, status=200, no_body=True)[-1] == (
+        b"content-length",
+        b"5",
+    )
+    assert client_response_headers(upstream, status=204, no_body=True) == [(b"a", b"b")]
 
 
 def test_encode_head_refuses_a_stray_cr_lf_or_nul_anywhere() -> None:

@@ -253,11 +253,13 @@ def test_relayed_lines_say_what_the_decoded_headers_say(
     head = parse_response_head(raw)
     assert head.lines.count(b"\n") == head.lines.count(b"\r\n")  # CRLF only
     chunked = head.transfer_encoding is not None
-    relayed = _decoded(head.lines) + restated_framing(head.content_length, chunked, no_body)
+    relayed = _decoded(head.lines) + restated_framing(
+        head.status, head.content_length, chunked, no_body
+    )
     # The client gets the one length, however the upstream repeated it.
     assert relayed == [
         (n, next(iter(lengths))) if n == b"content-length" else (n, v)
-        for n, v in client_response_headers(head.headers, no_body=no_body)
+        for n, v in client_response_headers(head.headers, status=head.status, no_body=no_body)
     ]
 
 
