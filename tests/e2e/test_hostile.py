@@ -162,6 +162,50 @@ async def test_head_deadline_is_not_reset_by_each_byte(
     assert upstream.received == []
 
 
+@pytest.mark.parametrize(
+    "start",
+    [
+        b"POST /stalled HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",
+        b"POST /stalled HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+    ],
+)
+async def test_stalled_body_is_408_and_its_upstream_connection_is_dropped(
+    nursery: trio.Nursery, upstream: Upstream, start: bytes
+) -> None:
+    cfg = config_for(
+        [{"id": "r", "uri": "/*", "upstream": node(upstream)}],
+        server={"limits": {"body_idle_timeout": 0.5}},
+    )
+    _, gw = await start_gateway(nursery, cfg)
+    raw = await exchange_raw(gw, start)  # then silence: the gateway answers and closes
+    assert raw.startswith(b"HTTP/1.1 408 ")
+    assert raw.endswith(b'{"error_msg":"408 Request Time-out"}\n')
+    assert upstream.received == []  # it got a head and a part of a body, never a request
+    # The upstream connection that carried the part is never reused for the next request.
+    assert (await request(gw)).status == 200
+    assert [r.target for r in upstream.received] == [b"/"]
+    assert upstream.received[0].connection == 1
+
+
+async def test_slow_but_steady_body_is_not_cut(nursery: trio.Nursery, upstream: Upstream) -> None:
+    """The body timeout counts between reads, not for the whole body (nginx's
+    client_body_timeout): twenty bytes 0.1 s apart outlast 1 s and arrive whole."""
+    cfg = config_for(
+        [{"id": "r", "uri": "/*", "upstream": node(upstream)}],
+        server={"limits": {"body_idle_timeout": 1}},
+    )
+    _, gw = await start_gateway(nursery, cfg)
+    stream = await connect(gw)
+    async with stream:
+        await stream.send_all(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n")
+        for byte in b"0123456789" * 2:
+            await trio.sleep(0.1)
+            await stream.send_all(bytes([byte]))
+        answer = await read_response(stream)
+    assert answer.status == 200
+    assert upstream.received[0].body == b"0123456789" * 2
+
+
 async def test_keepalive_idle_connection_closed(nursery: trio.Nursery, upstream: Upstream) -> None:
     cfg = config_for(
         [{"id": "r", "uri": "/*", "upstream": node(upstream)}],
