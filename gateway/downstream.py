@@ -105,6 +105,10 @@ class ClientConnection:
         return self.body is not None and self.body.started
 
     @property
+    def body_complete(self) -> bool:
+        return self.body is None or self.body.complete()
+
+    @property
     def body_length(self) -> int | None:
         return self.body.length if self.body is not None else 0
 
@@ -377,7 +381,6 @@ class ClientConnection:
         if self.body is not None:
             self.body.skip_buffered()
             unread = not self.body.complete()
-        self.linger = unread
         head, writer = self.start_response(reply.status, reason(reply.status), headers, unread)
         await self.send(head + writer.piece(reply.body))
         return writer.keep_alive
@@ -407,6 +410,9 @@ class ClientConnection:
         the connection stays open (`response_keep_alive`). Raises DownstreamError(500) for a
         header the head cannot carry."""
         self.response_started = True
+        if close:
+            # The client may still be sending: closing at once could reset the answer away.
+            self.linger = True
         keep = self.request_keep_alive and not close and not self.shared.draining
         try:
             head, writer = start_response(
@@ -429,7 +435,6 @@ class ClientConnection:
         log.info("rejecting request from %s: %s", self.remote_addr, why)
         if self.response_started:
             return
-        self.linger = True
         reply = status_reply(status)
         headers = [*reply.headers, (b"content-length", str(len(reply.body)).encode())]
         head, writer = self.start_response(status, reason(status), headers, close=True)

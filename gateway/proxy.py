@@ -76,6 +76,9 @@ class Client(Protocol):
     def body_length(self) -> int | None: ...
 
     @property
+    def body_complete(self) -> bool: ...
+
+    @property
     def receive_size(self) -> int: ...
 
     async def receive_body(self) -> bytes | None: ...
@@ -183,6 +186,47 @@ async def _send_upstream(conn: UpstreamConnection, data: bytes, upstream: Compil
     raise UpstreamError(UpstreamPhase.SEND, "timed out", timeout=True, reused=conn.reused)
 
 
+async def _send_request(
+    client: Client,
+    ctx: RequestContext,
+    conn: UpstreamConnection,
+    head: bytes,
+    has_body: bool,
+    chunked: bool,
+    upstream: CompiledUpstream,
+) -> bool:
+    """Send the request head and body; False when the upstream answered (or closed) before
+    it took the whole body, which is then not sent on (see `_send_body`)."""
+    if ctx.body is not None:
+        # A plugin already read the whole body: send it with the head.
+        return await _send_body(conn, head + ctx.body, upstream)
+    if not has_body:
+        # Advance the client's parser past the (empty) body before answering.
+        while await client.receive_body() is not None:
+            pass
+        await _send_upstream(conn, head, upstream)
+        return True
+    await _send_upstream(conn, head, upstream)
+    while (chunk := await client.receive_body()) is not None:
+        if not await _send_body(conn, encode_chunk(chunk) if chunked else chunk, upstream):
+            return False
+    return not chunked or await _send_body(conn, LAST_CHUNK, upstream)
+
+
+async def _send_body(conn: UpstreamConnection, data: bytes, upstream: CompiledUpstream) -> bool:
+    """Send a piece of the request body within the send timeout (504 after it); False when
+    the upstream answered, closed or reset instead of taking it: an upstream may answer
+    before it reads the body (a 413, a 401), and that answer is what the client gets."""
+    sent = conn.send_body_some(data)
+    if sent == len(data):
+        return True
+    if sent is None:
+        return False
+    with trio.move_on_after(upstream.send_timeout):
+        return await conn.wait_send_body_rest(data, sent)
+    raise UpstreamError(UpstreamPhase.SEND, "timed out", timeout=True, reused=conn.reused)
+
+
 async def _receive_upstream(
     conn: UpstreamConnection, upstream: CompiledUpstream, responded: bool, size: int
 ) -> bytes:
@@ -217,23 +261,12 @@ async def _exchange(
     pools: PoolManager,
 ) -> None:
     conn.requests += 1
-    if ctx.body is not None:
-        # A plugin already read the whole body: send it with the head.
-        await _send_upstream(conn, head + ctx.body, upstream)
-    elif has_body:
-        await _send_upstream(conn, head, upstream)
-        while (chunk := await client.receive_body()) is not None:
-            await _send_upstream(conn, encode_chunk(chunk) if chunked else chunk, upstream)
-        if chunked:
-            await _send_upstream(conn, LAST_CHUNK, upstream)
-    else:
-        # Advance the client's parser past the (empty) body before answering.
-        while await client.receive_body() is not None:
-            pass
-        await _send_upstream(conn, head, upstream)
+    whole = await _send_request(client, ctx, conn, head, has_body, chunked, upstream)
 
     size = client.receive_size
-    buffer = b""  # usually one read holds the whole head: kept as bytes, no copies
+    # Usually one read holds the whole head: kept as bytes, no copies. It may have begun to
+    # arrive while the body was going out.
+    buffer = conn.take_early() if conn.early else b""
     responded = False
     while True:  # the response head, skipping interim 1xx answers
         end = find_head_end(buffer)
@@ -293,7 +326,12 @@ async def _exchange(
     if filter_chain is not None:
         run_header_filters(filter_chain, ctx, status, headers)
     head, writer = client.start_response(
-        status, reason(status) or response.reason, headers, lines=lines
+        status,
+        reason(status) or response.reason,
+        headers,
+        # The upstream answered before the whole body went out: the rest of it is not read.
+        close=not whole and not client.body_complete,
+        lines=lines,
     )
     # Everything parsed from one upstream read goes out in one write (joined when small,
     # gathered with sendmsg when not: large pieces are not copied into one buffer first).
@@ -319,7 +357,7 @@ async def _exchange(
     await client.send_parts(pending)
     # Reuse only a connection both sides keep, whose response ended where its framing said,
     # with nothing after it (bytes nobody asked for must never be read as the next answer).
-    if response.keep_alive and not body.ends_at_close and not body.leftover:
+    if whole and response.keep_alive and not body.ends_at_close and not body.leftover:
         pools.checkin(
             conn,
             upstream.pool_size,

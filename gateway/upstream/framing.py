@@ -147,6 +147,31 @@ def find_head_end(buffer: bytes | bytearray) -> int:
     return lf + 2
 
 
+class EarlyAnswer(enum.Enum):
+    """What an upstream's bytes, arrived while the request body was still going out, mean
+    for the rest of the body (RFC 9112 sections 9.3 and 9.5)."""
+
+    NONE = "none"  # nothing final yet (interim heads, or a head still arriving): watch on
+    KEEPS = "keeps"  # a final answer on a connection the upstream keeps: it reads the body
+    STOPS = "stops"  # a final answer that closes the connection, or an invalid one: stop
+
+
+def early_answer(buffer: bytes) -> EarlyAnswer:
+    """Classify `buffer`, what the upstream sent before the request body was through."""
+    start = 0
+    while True:
+        end = find_head_end(buffer[start:])
+        if end < 0:
+            return EarlyAnswer.STOPS if len(buffer) - start > MAX_HEAD else EarlyAnswer.NONE
+        try:
+            head = parse_response_head(buffer[start : start + end])
+        except FramingError:
+            return EarlyAnswer.STOPS  # the response reader says what is wrong with it
+        if head.status >= 200:
+            return EarlyAnswer.KEEPS if head.keep_alive else EarlyAnswer.STOPS
+        start += end
+
+
 def parse_response_head(raw: bytes) -> ResponseHead:
     """Parse a complete response head (up to and including its blank line)."""
     well_formed = _WELL_FORMED.fullmatch(raw)

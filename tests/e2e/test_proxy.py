@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import h11
+import pytest
 import trio
 
 from tests.helpers import (
@@ -655,3 +658,155 @@ async def test_no_content_answer_carries_no_framing_headers(nursery: trio.Nurser
     for answer in (first, second):
         assert b"content-length" not in answer.lower()
         assert b"transfer-encoding" not in answer.lower()
+
+
+@pytest.mark.parametrize("then", ["holds", "closes"])
+async def test_early_upstream_answer_to_an_upload_is_relayed(
+    nursery: trio.Nursery, upstream: Upstream, then: str
+) -> None:
+    """An upstream may answer before it has read the body (RFC 9112 section 9.3), saying it
+    closes the connection, and then stop reading ("holds") or close ("closes", a reset: it
+    left bytes unread). The gateway stops sending the body (RFC 9112 section 9.5), relays
+    the answer and closes the client connection (its body was not read to the end)."""
+    answered: list[int] = []
+
+    async def refuse_upload(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        await stream.send_all(
+            b"HTTP/1.1 413 Payload Too Large\r\nconnection: close\r\ncontent-length: 9\r\n\r\n"
+            b"too large"
+        )
+        answered.append(1)
+        if then == "closes":
+            await trio.aclose_forcefully(stream)
+        else:
+            await trio.sleep_forever()
+
+    port = await nursery.start(raw_serve, refuse_upload)
+    routes = [
+        {
+            "id": "upload",
+            "uri": "/upload",
+            "upstream": {"nodes": {f"127.0.0.1:{port}": 1}, "timeout": {"send": 30}},
+        },
+        route(upstream),
+    ]
+    _, gw = await start_gateway(nursery, config_for(routes))
+    size = 64 << 20  # far more than the socket buffers between the client and the upstream
+    stream = await connect(gw)
+    async with stream:
+
+        async def upload() -> None:
+            await stream.send_all(
+                b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % size
+            )
+            piece = b"x" * 65536
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                for _ in range(size // len(piece)):
+                    await stream.send_all(piece)
+
+        async with trio.open_nursery() as client:
+            client.start_soon(upload)
+            with trio.fail_after(10):  # well before the 30 s send timeout
+                raw = await read_until_close(stream)
+            client.cancel_scope.cancel()
+    assert raw.startswith(b"HTTP/1.1 413 ")
+    assert raw.endswith(b"\r\n\r\ntoo large")
+    assert b"\r\nconnection: close\r\n" in raw.lower()
+    # The gateway serves on; the next upload to that upstream takes a new connection.
+    assert (await request(gw, target="/other")).status == 200
+    answer = await request(gw, "POST", "/upload", body=b"small")
+    assert answer.status == 413
+    assert len(answered) == 2
+
+
+async def test_interim_answer_during_an_upload_does_not_stop_it(nursery: trio.Nursery) -> None:
+    """A 103 that arrives while the body is still going out is not an early answer: the
+    whole body still reaches the upstream, and the client gets the final answer."""
+    size = 16 << 20
+
+    async def hints_first(stream: trio.SocketStream) -> None:
+        data = await stream.receive_some(65536)
+        await stream.send_all(b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n")
+        await trio.sleep(0.5)  # the gateway's writes back up meanwhile, with the 103 readable
+        while b"\r\n\r\n" not in data:
+            data += await stream.receive_some(65536)
+        body = len(data) - data.index(b"\r\n\r\n") - 4
+        while body < size:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                return
+            body += len(chunk)
+        length = b"%d" % body
+        await stream.send_all(
+            b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(length) + length
+        )
+        await trio.sleep_forever()
+
+    port = await nursery.start(raw_serve, hints_first)
+    cfg = config_for([{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}])
+    _, gw = await start_gateway(nursery, cfg)
+    with trio.fail_after(30):
+        answer = await request(gw, "POST", "/upload", body=b"x" * size)
+    assert answer.status == 200
+    assert answer.body == b"%d" % size
+
+
+async def test_early_answer_on_a_kept_connection_still_sends_the_body(
+    nursery: trio.Nursery,
+) -> None:
+    """An upstream that answers at once but keeps the connection (nginx's `return` does)
+    reads or discards the body: the gateway sends all of it, relays the answer, and both
+    connections serve the next request."""
+    size = 16 << 20
+    bodies: list[int] = []
+    connections: list[int] = []
+    both_read = trio.Event()
+
+    async def answer_first(stream: trio.SocketStream) -> None:
+        connections.append(1)
+        data = b""
+        while True:
+            while b"\r\n\r\n" not in data:
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, data = data.partition(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n")
+            await trio.sleep(0.3)  # the gateway's writes back up, with the answer readable
+            while len(data) < length:
+                data += await stream.receive_some(65536)
+            bodies.append(length)
+            if len(bodies) == 2:
+                both_read.set()
+            data = data[length:]
+
+    port = await nursery.start(raw_serve, answer_first)
+    cfg = config_for([{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}])
+    _, gw = await start_gateway(nursery, cfg)
+    stream = await connect(gw)
+    async with stream:
+        conn = h11.Connection(h11.CLIENT)
+        for _ in range(2):
+            data = conn.send(
+                h11.Request(
+                    method="POST",
+                    target="/upload",
+                    headers=[("host", "x"), ("content-length", str(size))],
+                )
+            )
+            async with trio.open_nursery() as client:
+                client.start_soon(stream.send_all, data + conn.send(h11.Data(b"x" * size)))
+                conn.send(h11.EndOfMessage())
+                with trio.fail_after(30):
+                    answer = await read_response(stream, conn)
+            assert answer.status == 200
+            assert answer.body == b"ok\n"
+            assert answer.header(b"connection") is None
+            conn.start_next_cycle()
+    with trio.fail_after(10):
+        await both_read.wait()
+    assert bodies == [size, size]  # both bodies whole, on the one upstream connection
+    assert len(connections) == 1

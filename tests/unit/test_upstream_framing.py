@@ -12,11 +12,14 @@ from gateway.http.headers import client_response_headers, restated_framing
 from gateway.http.response import encode_chunk
 from gateway.upstream.framing import (
     _CRLF_BLOCK,
+    MAX_HEAD,
     ChunkedDecoder,
+    EarlyAnswer,
     Framing,
     FramingError,
     _checked_fields,
     body_framing,
+    early_answer,
     encode_request_head,
     find_head_end,
     parse_response_head,
@@ -309,3 +312,28 @@ def test_the_first_header_line_is_framed_whatever_the_status_line(
     head = parse_response_head(raw)
     assert (head.lines, head.content_length) == (b"X-A: 1\r\n", b"3")
     assert head.keep_alive is status_line.startswith(b"HTTP/1.1")
+
+
+_NONE, _KEEPS, _STOPS = EarlyAnswer.NONE, EarlyAnswer.KEEPS, EarlyAnswer.STOPS
+
+
+@pytest.mark.parametrize(
+    ("early", "meaning"),
+    [
+        (b"", _NONE),
+        (b"HTTP/1.1 413 Payload Too Large\r\n", _NONE),  # the head is still arriving
+        (b"HTTP/1.1 100 Continue\r\n\r\n", _NONE),
+        (b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n", _NONE),
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n", _KEEPS),
+        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 401 No\r\ncontent-length: 0\r\n\r\n", _KEEPS),
+        (b"HTTP/1.1 413 Too Large\r\nconnection: close\r\ncontent-length: 0\r\n\r\n", _STOPS),
+        (b"HTTP/1.0 413 Too Large\r\ncontent-length: 0\r\n\r\n", _STOPS),
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n", _STOPS),
+        (b"garbage, not a head\r\n\r\n", _STOPS),
+        (b"HTTP/1.1 100 Continue\r\n" + b"x: y\r\n" * (MAX_HEAD // 6), _STOPS),
+    ],
+)
+def test_early_answer_looks_past_interim_heads(early: bytes, meaning: EarlyAnswer) -> None:
+    """Bytes an upstream sent before the request body was through: keep watching, send the
+    rest (the upstream keeps the connection, so it reads the body), or stop sending."""
+    assert early_answer(early) is meaning
