@@ -13,6 +13,8 @@ client goes away.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Protocol
 
@@ -20,7 +22,7 @@ import h11
 import trio
 
 from gateway.context import RequestContext
-from gateway.errors import UpstreamError, UpstreamPhase
+from gateway.errors import DownstreamError, UpstreamError, UpstreamPhase
 from gateway.http.headers import (
     client_response_headers,
     restated_framing,
@@ -389,19 +391,36 @@ async def _tunnel(
     if client_early:
         await conn.send(bytes(client_early))
 
-    async def pipe(source: trio.abc.Stream, sink: trio.abc.Stream, done: trio.CancelScope) -> None:
-        try:
-            while True:
-                with trio.move_on_after(upstream.read_timeout) as idle:
-                    data = await source.receive_some(TUNNEL_CHUNK)
-                if idle.cancelled_caught or not data:
-                    break
-                await sink.send_all(data)
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        done.cancel()
+    async def upstream_to_client() -> None:
+        # The upstream's silence ends the tunnel (nginx's proxy_read_timeout); a client
+        # that stops reading is cut by its send timeout (DownstreamError).
+        while True:
+            with trio.move_on_after(upstream.read_timeout) as idle:
+                data = await conn.stream.receive_some(TUNNEL_CHUNK)
+            if idle.cancelled_caught or not data:
+                return
+            await client.send(data)
+
+    async def client_to_upstream() -> None:
+        # No read timeout here: a feed the client only listens to lives as long as the
+        # upstream speaks.
+        while True:
+            data = await client.stream.receive_some(TUNNEL_CHUNK)
+            if not data:
+                return
+            with trio.move_on_after(upstream.send_timeout) as stuck:
+                await conn.stream.send_all(data)
+            if stuck.cancelled_caught:
+                return
+
+    async def until_either_ends(direction: Callable[[], Awaitable[None]]) -> None:
+        with contextlib.suppress(
+            OSError, trio.BrokenResourceError, trio.ClosedResourceError, DownstreamError
+        ):
+            await direction()
+        nursery.cancel_scope.cancel()
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(pipe, client.stream, conn.stream, nursery.cancel_scope)
-        nursery.start_soon(pipe, conn.stream, client.stream, nursery.cancel_scope)
+        nursery.start_soon(until_either_ends, client_to_upstream)
+        nursery.start_soon(until_either_ends, upstream_to_client)
     conn.close()
