@@ -47,7 +47,9 @@ def check(path: str) -> int:
     except ConfigErrors as exc:
         for error in exc.errors:
             print(f"{path}: {error}", file=sys.stderr)
-        print(f"{path}: configuration is invalid ({len(exc.errors)} problems)", file=sys.stderr)
+        count = len(exc.errors)
+        problems = "1 problem" if count == 1 else f"{count} problems"
+        print(f"{path}: configuration is invalid ({problems})", file=sys.stderr)
         return 1
     print(f"{path}: configuration is valid: {_summary(config)}")
     return 0

@@ -167,6 +167,8 @@ class Upstream(Conf, frozen=True, kw_only=True):
         if isinstance(self.nodes, dict):
             for address in self.nodes:
                 split_host_port(address)
+        if not any(weight > 0 for _, _, weight in self.node_list()):
+            raise ValueError("an upstream needs a node with a weight above 0")
         if self.pass_host == "rewrite" and not self.upstream_host:
             raise ValueError("pass_host `rewrite` needs `upstream_host`")
 

@@ -81,6 +81,10 @@ def test_check_accepts_the_shipped_config() -> None:
         ),
         ({"server": {"listen": "nope"}}, "- at `$.server`"),
         ({"routes": [], "extra": 1}, "unknown field `extra`"),
+        (
+            {"routes": [{"id": "r", "uri": "/a", "upstream": {"nodes": {"h:1": 0}}}]},
+            "a node with a weight above 0 - at `$.routes[0].upstream`",
+        ),
     ],
 )
 def test_check_rejects_bad_config_naming_the_path(
@@ -91,6 +95,7 @@ def test_check_rejects_bad_config_naming_the_path(
         result = run_cli(*args)
         assert result.returncode != 0
         assert expected in result.stderr
+        assert "Traceback" not in result.stderr
 
 
 def test_check_reports_every_problem(tmp_path: Path) -> None:
@@ -106,6 +111,7 @@ def test_check_reports_every_problem(tmp_path: Path) -> None:
     assert len(lines) == 3
     assert "$.routes[1].id" in result.stderr
     assert "$.routes[1].service_id" in result.stderr
+    assert result.stderr.rstrip().endswith("configuration is invalid (3 problems)")
 
 
 def test_check_unset_env_reference_is_an_error(tmp_path: Path) -> None:

@@ -39,6 +39,12 @@ CASES: list[tuple[dict[str, Any], str]] = [
         "$.routes[0].plugins.proxy-rewrite",
     ),
     ({"routes": [route(upstream={"nodes": {"no-port": 1}})]}, "$.routes[0].upstream"),
+    # Weight 0 takes a node out of the rotation; one of them must stay in it.
+    ({"routes": [route(upstream={"nodes": {"h:1": 0, "h:2": 0}})]}, "$.routes[0].upstream"),
+    (
+        {"upstreams": [{"id": "u", "nodes": [{"host": "h", "port": 1, "weight": 0}]}]},
+        "$.upstreams[0]",
+    ),
     (
         {"routes": [route(upstream={"nodes": {"h:1": 1}, "timeout": {"read": 0}})]},
         "$.routes[0].upstream.timeout.read",
