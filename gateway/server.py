@@ -192,12 +192,23 @@ class Gateway:
             self.limits.take_used()
             log.error("reload refused, the previous config keeps serving:\n%s", exc)
             return False
+        access_log = None
+        if runtime.server.access_log != self.runtime.server.access_log:
+            try:
+                access_log = AccessLog(runtime.server.access_log)
+            except OSError as exc:
+                self.limits.take_used()
+                log.error(
+                    "reload refused, the previous config keeps serving: access_log %s: %s",
+                    runtime.server.access_log,
+                    exc.strerror,
+                )
+                return False
         if runtime.server.addresses != self.runtime.server.addresses:
             log.warning("server.listen changed: restart the gateway to apply it")
-        if runtime.server.access_log != self.runtime.server.access_log:
-            old = self.access_log
-            self.access_log = AccessLog(runtime.server.access_log)
-            old.close()
+        if access_log is not None:
+            self.access_log.close()
+            self.access_log = access_log
         self.runtime = runtime
         # Counters whose scope and conf did not change carry on; the rest are dropped.
         self.limits.retain(runtime.limit_stores)

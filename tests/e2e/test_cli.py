@@ -198,6 +198,15 @@ async def test_sighup_reload_valid_then_invalid(
     assert (await request(address)).status == 200
     assert len(second_upstream.received) == 2
 
+    # Valid, but its access log cannot be opened: refused too, and the process lives on.
+    unopenable = {"listen": address, "access_log": str(tmp_path / "no-such-dir" / "a.log")}
+    write_config(path, basic_config(0, upstream.address) | {"server": unopenable})
+    process.signal(signal.SIGHUP)
+    await process.wait_log("reload refused", count=2)
+    assert "no-such-dir" in process.stderr()
+    assert (await request(address)).status == 200
+    assert len(second_upstream.received) == 3
+
 
 async def test_sigterm_lets_in_flight_request_finish(
     tmp_path: Path, gateway_process: list[GatewayProcess], nursery: trio.Nursery
