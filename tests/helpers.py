@@ -165,6 +165,16 @@ async def start_gateway(nursery: trio.Nursery, config: dict[str, Any]) -> tuple[
     return gateway, addresses[0]
 
 
+async def start_gateway_to_raw(
+    nursery: trio.Nursery, handler: Callable[[trio.SocketStream], Awaitable[None]]
+) -> tuple[Gateway, str]:
+    """A gateway whose one route, `/*`, goes to an upstream that `handler` plays by hand
+    (one call per connection); returns it and `host:port`."""
+    port = await nursery.start(raw_serve, handler)
+    route = {"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}
+    return await start_gateway(nursery, config_for([route]))
+
+
 # --- raw HTTP client --------------------------------------------------------------------
 
 

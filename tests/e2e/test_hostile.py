@@ -22,6 +22,7 @@ from tests.helpers import (
     read_until_close,
     request,
     start_gateway,
+    start_gateway_to_raw,
 )
 
 
@@ -252,9 +253,7 @@ async def test_upstream_closing_after_every_response(nursery: trio.Nursery) -> N
         await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
         await stream.aclose()
 
-    port = await nursery.start(raw_serve, one_shot)
-    cfg = config_for([{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}])
-    _, gw = await start_gateway(nursery, cfg)
+    _, gw = await start_gateway_to_raw(nursery, one_shot)
     for _ in range(5):
         resp = await request(gw)
         assert (resp.status, resp.body) == (200, b"ok")
@@ -268,9 +267,7 @@ async def test_reset_mid_response_truncates_and_closes(nursery: trio.Nursery) ->
         await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n" + b"x" * 40)
         await trio.aclose_forcefully(stream)
 
-    port = await nursery.start(raw_serve, half)
-    cfg = config_for([{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}])
-    _, gw = await start_gateway(nursery, cfg)
+    _, gw = await start_gateway_to_raw(nursery, half)
     raw = await exchange_raw(
         gw, b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n"
     )
@@ -282,9 +279,7 @@ async def test_reset_mid_response_truncates_and_closes(nursery: trio.Nursery) ->
 
 async def test_stale_pooled_connection_not_retried_for_post(nursery: trio.Nursery) -> None:
     seen, handler = _conn_script(serve_first=1)
-    port = await nursery.start(raw_serve, handler)
-    cfg = config_for([{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}])
-    _, gw = await start_gateway(nursery, cfg)
+    _, gw = await start_gateway_to_raw(nursery, handler)
     assert (await request(gw)).status == 200
     assert (await request(gw, "POST", body=b"once")).status == 502
     assert len(seen) == 1
@@ -308,9 +303,7 @@ def endless_download(closed: trio.Event) -> Callable[[trio.SocketStream], Awaita
 
 async def test_aborted_download_releases_the_upstream_connection(nursery: trio.Nursery) -> None:
     upstream_closed = trio.Event()
-    port = await nursery.start(raw_serve, endless_download(upstream_closed))
-    cfg = config_for([{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}])
-    gateway, gw = await start_gateway(nursery, cfg)
+    gateway, gw = await start_gateway_to_raw(nursery, endless_download(upstream_closed))
     stream = await connect(gw)
     await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     await stream.receive_some(65536)
@@ -355,9 +348,7 @@ async def test_aborted_upload_releases_the_upstream_connection(nursery: trio.Nur
         finally:
             upstream_closed.set()
 
-    port = await nursery.start(raw_serve, reader)
-    cfg = config_for([{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}])
-    gateway, gw = await start_gateway(nursery, cfg)
+    gateway, gw = await start_gateway_to_raw(nursery, reader)
     stream = await connect(gw)
     await stream.send_all(
         b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n" + b"a" * 100_000

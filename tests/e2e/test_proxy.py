@@ -19,6 +19,7 @@ from tests.helpers import (
     read_until_close,
     request,
     start_gateway,
+    start_gateway_to_raw,
 )
 
 
@@ -169,9 +170,7 @@ async def test_tiny_request_chunks_are_joined_for_the_upstream(nursery: trio.Nur
             wire.extend(await stream.receive_some(65536))
         await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
 
-    port = await nursery.start(raw_serve, recorder)
-    cfg = config_for([{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}])
-    _, gw = await start_gateway(nursery, cfg)
+    _, gw = await start_gateway_to_raw(nursery, recorder)
     body = bytes(range(256)) * 8  # 2,048 one-byte chunks, sent in one write
     stream = await connect(gw)
     async with stream:
@@ -207,9 +206,7 @@ async def test_chunked_and_close_delimited_responses(nursery: trio.Nursery) -> N
         await stream.send_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil-close")
         await stream.aclose()
 
-    port = await nursery.start(raw_serve, chunked_then_close)
-    cfg = config_for([{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}])
-    _, gw = await start_gateway(nursery, cfg)
+    _, gw = await start_gateway_to_raw(nursery, chunked_then_close)
     stream = await connect(gw)
     async with stream:
         await stream.send_all(b"GET /1 HTTP/1.1\r\nhost: x\r\n\r\n")
@@ -427,9 +424,7 @@ async def test_upstream_reset_before_response_is_502(nursery: trio.Nursery) -> N
         await stream.receive_some(65536)
         await stream.aclose()
 
-    port = await nursery.start(raw_serve, hangup)
-    cfg = config_for([{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}])
-    _, gw = await start_gateway(nursery, cfg)
+    _, gw = await start_gateway_to_raw(nursery, hangup)
     assert (await request(gw)).status == 502
 
 
@@ -456,9 +451,7 @@ def _conn_script(serve_first: int) -> tuple[list[int], object]:
 
 async def test_stale_pooled_connection_retried_once_for_idempotent(nursery: trio.Nursery) -> None:
     seen, handler = _conn_script(serve_first=1)
-    port = await nursery.start(raw_serve, handler)
-    cfg = config_for([{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}])
-    _, gw = await start_gateway(nursery, cfg)
+    _, gw = await start_gateway_to_raw(nursery, handler)
     assert (await request(gw)).status == 200
     # The pooled connection fails without a response byte: GET is retried on a fresh one.
     resp = await request(gw)
@@ -482,9 +475,7 @@ async def test_pooled_connection_with_unexpected_bytes_is_discarded(nursery: tri
                 b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n"
             )
 
-    port = await nursery.start(raw_serve, chatty)
-    cfg = config_for([{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}])
-    _, gw = await start_gateway(nursery, cfg)
+    _, gw = await start_gateway_to_raw(nursery, chatty)
     for _ in range(3):
         resp = await request(gw)
         assert resp.status == 200
@@ -641,9 +632,7 @@ async def test_no_content_answer_carries_no_framing_headers(nursery: trio.Nurser
         await stream.send_all(b"HTTP/1.1 204 No Content\r\ntransfer-encoding: chunked\r\n\r\n")
         await trio.sleep_forever()
 
-    port = await nursery.start(raw_serve, no_content)
-    cfg = config_for([{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}])
-    _, gw = await start_gateway(nursery, cfg)
+    _, gw = await start_gateway_to_raw(nursery, no_content)
     raw = await exchange_raw(
         gw,
         b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n"
@@ -743,9 +732,7 @@ async def test_interim_answer_during_an_upload_does_not_stop_it(nursery: trio.Nu
         )
         await trio.sleep_forever()
 
-    port = await nursery.start(raw_serve, hints_first)
-    cfg = config_for([{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}])
-    _, gw = await start_gateway(nursery, cfg)
+    _, gw = await start_gateway_to_raw(nursery, hints_first)
     with trio.fail_after(30):
         answer = await request(gw, "POST", "/upload", body=b"x" * size)
     assert answer.status == 200
@@ -783,9 +770,7 @@ async def test_early_answer_on_a_kept_connection_still_sends_the_body(
                 both_read.set()
             data = data[length:]
 
-    port = await nursery.start(raw_serve, answer_first)
-    cfg = config_for([{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}])
-    _, gw = await start_gateway(nursery, cfg)
+    _, gw = await start_gateway_to_raw(nursery, answer_first)
     stream = await connect(gw)
     async with stream:
         conn = h11.Connection(h11.CLIENT)
