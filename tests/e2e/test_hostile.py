@@ -11,6 +11,7 @@ import h11
 import pytest
 import trio
 
+from gateway.server import Gateway
 from tests.e2e.test_proxy import _conn_script
 from tests.helpers import (
     Upstream,
@@ -28,6 +29,14 @@ from tests.helpers import (
 
 def node(upstream: Upstream) -> dict[str, object]:
     return {"nodes": {upstream.address: 1}}
+
+
+async def start_gateway_with_limits(
+    nursery: trio.Nursery, upstream: Upstream, **limits: float
+) -> tuple[Gateway, str]:
+    """A gateway with one route, `/*` to `upstream`, and these `server.limits`."""
+    routes = [{"id": "r", "uri": "/*", "upstream": node(upstream)}]
+    return await start_gateway(nursery, config_for(routes, server={"limits": limits}))
 
 
 SMUGGLING = [
@@ -112,11 +121,7 @@ async def test_path_normalised_before_routing(nursery: trio.Nursery, upstream: U
 async def test_slowloris_cut_at_head_deadline_while_others_are_served(
     nursery: trio.Nursery, upstream: Upstream
 ) -> None:
-    cfg = config_for(
-        [{"id": "r", "uri": "/*", "upstream": node(upstream)}],
-        server={"limits": {"head_timeout": 1}},
-    )
-    _, gw = await start_gateway(nursery, cfg)
+    _, gw = await start_gateway_with_limits(nursery, upstream, head_timeout=1)
     closed_at: list[float] = []
     start = trio.current_time()
 
@@ -148,11 +153,7 @@ async def test_slowloris_cut_at_head_deadline_while_others_are_served(
 async def test_head_deadline_is_not_reset_by_each_byte(
     nursery: trio.Nursery, upstream: Upstream
 ) -> None:
-    cfg = config_for(
-        [{"id": "r", "uri": "/*", "upstream": node(upstream)}],
-        server={"limits": {"head_timeout": 0.5}},
-    )
-    _, gw = await start_gateway(nursery, cfg)
+    _, gw = await start_gateway_with_limits(nursery, upstream, head_timeout=0.5)
     stream = await connect(gw)
     async with stream:
         for byte in b"GET / HTTP/1.1\r\nHost: x\r\n":
@@ -173,11 +174,7 @@ async def test_head_deadline_is_not_reset_by_each_byte(
 async def test_stalled_body_is_408_and_its_upstream_connection_is_dropped(
     nursery: trio.Nursery, upstream: Upstream, start: bytes
 ) -> None:
-    cfg = config_for(
-        [{"id": "r", "uri": "/*", "upstream": node(upstream)}],
-        server={"limits": {"body_idle_timeout": 0.5}},
-    )
-    _, gw = await start_gateway(nursery, cfg)
+    _, gw = await start_gateway_with_limits(nursery, upstream, body_idle_timeout=0.5)
     raw = await exchange_raw(gw, start)  # then silence: the gateway answers and closes
     assert raw.startswith(b"HTTP/1.1 408 ")
     assert raw.endswith(b'{"error_msg":"408 Request Time-out"}\n')
@@ -191,11 +188,7 @@ async def test_stalled_body_is_408_and_its_upstream_connection_is_dropped(
 async def test_slow_but_steady_body_is_not_cut(nursery: trio.Nursery, upstream: Upstream) -> None:
     """The body timeout counts between reads, not for the whole body (nginx's
     client_body_timeout): twenty bytes 0.1 s apart outlast 1 s and arrive whole."""
-    cfg = config_for(
-        [{"id": "r", "uri": "/*", "upstream": node(upstream)}],
-        server={"limits": {"body_idle_timeout": 1}},
-    )
-    _, gw = await start_gateway(nursery, cfg)
+    _, gw = await start_gateway_with_limits(nursery, upstream, body_idle_timeout=1)
     stream = await connect(gw)
     async with stream:
         await stream.send_all(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n")
@@ -208,11 +201,7 @@ async def test_slow_but_steady_body_is_not_cut(nursery: trio.Nursery, upstream: 
 
 
 async def test_keepalive_idle_connection_closed(nursery: trio.Nursery, upstream: Upstream) -> None:
-    cfg = config_for(
-        [{"id": "r", "uri": "/*", "upstream": node(upstream)}],
-        server={"limits": {"keepalive_timeout": 0.3}},
-    )
-    _, gw = await start_gateway(nursery, cfg)
+    _, gw = await start_gateway_with_limits(nursery, upstream, keepalive_timeout=0.3)
     stream = await connect(gw)
     async with stream:
         await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -224,11 +213,7 @@ async def test_keepalive_idle_connection_closed(nursery: trio.Nursery, upstream:
 async def test_max_connections_stops_accepting_then_resumes(
     nursery: trio.Nursery, upstream: Upstream
 ) -> None:
-    cfg = config_for(
-        [{"id": "r", "uri": "/*", "upstream": node(upstream)}],
-        server={"limits": {"max_connections": 2}},
-    )
-    gateway, gw = await start_gateway(nursery, cfg)
+    gateway, gw = await start_gateway_with_limits(nursery, upstream, max_connections=2)
     held = [await connect(gw) for _ in range(2)]
     waiting = await connect(gw)  # the kernel backlog accepts it; the gateway does not serve it
     await waiting.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
