@@ -131,7 +131,7 @@ async def forward(
         ctx.headers,
         host=_host_header(ctx, upstream, node.host_header, client_host),
         remote_addr=ctx.remote_addr.encode(),
-        forwarded_host=client_host or b"",
+        forwarded_host=ctx.host,
         server_port=str(ctx.server_port).encode(),
         framing=framing,
         websocket=ctx.websocket,

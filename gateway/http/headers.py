@@ -103,7 +103,9 @@ def upstream_request_headers(
     framing headers, then Host, the forwarding headers and the restated framing.
 
     X-Forwarded-For appends the client address to what the client sent (nginx's
-    `$proxy_add_x_forwarded_for`); the other forwarding headers are always the gateway's own.
+    `$proxy_add_x_forwarded_for`); the other forwarding headers are always the gateway's own:
+    X-Forwarded-Host is `forwarded_host`, the host the client named without its port (as
+    APISIX sends nginx's `$host`).
     """
     out: list[Header] = [(b"host", host)]
     xff: list[bytes] = []
@@ -124,7 +126,8 @@ def upstream_request_headers(
     out.append((b"x-forwarded-for", b", ".join(xff)))
     out.append((b"x-real-ip", remote_addr))
     out.append((b"x-forwarded-proto", b"http"))
-    out.append((b"x-forwarded-host", forwarded_host))
+    if forwarded_host:  # nginx's `$host`: none when the client named no host
+        out.append((b"x-forwarded-host", forwarded_host))
     out.append((b"x-forwarded-port", server_port))
     if framing is not None:
         out.append(framing)

@@ -47,6 +47,25 @@ async def test_get_reaches_upstream_with_forwarding_headers(
     assert got.header(b"x-forwarded-port") == gw.rsplit(":", 1)[1].encode()
 
 
+async def test_forwarded_host_is_the_host_without_its_port(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    """X-Forwarded-Host is nginx's `$host`, as APISIX sends it: the host, lower-cased,
+    without the port (that is X-Forwarded-Port); none when the client named no host."""
+    _, gw = await start_gateway(nursery, config_for([route(upstream)]))
+    port = gw.rsplit(":", 1)[1].encode()
+    raw = await exchange_raw(
+        gw,
+        b"GET /a HTTP/1.1\r\nHost: Pets.Example:8443\r\n\r\nGET /b HTTP/1.0\r\n\r\n",
+    )
+    assert raw.count(b" 200 OK\r\n") == 2
+    named, unnamed = upstream.received
+    assert named.header(b"host") == b"Pets.Example:8443"  # pass_host: pass, as it came
+    assert named.header(b"x-forwarded-host") == b"pets.example"
+    assert named.header(b"x-forwarded-port") == port
+    assert unnamed.header(b"x-forwarded-host") is None
+
+
 async def test_unmatched_route_is_404_with_apisix_body(
     nursery: trio.Nursery, upstream: Upstream
 ) -> None:
@@ -113,7 +132,7 @@ async def test_absolute_form_target_names_the_host(
     got = upstream.received[-1]
     assert got.target == b"/?q=/a"
     assert got.header(b"host") == b"Public.test:8080"
-    assert got.header(b"x-forwarded-host") == b"Public.test:8080"
+    assert got.header(b"x-forwarded-host") == b"public.test"  # nginx's $host
 
 
 async def test_absolute_form_without_a_plain_host_is_400(
