@@ -45,6 +45,7 @@ class RequestContext:
         "query",
         "remote_addr",
         "remote_port",
+        "request_target",
         "response_headers",
         "route",
         "server_port",
@@ -69,9 +70,13 @@ class RequestContext:
         remote_port: int,
         server_port: int,
         start: float,
+        request_target: bytes | None = None,
     ) -> None:
         self.method = method
         self.target = target
+        # The target as the client sent it, before its path was normalised (hmac-auth signs
+        # it, as APISIX's `request_uri`); `target` is what routing and the upstream see.
+        self.request_target = target if request_target is None else request_target
         path, sep, query = target.partition(b"?")
         self.path = path
         self.query = query if sep else b""

@@ -304,6 +304,7 @@ class ClientConnection:
                     # RFC 9112 section 3.2.2: the target's host replaces the Host header.
                     authority, target = absolute
                     raw_headers = _with_host(raw_headers, authority)
+            sent = target
             target = normalized_target(target)
         except PathError as exc:
             await self._reject(400, f"bad request path: {exc}")
@@ -318,6 +319,7 @@ class ClientConnection:
             self.remote_port,
             self.server_port,
             trio.current_time(),
+            sent,
         )
         host = ctx.header(b"host")
         if host:

@@ -4,10 +4,11 @@
                    signature="<base64>"
 
 Signing string: the keyId, then for each name in `headers`, in order, `@request-target` as
-`METHOD path?query` or `name: value` for a header present in the request (absent ones are
-skipped); lines joined with "\\n" plus a trailing "\\n". `Date` is always required and must
-be within `clock_skew` of now. With `validate_request_body`, `Digest: SHA-256=<base64>` must
-match the body, which is read whole (up to `max_req_body_size`, else 413).
+`METHOD path?query` as the client sent them (before normalisation), or `name: value` for a
+header present in the request (absent ones are skipped); lines joined with "\\n" plus a
+trailing "\\n". `Date` is always required and must be within `clock_skew` of now. With
+`validate_request_body`, `Digest: SHA-256=<base64>` must match the body, which is read whole
+(up to `max_req_body_size`, else 413).
 
 Clients get a fixed message; the reason goes to the log only.
 """
@@ -81,7 +82,7 @@ def signing_string(key_id: str, names: list[str], ctx: RequestContext) -> bytes:
     lines = [key_id.encode("latin-1")]
     for name in names:
         if name == "@request-target":
-            lines.append(ctx.method + b" " + ctx.target)
+            lines.append(ctx.method + b" " + ctx.request_target)
             continue
         value = ctx.header(name.encode("latin-1"))
         if value is not None:

@@ -594,6 +594,18 @@ async def test_hmac_success_and_failures(hmac_gw: str, upstream: Upstream) -> No
     assert len(upstream.received) == 1
 
 
+async def test_hmac_request_target_is_the_target_as_sent(hmac_gw: str, upstream: Upstream) -> None:
+    """`@request-target` signs the path and query the client sent (APISIX's `request_uri`),
+    not the normalised path the gateway routes by."""
+    names = ["@request-target", "date", "x-custom"]
+    sent = "/h/./x/%7Ea?b=1"
+    ok = await request(hmac_gw, target=sent, headers=signed("GET", sent, names))
+    assert ok.status == 200
+    assert upstream.received[-1].target == b"/h/x/~a?b=1"
+    normalised = signed("GET", "/h/x/~a?b=1", names)
+    assert (await request(hmac_gw, target=sent, headers=normalised)).status == 401
+
+
 async def test_hmac_body_digest_limit_algorithms_and_hide(hmac_gw: str, upstream: Upstream) -> None:
     body = b"payload"
     digest = "SHA-256=" + base64.b64encode(hashlib.sha256(body).digest()).decode()
