@@ -100,8 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if config.server.workers > 1 and not args.worker:
         from gateway.supervisor import Supervisor
 
-        trio.run(Supervisor(args.config, config.server.workers).run)
-        return 0
+        return trio.run(Supervisor(args.config, config.server.workers).run)
     from gateway.server import run_process
 
     try:

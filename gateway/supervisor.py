@@ -8,11 +8,18 @@ SIGTERM/SIGINT (each worker drains; the supervisor exits when all have).
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 
 import trio
+
+from gateway.config.load import parse
+from gateway.errors import ConfigErrors
+from gateway.runtime import compile_config
 
 log = logging.getLogger("gateway")
 
@@ -25,9 +32,30 @@ class Supervisor:
         self.workers = workers
         self.stopping = False
         self.processes: dict[int, trio.Process] = {}
+        # Private (0700): the copy holds what the file holds, secrets included.
+        self._copy_dir = tempfile.mkdtemp(prefix="gateway-config-")
+        self.copy_path = os.path.join(self._copy_dir, "config.json")
 
     def _command(self) -> list[str]:
-        return [sys.executable, "-m", "gateway", "--config", self.config_path, "--worker"]
+        return [sys.executable, "-m", "gateway", "--config", self.copy_path, "--worker"]
+
+    def take_config(self) -> bool:
+        """Copy the config file for the workers if it is valid; False (and logged) if not."""
+        try:
+            with open(self.config_path, "rb") as f:
+                data = f.read()
+            compile_config(parse(data))
+        except OSError as exc:
+            log.error("reload refused, the previous config keeps serving: %s", exc.strerror)
+            return False
+        except ConfigErrors as exc:
+            log.error("reload refused, the previous config keeps serving:\n%s", exc)
+            return False
+        staged = self.copy_path + ".new"
+        with open(staged, "wb") as f:
+            f.write(data)
+        os.replace(staged, self.copy_path)  # a worker starting now reads one whole file
+        return True
 
     async def _keep_worker(self, index: int) -> None:
         while not self.stopping:
@@ -44,16 +72,24 @@ class Supervisor:
             if process.returncode is None:
                 process.send_signal(signum)
 
-    async def run(self) -> None:
-        """Run until SIGTERM/SIGINT, then wait for every worker to drain."""
-        with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
-            async with trio.open_nursery() as nursery:
-                for index in range(self.workers):
-                    nursery.start_soon(self._keep_worker, index)
-                async for signum in signals:
-                    if signum == signal.SIGHUP:
-                        self._signal_all(signal.SIGHUP)
-                        continue
-                    self.stopping = True
-                    self._signal_all(signal.SIGTERM)
-                    break
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT, then wait for every worker to drain; the exit code."""
+        if not self.take_config():
+            return 1
+        try:
+            with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
+                async with trio.open_nursery() as nursery:
+                    for index in range(self.workers):
+                        nursery.start_soon(self._keep_worker, index)
+                    async for signum in signals:
+                        if signum == signal.SIGHUP:
+                            if self.take_config():
+                                log.info("workers reload %s", self.config_path)
+                                self._signal_all(signal.SIGHUP)
+                            continue
+                        self.stopping = True
+                        self._signal_all(signal.SIGTERM)
+                        break
+        finally:
+            shutil.rmtree(self._copy_dir, ignore_errors=True)
+        return 0

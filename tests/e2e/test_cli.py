@@ -299,6 +299,42 @@ async def test_workers_share_the_port_and_are_restarted(
     assert await process.wait_exit() == 0
 
 
+async def test_a_worker_restarted_after_a_refused_reload_serves_the_old_config(
+    tmp_path: Path,
+    gateway_process: list[GatewayProcess],
+    upstream: Upstream,
+    second_upstream: Upstream,
+) -> None:
+    """A refused reload keeps the previous config serving, in a worker started after it too:
+    workers run on the supervisor's copy of the last valid file, not on the file itself."""
+    address = f"127.0.0.1:{free_port()}"
+    config = basic_config(0, upstream.address, workers=2)
+    config["server"]["listen"] = address
+    process, path = await start_process(tmp_path, gateway_process, config)
+    await process.wait_log("gateway listening", count=2)
+    path.write_text('{"routes": [{"id": "r1", "uri": 5}]}')
+    process.signal(signal.SIGHUP)
+    await process.wait_log("reload refused")
+    assert "$.routes[0].uri" in process.stderr()
+
+    os.kill(min(_worker_pids(process.pid)), signal.SIGKILL)
+    await process.wait_log("restarting")
+    await process.wait_log("gateway listening", count=3)
+    for _ in range(10):
+        assert (await request(address)).status == 200
+    assert len(upstream.received) == 10
+
+    # A valid file then reaches every worker.
+    write_config(path, basic_config(0, second_upstream.address) | {"server": config["server"]})
+    process.signal(signal.SIGHUP)
+    await process.wait_log("config reloaded", count=2)
+    for _ in range(10):
+        assert (await request(address)).status == 200
+    assert len(second_upstream.received) == 10
+    process.signal(signal.SIGTERM)
+    assert await process.wait_exit() == 0
+
+
 def test_ipv6_loopback_available() -> None:
     # The multi-address test above listens on [::1]; make a missing IPv6 stack obvious.
     with socket.socket(socket.AF_INET6) as s:
