@@ -44,9 +44,16 @@ class Supervisor:
         try:
             with open(self.config_path, "rb") as f:
                 data = f.read()
-            compile_config(parse(data))
+            config = parse(data)
+            compile_config(config)
+            if isinstance(config.server.access_log, str):
+                open(config.server.access_log, "ab").close()  # the workers will open it
         except OSError as exc:
-            log.error("reload refused, the previous config keeps serving: %s", exc.strerror)
+            log.error(
+                "reload refused, the previous config keeps serving: %s: %s",
+                exc.filename,
+                exc.strerror,
+            )
             return False
         except ConfigErrors as exc:
             log.error("reload refused, the previous config keeps serving:\n%s", exc)

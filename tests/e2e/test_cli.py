@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 import trio
 
+from gateway.supervisor import Supervisor
 from tests.helpers import (
     ROOT,
     GatewayProcess,
@@ -333,6 +335,25 @@ async def test_a_worker_restarted_after_a_refused_reload_serves_the_old_config(
     assert len(second_upstream.received) == 10
     process.signal(signal.SIGTERM)
     assert await process.wait_exit() == 0
+
+
+def test_supervisor_refuses_a_config_its_workers_could_not_start_on(tmp_path: Path) -> None:
+    config = basic_config(0, "127.0.0.1:1", workers=2)
+    path = write_config(tmp_path / "c.json", config)
+    supervisor = Supervisor(str(path), 2)
+    copy = Path(supervisor.copy_path)
+    try:
+        assert supervisor.take_config()
+        kept = copy.read_bytes()
+        for broken in (
+            '{"routes": [{"id": "r1", "uri": 5}]}',
+            json.dumps(config | {"server": {"access_log": str(tmp_path / "no-dir" / "a.log")}}),
+        ):
+            path.write_text(broken)
+            assert not supervisor.take_config()
+            assert copy.read_bytes() == kept
+    finally:
+        shutil.rmtree(copy.parent)
 
 
 def test_ipv6_loopback_available() -> None:
