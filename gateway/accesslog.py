@@ -18,14 +18,14 @@ from gateway.context import RequestContext
 class Entry(msgspec.Struct, kw_only=True):
     time: float
     remote_addr: str
-    method: str
-    path: str
+    method: str | None  # None (and path None) for a head refused before it was parsed
+    path: str | None
     status: int
     route_id: str | None
     consumer: str | None
     upstream: str | None
     upstream_time: float | None
-    request_time: float
+    request_time: float | None
 
 
 class AccessLog:
@@ -62,12 +62,36 @@ class AccessLog:
             upstream_time=round(ctx.upstream_time, 6) if ctx.upstream_time >= 0 else None,
             request_time=round(now - ctx.start, 6),
         )
+        self._write(entry)
+
+    def _write(self, entry: Entry) -> None:
+        assert self._file is not None
         try:
             self._file.write(self._encode(entry) + b"\n")
             if not self._owned:
                 self._file.flush()
         except OSError:
             pass  # a full disk or closed pipe must not take requests down
+
+    def write_refused(
+        self, remote_addr: str, status: int, method: bytes | None, path: bytes | None
+    ) -> None:
+        """The line for a request refused before routing (400, 408, 414, 431)."""
+        if self._file is None:
+            return
+        entry = Entry(
+            time=round(time.time(), 3),
+            remote_addr=remote_addr,
+            method=method.decode("latin-1") if method is not None else None,
+            path=path.decode("latin-1") if path is not None else None,
+            status=status,
+            route_id=None,
+            consumer=None,
+            upstream=None,
+            upstream_time=None,
+            request_time=None,
+        )
+        self._write(entry)
 
     def close(self) -> None:
         if self._owned and self._file is not None:

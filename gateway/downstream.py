@@ -224,7 +224,7 @@ class ClientConnection:
                         )
                         return await self._parse_request()
                 except HeadError as exc:
-                    await self._reject(exc.status, exc.reason)
+                    await self._refuse(exc.status, exc.reason)
                     return None
             if pending is None:
                 # Between requests: the keep-alive idle timeout applies, and a graceful stop
@@ -258,7 +258,7 @@ class ClientConnection:
                     with trio.move_on_at(head_deadline) as scope:
                         data = await self._wait_receive()
                     if scope.cancelled_caught:
-                        await self._reject(408, "request head timed out")
+                        await self._refuse(408, "request head timed out")
                         return None
             if not data:
                 return None
@@ -275,7 +275,7 @@ class ClientConnection:
         try:
             event = self.h11.next_event()
         except h11.RemoteProtocolError as exc:
-            await self._reject(exc.error_status_hint, protocol_fault(exc))
+            await self._refuse(exc.error_status_hint, protocol_fault(exc))
             return None
         if type(event) is h11.Request:
             return event
@@ -307,7 +307,8 @@ class ClientConnection:
             sent = target
             target = normalized_target(target)
         except PathError as exc:
-            await self._reject(400, f"bad request path: {exc}")
+            path = request.target.partition(b"?")[0]
+            await self._refuse(400, f"bad request path: {exc}", request.method, path)
             return False
         # Client-sent identity headers are removed on every route, authenticated or not.
         ctx = RequestContext(
@@ -326,7 +327,7 @@ class ClientConnection:
             try:
                 ctx.host = host_without_port(host)
             except PathError as exc:
-                await self._reject(400, f"bad Host header: {exc}")
+                await self._refuse(400, f"bad Host header: {exc}", ctx.method, ctx.path)
                 return False
         route = runtime.router.match(ctx.method, ctx.path, ctx.host)
         keep = True
@@ -431,6 +432,13 @@ class ClientConnection:
             raise DownstreamError(500, str(exc)) from None
         self.response_keep_alive = writer.keep_alive
         return head, writer
+
+    async def _refuse(
+        self, status: int, why: str, method: bytes | None = None, path: bytes | None = None
+    ) -> None:
+        """`_reject` a request refused before routing, and give it its access-log line."""
+        await self._reject(status, why)
+        self.shared.access_log.write_refused(self.remote_addr, status, method, path)
 
     async def _reject(self, status: int, why: str) -> None:
         """Answer bad input with `status` and close; nothing reached an upstream."""

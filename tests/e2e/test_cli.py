@@ -159,18 +159,28 @@ async def test_serves_several_addresses_and_writes_access_log(
     await start_process(tmp_path, gateway_process, config)
     assert (await request(a, target="/x?apikey=secret-value")).status == 200
     assert (await request(b, target="/y")).status == 200
+    # Refused requests get their line too (as nginx logs its 400s), without what they carried.
+    refused = [
+        b"GET /z HTTP/1.1\r\nHost: a b\r\n\r\n",  # a Host that is not host[:port]
+        b"GET /z HTTP/1.1\r\nHost: a\r\napikey : secret-value\r\n\r\n",  # h11 refuses it
+        b"NOT HTTP AT ALL\r\n\r\n",
+    ]
+    for data in refused:
+        assert (await exchange_raw(a, data)).startswith(b"HTTP/1.1 400 ")
     # The line is written just after the response goes out: wait for it.
     log_file = tmp_path / "access.log"
     with trio.fail_after(10):
-        while len(log_file.read_text().splitlines()) < 2:  # noqa: ASYNC110 (a file, no event)
+        while len(log_file.read_text().splitlines()) < 5:  # noqa: ASYNC110 (a file, no event)
             await trio.sleep(0.02)
     lines = log_file.read_text().splitlines()
     entries = [json.loads(line) for line in lines]
-    assert [e["path"] for e in entries] == ["/x", "/y"]
-    assert entries[0]["status"] == 200
+    assert [e["path"] for e in entries] == ["/x", "/y", "/z", None, None]
+    assert [e["method"] for e in entries] == ["GET", "GET", "GET", None, None]
+    assert [e["status"] for e in entries] == [200, 200, 400, 400, 400]
     assert entries[0]["route_id"] == "r1"
     assert entries[0]["upstream"] == upstream.address
     assert entries[0]["upstream_time"] >= 0
+    assert all(e["route_id"] is None and e["upstream"] is None for e in entries[2:])
     assert "secret-value" not in "\n".join(lines)
 
 
