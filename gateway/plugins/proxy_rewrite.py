@@ -1,15 +1,17 @@
 """proxy-rewrite: change what the upstream receives (URI, method, Host, headers).
 
-Matches APISIX 3.x: `uri` beats `regex_uri`; `regex_uri` is a flat list of
-pattern/template pairs, the first matching pattern wins; header actions run in the order
-add, remove, set; a plain object under `headers` means `set`. The client's query string is
-kept unless the new URI carries its own.
+Matches APISIX 3.x: `use_real_request_uri_unsafe` (the target as the client sent it) beats
+`uri`, which beats `regex_uri`; `regex_uri` is a flat list of pattern/template pairs, the
+first matching pattern wins; a new URI is percent-encoded where a request line could not
+carry it; header actions run in the order add, remove, set; a plain object under `headers`
+means `set`. The client's query string is kept unless the new URI carries its own.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 import msgspec
 
@@ -19,6 +21,20 @@ from gateway.plugins.template import Template
 
 HeaderValue = str | list[str]
 _ACTIONS = frozenset({"add", "set", "remove"})
+# What a request target keeps as it is (APISIX's `uri_safe_encode`: unreserved, sub-delims,
+# ":", "@", "/", and "%" for escapes already there), plus "?" for the query.
+_TARGET_SAFE = "-._~!$&'()*+,;=:@/%?"
+_UNSAFE = re.compile(r"[^A-Za-z0-9\-._~!$&'()*+,;=:@/%?]")
+
+
+def safe_target(text: str) -> bytes:
+    """A rewritten URI ready for the request line: anything else percent-encoded (UTF-8),
+    so a space or a quote from the config or a variable cannot break the line."""
+    if _UNSAFE.search(text) is None:
+        return text.encode("ascii")
+    return quote(text, safe=_TARGET_SAFE).encode("ascii")
+
+
 Method = Literal[
     "GET",
     "POST",
@@ -87,6 +103,7 @@ class ProxyRewrite(Plugin):
 
     def __init__(self, conf: ProxyRewriteConf, env: PluginEnv) -> None:
         super().__init__(conf, env)
+        self.real_request_uri = conf.use_real_request_uri_unsafe
         self.uri = Template(conf.uri) if conf.uri is not None else None
         pairs = conf.regex_uri or []
         self.regex_uri = tuple(
@@ -102,7 +119,10 @@ class ProxyRewrite(Plugin):
     def rewrite(self, ctx: RequestContext) -> None:
         groups: tuple[str | None, ...] = ()
         new_path: str | None = None
-        if self.uri is not None:
+        if self.real_request_uri:
+            # As the client sent it: neither normalised nor rewritten (APISIX's option).
+            ctx.upstream_uri = ctx.request_target
+        elif self.uri is not None:
             new_path = self.uri.render(ctx)
         elif self.regex_uri:
             path = ctx.path.decode("latin-1")
@@ -113,7 +133,7 @@ class ProxyRewrite(Plugin):
                     new_path = template.render(ctx, groups)
                     break
         if new_path is not None:
-            uri = new_path.encode("latin-1")
+            uri = safe_target(new_path)
             if ctx.query and b"?" not in uri:
                 uri += b"?" + ctx.query
             ctx.upstream_uri = uri

@@ -17,8 +17,8 @@ _VAR = re.compile(r"\$(\{[A-Za-z0-9_]+\}|[A-Za-z_][A-Za-z0-9_]*|[0-9])")
 def _request_var(ctx: RequestContext, name: str) -> str:
     if name == "uri":
         return ctx.path.decode("latin-1")
-    if name == "request_uri":
-        return ctx.target.decode("latin-1")
+    if name == "request_uri":  # nginx's: the target as the client sent it
+        return ctx.request_target.decode("latin-1")
     if name == "args" or name == "query_string":
         return ctx.query.decode("latin-1")
     if name == "remote_addr":

@@ -617,6 +617,28 @@ async def test_proxy_rewrite_end_to_end(nursery: trio.Nursery, upstream: Upstrea
     assert [v for n, v in got.headers if n == b"x-set"] == [b"v-users"]
 
 
+async def test_rewritten_uri_reaches_the_upstream_as_a_valid_target(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    """A space from the config or a decoded argument would split the request line: the new
+    URI is percent-encoded (APISIX's `uri_safe_encode`). `use_real_request_uri_unsafe`
+    sends the target as the client sent it."""
+    node = {"nodes": {upstream.address: 1}}
+    cfg = config_for(
+        [
+            {"id": "spaced", "uri": "/spaced/*", "upstream": node,
+             "plugins": {"proxy-rewrite": {"uri": "/files/my docs/$arg_name"}}},
+            {"id": "raw", "uri": "/raw/*", "upstream": node,
+             "plugins": {"proxy-rewrite": {"use_real_request_uri_unsafe": True}}},
+        ]
+    )  # fmt: skip
+    _, gw = await start_gateway(nursery, cfg)
+    assert (await request(gw, target="/spaced/x?name=a%20b")).status == 200
+    assert upstream.received[-1].target == b"/files/my%20docs/a%20b?name=a%20b"
+    assert (await request(gw, target="/raw/./a/%7Eb?c=1")).status == 200
+    assert upstream.received[-1].target == b"/raw/./a/%7Eb?c=1"
+
+
 async def test_head_request_has_no_body(nursery: trio.Nursery, upstream: Upstream) -> None:
     _, gw = await start_gateway(nursery, config_for([route(upstream)]))
     stream = await connect(gw)

@@ -52,6 +52,27 @@ def test_uri_variables() -> None:
     assert c.upstream_uri == b"/users/bob/10.0.0.1?name=bob"
 
 
+def test_new_uri_is_made_safe_for_the_request_line() -> None:
+    """As APISIX's `uri_safe_encode`: what a request target cannot carry (a space, a quote,
+    a control or non-ASCII byte, from the config or a variable) is percent-encoded;
+    reserved characters and existing escapes stay."""
+    c = ctx(b"/api/x?q=a%20b")
+    plugin(uri='/new path/$arg_q/"é"/a%2Fb;c=d:@!$&\'()*+,~').rewrite(c)
+    assert c.upstream_uri == b"/new%20path/a%20b/%22%C3%A9%22/a%2Fb;c=d:@!$&'()*+,~?q=a%20b"
+
+
+def test_use_real_request_uri_unsafe_sends_the_target_as_it_came() -> None:
+    """It takes precedence over `uri` and `regex_uri`, and skips the normalisation."""
+    c = RequestContext(
+        b"GET", b"/api/x?y=1", [], b"1.1", "10.0.0.1", 5000, 9080, 0.0, b"/api/./x?y=1"
+    )
+    plugin(use_real_request_uri_unsafe=True, uri="/ignored").rewrite(c)
+    assert c.upstream_uri == b"/api/./x?y=1"
+    plugin(headers={"X-Original": "$request_uri", "X-Uri": "$uri"}).rewrite(c)
+    assert c.header(b"x-original") == b"/api/./x?y=1"  # nginx's $request_uri: as sent
+    assert c.header(b"x-uri") == b"/api/x"
+
+
 def test_header_actions_run_add_remove_set() -> None:
     c = ctx(headers=[(b"host", b"h"), (b"x-a", b"old"), (b"x-gone", b"1"), (b"x-s", b"old")])
     plugin(
