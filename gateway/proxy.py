@@ -14,6 +14,7 @@ client goes away.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Protocol
@@ -45,6 +46,8 @@ from gateway.upstream.framing import (
     parse_response_head,
 )
 from gateway.upstream.pool import PoolManager
+
+log = logging.getLogger("gateway")
 
 # RFC 9110 section 9.2.2: a request that may be sent twice with the same effect.
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
@@ -121,9 +124,53 @@ async def _wait_connect(upstream: CompiledUpstream, node: Node) -> UpstreamConne
 async def forward(
     client: Client, ctx: RequestContext, route: CompiledRoute, pools: PoolManager
 ) -> None:
-    """Proxy the request in `ctx` to `route`'s upstream and stream the response to `client`."""
+    """Proxy the request in `ctx` to `route`'s upstream and stream the response to `client`.
+
+    A node that cannot be connected to never saw the request: up to the upstream's
+    `retries` other nodes are tried, whatever the method."""
     upstream = route.upstream
     node = upstream.balancer.pick()
+    started = perf_counter()  # a duration only: cheaper than trio's clock
+    try:
+        try:
+            await _forward_to(client, ctx, upstream, node, pools)
+            return
+        except UpstreamError as exc:
+            if exc.phase is not UpstreamPhase.CONNECT or not upstream.retries:
+                raise
+            failure = exc
+        tried = [node]
+        while len(tried) <= upstream.retries:
+            next_node = upstream.balancer.pick_untried(tried)
+            if next_node is None:
+                break
+            log.warning(
+                "upstream %s failed for route %s: %s; trying %s",
+                node.label, route.id, failure, next_node.label,
+            )  # fmt: skip
+            node = next_node
+            tried.append(node)
+            try:
+                await _forward_to(client, ctx, upstream, node, pools)
+                return
+            except UpstreamError as exc:
+                if exc.phase is not UpstreamPhase.CONNECT:
+                    raise
+                failure = exc
+        raise failure
+    finally:
+        ctx.upstream_time = perf_counter() - started
+
+
+async def _forward_to(
+    client: Client,
+    ctx: RequestContext,
+    upstream: CompiledUpstream,
+    node: Node,
+    pools: PoolManager,
+) -> None:
+    """One node's attempt: a pooled connection (or a new one), the exchange, and the one
+    retry of a stale pooled connection."""
     ctx.upstream_addr = node.label
     framing = _framing(ctx, client.body_length)
     client_host = ctx.header(b"host")
@@ -142,37 +189,33 @@ async def forward(
     except FramingError as exc:
         raise UpstreamError(UpstreamPhase.SEND, str(exc)) from None
     chunked = framing is not None and framing[0] == b"transfer-encoding"
-    started = perf_counter()  # a duration only: cheaper than trio's clock
     fresh_only = False
-    try:
-        while True:
-            # The request's start is recent enough to judge which pooled connections idled out.
-            conn = None if fresh_only else pools.checkout(node, ctx.start)
-            if conn is None:
-                conn = await _wait_connect(upstream, node)
-                pools.opened()
-            try:
-                await _exchange(
-                    client, ctx, conn, method, head, framing is not None, chunked, upstream, pools
-                )
-                return
-            except UpstreamError as exc:
-                conn.close()
-                if (
-                    exc.reused
-                    and not exc.responded
-                    and not fresh_only
-                    and not client.body_started
-                    and method in IDEMPOTENT
-                ):
-                    fresh_only = True  # RFC 9112 section 9.3.1: retry once on a new connection
-                    continue
-                raise
-            except BaseException:
-                conn.close()
-                raise
-    finally:
-        ctx.upstream_time = perf_counter() - started
+    while True:
+        # The request's start is recent enough to judge which pooled connections idled out.
+        conn = None if fresh_only else pools.checkout(node, ctx.start)
+        if conn is None:
+            conn = await _wait_connect(upstream, node)
+            pools.opened()
+        try:
+            await _exchange(
+                client, ctx, conn, method, head, framing is not None, chunked, upstream, pools
+            )
+            return
+        except UpstreamError as exc:
+            conn.close()
+            if (
+                exc.reused
+                and not exc.responded
+                and not fresh_only
+                and not client.body_started
+                and method in IDEMPOTENT
+            ):
+                fresh_only = True  # RFC 9112 section 9.3.1: retry once on a new connection
+                continue
+            raise
+        except BaseException:
+            conn.close()
+            raise
 
 
 async def _send_upstream(conn: UpstreamConnection, data: bytes, upstream: CompiledUpstream) -> None:

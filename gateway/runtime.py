@@ -34,6 +34,7 @@ class CompiledUpstream:
         "pass_host",
         "pool_size",
         "read_timeout",
+        "retries",
         "send_timeout",
         "upstream_host",
     )
@@ -49,6 +50,10 @@ class CompiledUpstream:
         self.max_requests = conf.keepalive_pool.requests
         self.pass_host = conf.pass_host
         self.upstream_host = conf.upstream_host.encode("latin-1") if conf.upstream_host else None
+        # Other nodes tried after one that cannot be connected to (APISIX's default: each
+        # node once; nginx's proxy_next_upstream error timeout).
+        live = len(self.balancer.nodes)
+        self.retries = live - 1 if conf.retries is None else min(conf.retries, live - 1)
 
 
 class CompiledRoute:

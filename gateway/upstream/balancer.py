@@ -58,3 +58,15 @@ class RoundRobin:
                 best = i
         current[best] -= self._total
         return self._nodes[best]
+
+    def pick_untried(self, tried: Sequence[Node]) -> Node | None:
+        """The next pick not in `tried` (a heavy node may keep winning the picks: then the
+        first untried node in order), or None when every node has been tried."""
+        for _ in range(len(self._nodes)):
+            node = self.pick()
+            if node not in tried:
+                return node
+        for node in self._nodes:
+            if node not in tried:
+                return node
+        return None

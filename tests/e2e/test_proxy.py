@@ -14,6 +14,7 @@ from tests.helpers import (
     config_for,
     connect,
     exchange_raw,
+    free_port,
     raw_serve,
     read_response,
     read_until_close,
@@ -403,8 +404,6 @@ async def test_hop_by_hop_headers_not_forwarded(nursery: trio.Nursery) -> None:
 
 
 async def test_refused_port_is_502(nursery: trio.Nursery) -> None:
-    from tests.helpers import free_port
-
     cfg = config_for(
         [{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{free_port()}": 1}}}]
     )
@@ -412,6 +411,30 @@ async def test_refused_port_is_502(nursery: trio.Nursery) -> None:
     resp = await request(gw)
     assert resp.status == 502
     assert resp.body == b'{"error_msg":"502 Bad Gateway"}\n'
+
+
+async def test_a_refused_node_is_skipped_for_the_next_one(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    """Upstream `retries` (APISIX; nginx's proxy_next_upstream error timeout): a node that
+    refuses the connection never got the request, so any method goes to the next node.
+    By default every node is tried once; `retries: 0` answers 502 at once."""
+    dead = f"127.0.0.1:{free_port()}"
+    nodes = {dead: 1, upstream.address: 1}
+    cfg = config_for(
+        [
+            {"id": "retry", "uri": "/retry", "upstream": {"nodes": nodes}},
+            {"id": "once", "uri": "/once", "upstream": {"nodes": nodes, "retries": 0}},
+            {"id": "all-dead", "uri": "/dead", "upstream": {"nodes": {dead: 1}}},
+        ]
+    )
+    _, gw = await start_gateway(nursery, cfg)
+    for method in ("GET", "POST") * 3:
+        assert (await request(gw, method, "/retry", body=b"x")).status == 200
+    assert [r.method for r in upstream.received] == [b"GET", b"POST"] * 3
+    statuses = [(await request(gw, target="/once")).status for _ in range(4)]
+    assert sorted(statuses) == [200, 200, 502, 502]  # round robin: every other one refused
+    assert (await request(gw, target="/dead")).status == 502
 
 
 async def test_silent_upstream_is_504(nursery: trio.Nursery) -> None:

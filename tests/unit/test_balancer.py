@@ -27,3 +27,11 @@ def test_host_header_omits_default_port_and_brackets_ipv6() -> None:
     assert Node("svc", 80, 1).host_header == b"svc"
     assert Node("svc", 8080, 1).host_header == b"svc:8080"
     assert Node("::1", 8080, 1).host_header == b"[::1]:8080"
+
+
+def test_pick_untried_skips_tried_nodes_however_heavy() -> None:
+    a, b, c = Node("a", 1, 50), Node("b", 1, 1), Node("c", 1, 1)
+    rr = RoundRobin([a, b, c])
+    assert rr.pick_untried([a]) in (b, c)
+    assert rr.pick_untried([a, b]) is c
+    assert rr.pick_untried([a, b, c]) is None
