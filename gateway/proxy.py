@@ -130,34 +130,25 @@ async def forward(
     `retries` other nodes are tried, whatever the method."""
     upstream = route.upstream
     node = upstream.balancer.pick()
+    tried = [node]
     started = perf_counter()  # a duration only: cheaper than trio's clock
     try:
-        try:
-            await _forward_to(client, ctx, upstream, node, pools)
-            return
-        except UpstreamError as exc:
-            if exc.phase is not UpstreamPhase.CONNECT or not upstream.retries:
-                raise
-            failure = exc
-        tried = [node]
-        while len(tried) <= upstream.retries:
-            next_node = upstream.balancer.pick_untried(tried)
-            if next_node is None:
-                break
-            log.warning(
-                "upstream %s failed for route %s: %s; trying %s",
-                node.label, route.id, failure, next_node.label,
-            )  # fmt: skip
-            node = next_node
-            tried.append(node)
+        while True:
             try:
                 await _forward_to(client, ctx, upstream, node, pools)
                 return
             except UpstreamError as exc:
-                if exc.phase is not UpstreamPhase.CONNECT:
+                if exc.phase is not UpstreamPhase.CONNECT or len(tried) > upstream.retries:
                     raise
-                failure = exc
-        raise failure
+                next_node = upstream.balancer.pick_untried(tried)
+                if next_node is None:
+                    raise
+                log.warning(
+                    "upstream %s failed for route %s: %s; trying %s",
+                    node.label, route.id, exc, next_node.label,
+                )  # fmt: skip
+                node = next_node
+                tried.append(node)
     finally:
         ctx.upstream_time = perf_counter() - started
 
