@@ -93,16 +93,16 @@ async def test_a_pushing_upstream_keeps_the_tunnel_while_the_client_is_silent(
     async def ticker(req: WebSocketRequest) -> None:
         ws = await req.accept()
         with contextlib.suppress(ConnectionClosed):
-            for n in range(25):
+            for n in range(40):
                 await ws.send_message(f"tick {n}")
-                await trio.sleep(0.1)  # 2.5 s in all, the read timeout is 1 s
+                await trio.sleep(0.1)  # 4 s in all, the read timeout is 2 s
 
     server = await nursery.start(serve_websocket, ticker, "127.0.0.1", 0, None)
-    _, gw = await start_gateway(nursery, config_for([_ws_route(server.port, 1)]))
+    _, gw = await start_gateway(nursery, config_for([_ws_route(server.port, 2)]))
     async with open_websocket_url(f"ws://{gw}/ws") as ws:
         with trio.fail_after(20):
-            got = [await ws.get_message() for _ in range(25)]
-    assert got == [f"tick {n}" for n in range(25)]
+            got = [await ws.get_message() for _ in range(40)]
+    assert got == [f"tick {n}" for n in range(40)]
 
 
 async def test_a_silent_upstream_ends_the_tunnel_after_the_read_timeout(
