@@ -130,83 +130,84 @@ async def forward(
     `retries` other nodes are tried, whatever the method."""
     upstream = route.upstream
     node = upstream.balancer.pick()
-    tried = [node]
+    framing = _framing(ctx, client.body_length)
+    method = ctx.upstream_method or ctx.method
+    head = _request_head(ctx, upstream, node, method, framing)
+    chunked = framing is not None and framing[0] == b"transfer-encoding"
     started = perf_counter()  # a duration only: cheaper than trio's clock
+    fresh_only = False
+    tried: list[Node] | None = None
     try:
         while True:
+            # The request's start is recent enough to judge which pooled connections idled out.
+            conn = None if fresh_only else pools.checkout(node, ctx.start)
+            if conn is None:
+                try:
+                    conn = await _wait_connect(upstream, node)
+                except UpstreamError as exc:
+                    tried = [node] if tried is None else tried
+                    next_node = (
+                        upstream.balancer.pick_untried(tried)
+                        if len(tried) <= upstream.retries
+                        else None
+                    )
+                    if next_node is None:
+                        raise
+                    log.warning(
+                        "upstream %s failed for route %s: %s; trying %s",
+                        node.label, route.id, exc, next_node.label,
+                    )  # fmt: skip
+                    node = next_node
+                    tried.append(node)
+                    head = _request_head(ctx, upstream, node, method, framing)
+                    continue
+                pools.opened()
             try:
-                await _forward_to(client, ctx, upstream, node, pools)
+                await _exchange(
+                    client, ctx, conn, method, head, framing is not None, chunked, upstream, pools
+                )
                 return
             except UpstreamError as exc:
-                if exc.phase is not UpstreamPhase.CONNECT or len(tried) > upstream.retries:
-                    raise
-                next_node = upstream.balancer.pick_untried(tried)
-                if next_node is None:
-                    raise
-                log.warning(
-                    "upstream %s failed for route %s: %s; trying %s",
-                    node.label, route.id, exc, next_node.label,
-                )  # fmt: skip
-                node = next_node
-                tried.append(node)
+                conn.close()
+                if (
+                    exc.reused
+                    and not exc.responded
+                    and not fresh_only
+                    and not client.body_started
+                    and method in IDEMPOTENT
+                ):
+                    fresh_only = True  # RFC 9112 section 9.3.1: retry once on a new connection
+                    continue
+                raise
+            except BaseException:
+                conn.close()
+                raise
     finally:
         ctx.upstream_time = perf_counter() - started
 
 
-async def _forward_to(
-    client: Client,
+def _request_head(
     ctx: RequestContext,
     upstream: CompiledUpstream,
     node: Node,
-    pools: PoolManager,
-) -> None:
-    """One node's attempt: a pooled connection (or a new one), the exchange, and the one
-    retry of a stale pooled connection."""
+    method: bytes,
+    framing: tuple[bytes, bytes] | None,
+) -> bytes:
+    """The request head for `node` (its Host with `pass_host: node`); raises UpstreamError."""
     ctx.upstream_addr = node.label
-    framing = _framing(ctx, client.body_length)
-    client_host = ctx.header(b"host")
     headers = upstream_request_headers(
         ctx.headers,
-        host=_host_header(ctx, upstream, node.host_header, client_host),
+        host=_host_header(ctx, upstream, node.host_header, ctx.header(b"host")),
         remote_addr=ctx.remote_addr.encode(),
         forwarded_host=ctx.host,
         server_port=str(ctx.server_port).encode(),
         framing=framing,
         websocket=ctx.websocket,
     )
-    method = ctx.upstream_method or ctx.method
     try:
-        head = encode_request_head(method, ctx.upstream_uri or ctx.target, headers)
+        return encode_request_head(method, ctx.upstream_uri or ctx.target, headers)
     except FramingError as exc:
         raise UpstreamError(UpstreamPhase.SEND, str(exc)) from None
-    chunked = framing is not None and framing[0] == b"transfer-encoding"
-    fresh_only = False
-    while True:
-        # The request's start is recent enough to judge which pooled connections idled out.
-        conn = None if fresh_only else pools.checkout(node, ctx.start)
-        if conn is None:
-            conn = await _wait_connect(upstream, node)
-            pools.opened()
-        try:
-            await _exchange(
-                client, ctx, conn, method, head, framing is not None, chunked, upstream, pools
-            )
-            return
-        except UpstreamError as exc:
-            conn.close()
-            if (
-                exc.reused
-                and not exc.responded
-                and not fresh_only
-                and not client.body_started
-                and method in IDEMPOTENT
-            ):
-                fresh_only = True  # RFC 9112 section 9.3.1: retry once on a new connection
-                continue
-            raise
-        except BaseException:
-            conn.close()
-            raise
 
 
 async def _send_upstream(conn: UpstreamConnection, data: bytes, upstream: CompiledUpstream) -> None:
@@ -227,21 +228,14 @@ async def _send_request(
     ctx: RequestContext,
     conn: UpstreamConnection,
     head: bytes,
-    has_body: bool,
     chunked: bool,
     upstream: CompiledUpstream,
 ) -> bool:
-    """Send the request head and body; False when the upstream answered (or closed) before
-    it took the whole body, which is then not sent on (see `_send_body`)."""
+    """Send the request head and its body; False when the upstream answered (or closed)
+    before it took the whole body, which is then not sent on (see `_send_body`)."""
     if ctx.body is not None:
         # A plugin already read the whole body: send it with the head.
         return await _send_body(conn, head + ctx.body, upstream)
-    if not has_body:
-        # Advance the client's parser past the (empty) body before answering.
-        while await client.receive_body() is not None:
-            pass
-        await _send_upstream(conn, head, upstream)
-        return True
     await _send_upstream(conn, head, upstream)
     while (chunk := await client.receive_body()) is not None:
         if not await _send_body(conn, encode_chunk(chunk) if chunked else chunk, upstream):
@@ -297,7 +291,14 @@ async def _exchange(
     pools: PoolManager,
 ) -> None:
     conn.requests += 1
-    whole = await _send_request(client, ctx, conn, head, has_body, chunked, upstream)
+    if has_body or ctx.body is not None:
+        whole = await _send_request(client, ctx, conn, head, chunked, upstream)
+    else:
+        # Advance the client's parser past the (empty) body before answering.
+        while await client.receive_body() is not None:
+            pass
+        await _send_upstream(conn, head, upstream)
+        whole = True
 
     size = client.receive_size
     # Usually one read holds the whole head: kept as bytes, no copies. It may have begun to
