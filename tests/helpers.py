@@ -12,7 +12,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import h11
 import trio
@@ -163,6 +163,26 @@ async def start_gateway(nursery: trio.Nursery, config: dict[str, Any]) -> tuple[
     gateway = Gateway(None, runtime, limits)
     addresses = await nursery.start(gateway.serve)
     return gateway, addresses[0]
+
+
+def answering(
+    *replies: bytes, then: Literal["close", "reset", "hold"]
+) -> Callable[[trio.SocketStream], Awaitable[None]]:
+    """A hand-played upstream connection: each request read gets the next of `replies`
+    as raw bytes; then it closes, resets (closes with what it left unread) or holds on."""
+
+    async def handler(stream: trio.SocketStream) -> None:
+        for reply in replies:
+            await stream.receive_some(65536)
+            await stream.send_all(reply)
+        if then == "close":
+            await stream.aclose()
+        elif then == "reset":
+            await trio.aclose_forcefully(stream)
+        else:
+            await trio.sleep_forever()
+
+    return handler
 
 
 async def start_gateway_to_raw(

@@ -15,6 +15,7 @@ from gateway.server import Gateway
 from tests.e2e.test_proxy import _conn_script
 from tests.helpers import (
     Upstream,
+    answering,
     config_for,
     connect,
     exchange_raw,
@@ -247,11 +248,7 @@ async def test_upstream_closing_after_every_response(nursery: trio.Nursery) -> N
 
 
 async def test_reset_mid_response_truncates_and_closes(nursery: trio.Nursery) -> None:
-    async def half(stream: trio.SocketStream) -> None:
-        await stream.receive_some(65536)
-        await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n" + b"x" * 40)
-        await trio.aclose_forcefully(stream)
-
+    half = answering(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n" + b"x" * 40, then="reset")
     _, gw = await start_gateway_to_raw(nursery, half)
     raw = await exchange_raw(
         gw, b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n"

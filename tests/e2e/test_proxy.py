@@ -11,6 +11,7 @@ import trio
 from tests.helpers import (
     Received,
     Upstream,
+    answering,
     config_for,
     connect,
     exchange_raw,
@@ -217,15 +218,11 @@ async def test_tiny_request_chunks_are_joined_for_the_upstream(nursery: trio.Nur
 
 
 async def test_chunked_and_close_delimited_responses(nursery: trio.Nursery) -> None:
-    async def chunked_then_close(stream: trio.SocketStream) -> None:
-        await stream.receive_some(65536)
-        await stream.send_all(
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
-        )
-        await stream.receive_some(65536)
-        await stream.send_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil-close")
-        await stream.aclose()
-
+    chunked_then_close = answering(
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil-close",
+        then="close",
+    )
     _, gw = await start_gateway_to_raw(nursery, chunked_then_close)
     stream = await connect(gw)
     async with stream:
@@ -687,15 +684,11 @@ async def test_no_content_answer_carries_no_framing_headers(nursery: trio.Nurser
     Transfer-Encoding, whatever the upstream sent (nginx drops them too); the bytes the
     upstream wrongly sent after it never reach the client."""
 
-    async def no_content(stream: trio.SocketStream) -> None:
-        await stream.receive_some(65536)
-        await stream.send_all(
-            b"HTTP/1.1 204 No Content\r\ncontent-length: 5\r\nx-up: 1\r\n\r\nhello"
-        )
-        await stream.receive_some(65536)
-        await stream.send_all(b"HTTP/1.1 204 No Content\r\ntransfer-encoding: chunked\r\n\r\n")
-        await trio.sleep_forever()
-
+    no_content = answering(
+        b"HTTP/1.1 204 No Content\r\ncontent-length: 5\r\nx-up: 1\r\n\r\nhello",
+        b"HTTP/1.1 204 No Content\r\ntransfer-encoding: chunked\r\n\r\n",
+        then="hold",
+    )
     _, gw = await start_gateway_to_raw(nursery, no_content)
     raw = await exchange_raw(
         gw,
