@@ -145,7 +145,8 @@ async def forward(
                 try:
                     conn = await _wait_connect(upstream, node)
                 except UpstreamError as exc:
-                    tried = [node] if tried is None else tried
+                    if tried is None:
+                        tried = [node]
                     next_node = (
                         upstream.balancer.pick_untried(tried)
                         if len(tried) <= upstream.retries

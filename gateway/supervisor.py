@@ -17,6 +17,7 @@ import tempfile
 
 import trio
 
+from gateway.accesslog import AccessLog
 from gateway.config.load import parse
 from gateway.errors import ConfigErrors
 from gateway.runtime import compile_config
@@ -46,8 +47,7 @@ class Supervisor:
                 data = f.read()
             config = parse(data)
             compile_config(config)
-            if isinstance(config.server.access_log, str):
-                open(config.server.access_log, "ab").close()  # the workers will open it
+            AccessLog(config.server.access_log).close()  # as each worker will open it
         except OSError as exc:
             log.error(
                 "reload refused, the previous config keeps serving: %s: %s",
