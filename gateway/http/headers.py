@@ -34,6 +34,11 @@ IDENTITY: Final = frozenset(
 )
 
 
+# Headers meant for every recipient (RFC 9110 section 7.6.1: a sender must not list them in
+# `Connection`): a client that does keeps them, as nginx ignores such tokens, so that it
+# cannot take its own Host away from routing and the upstream. Framing is restated anyway.
+_NEVER_LISTED: Final = HOP_BY_HOP | {b"host", b"content-length"}
+
 # The bytes that may end a line of a head (or cut it short, NUL), and only where it says.
 _LINE_BREAKING: Final = b"\r\n\0"
 
@@ -83,7 +88,7 @@ def client_request_headers(raw: Sequence[Header]) -> list[Header]:
     listed: frozenset[bytes] | tuple[()] = ()
     for name, _ in raw:
         if name == b"connection":
-            listed = connection_tokens(raw) - HOP_BY_HOP
+            listed = connection_tokens(raw) - _NEVER_LISTED
             break
     return [h for h in raw if h[0] not in listed and h[0] not in IDENTITY]
 

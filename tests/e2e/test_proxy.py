@@ -400,6 +400,26 @@ async def test_hop_by_hop_headers_not_forwarded(nursery: trio.Nursery) -> None:
     assert resp.header(b"x-kept") == b"yes"
 
 
+async def test_connection_cannot_list_host_away(nursery: trio.Nursery, upstream: Upstream) -> None:
+    """`Connection: host` names a header meant for every hop (RFC 9110 section 7.6.1 says a
+    sender must not); the request keeps its Host for routing and for the upstream, as
+    nginx does, instead of falling to a host-less route."""
+    cfg = config_for(
+        [
+            route(upstream, id="public", hosts=["public.test"], plugins={}),
+            {"id": "other", "uri": "/*", "upstream": {"nodes": {upstream.address: 1}},
+             "plugins": {"proxy-rewrite": {"headers": {"set": {"x-route": "other"}}}}},
+        ]
+    )  # fmt: skip
+    _, gw = await start_gateway(nursery, cfg)
+    resp = await request(gw, headers=[("Host", "public.test"), ("Connection", "host")])
+    assert resp.status == 200
+    got = upstream.received[0]
+    assert got.header(b"x-route") is None
+    assert got.header(b"host") == b"public.test"
+    assert got.header(b"x-forwarded-host") == b"public.test"
+
+
 async def test_refused_port_is_502(nursery: trio.Nursery) -> None:
     cfg = config_for(
         [{"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{free_port()}": 1}}}]
