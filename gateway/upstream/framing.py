@@ -8,7 +8,8 @@ behaviour (tests/unit/test_upstream_framing.py):
 
 - response head: status line, header lines, CRLF or LF line ends (RFC 9112 section 2.2 lets
   a recipient accept a bare LF); obs-fold is refused (h11 unfolds it); repeated identical
-  Content-Length headers count once, differing ones are refused. The end-to-end lines are
+  Content-Length headers count once, differing ones are refused, and so is Content-Length
+  with Transfer-Encoding (h11 reads it as chunked; nginx refuses it). The end-to-end lines are
   kept as bytes for the client (`ResponseHead.lines`): no per-header objects on the way;
 - reuse: only an HTTP/1.1 response without `Connection: close` whose body ended where its
   framing said, with no byte after it (h11 too never reuses an HTTP/1.0 connection);
@@ -214,6 +215,10 @@ def parse_response_head(raw: bytes) -> ResponseHead:
                 if transfer_encoding is not None:
                     value = b"%s,%s" % (transfer_encoding, value)
                 transfer_encoding = value
+        if transfer_encoding is not None and content_length is not None:
+            # Stricter than h11 (chunked wins), as nginx: RFC 9112 section 6.3 says this
+            # "ought to be handled as an error", since the two ends may frame it apart.
+            raise FramingError("both Content-Length and Transfer-Encoding")
     # HTTP/1.1 keeps the connection unless told to close. An HTTP/1.0 upstream is not
     # reused, even with `Connection: keep-alive` (as h11 does: too easily wrong).
     keep_alive = minor == b"1"

@@ -80,11 +80,6 @@ RESPONSES = [
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
     ),
-    (
-        b"GET",
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n"
-        b"3\r\nabc\r\n0\r\n\r\n",
-    ),
     (b"GET", b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end"),
     (b"GET", b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"),
     (b"GET", b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok"),
@@ -125,6 +120,23 @@ def test_unframeable_responses_are_refused(raw: bytes) -> None:
         body_framing(b"GET", parse_response_head(raw[:end]))
     with pytest.raises(h11.RemoteProtocolError):
         by_h11(b"GET", raw)
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        b"Transfer-Encoding: chunked\r\nContent-Length: 99\r\n",
+        b"Content-Length: 3\r\ntransfer-encoding: chunked\r\n",
+        b"Content-Length: 3\nTransfer-Encoding: chunked\n",
+    ],
+)
+def test_length_and_chunked_together_refused_where_h11_takes_chunked(lines: bytes) -> None:
+    # Stricter than h11 on purpose, as nginx (RFC 9112 section 6.3: "ought to be handled
+    # as an error"): the upstream and the gateway could disagree on where the body ends.
+    raw = b"HTTP/1.1 200 OK\r\n" + lines + b"\r\n3\r\nabc\r\n0\r\n\r\n"
+    with pytest.raises(FramingError):
+        parse_response_head(raw[: find_head_end(raw)])
+    assert by_h11(b"GET", raw)[2] == b"abc"
 
 
 def test_obs_fold_refused_where_h11_would_unfold() -> None:
