@@ -127,9 +127,10 @@ async def forward(
     """Proxy the request in `ctx` to `route`'s upstream and stream the response to `client`.
 
     A node that cannot be connected to never saw the request: up to the upstream's
-    `retries` other nodes are tried, whatever the method."""
+    `retries` other nodes are tried, whatever the method, and the balancer leaves it out
+    of its picks for a while (see `upstream.balancer`)."""
     upstream = route.upstream
-    node = upstream.balancer.pick()
+    node = upstream.balancer.pick(ctx.start)
     framing = _framing(ctx, client.body_length)
     method = ctx.upstream_method or ctx.method
     head = _request_head(ctx, upstream, node, method, framing)
@@ -145,10 +146,12 @@ async def forward(
                 try:
                     conn = await _wait_connect(upstream, node)
                 except UpstreamError as exc:
+                    now = trio.current_time()
+                    upstream.balancer.mark_failed(node, now)
                     if tried is None:
                         tried = [node]
                     next_node = (
-                        upstream.balancer.pick_untried(tried)
+                        upstream.balancer.pick_untried(tried, now)
                         if len(tried) <= upstream.retries
                         else None
                     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 
 import h11
 import pytest
@@ -435,7 +436,9 @@ async def test_a_refused_node_is_skipped_for_the_next_one(
 ) -> None:
     """Upstream `retries` (APISIX; nginx's proxy_next_upstream error timeout): a node that
     refuses the connection never got the request, so any method goes to the next node.
-    By default every node is tried once; `retries: 0` answers 502 at once."""
+    By default every node is tried once; `retries: 0` answers 502 at once. The refused
+    node is then left out of the picks (nginx's fail_timeout), so only the first request
+    that picked it failed."""
     dead = f"127.0.0.1:{free_port()}"
     nodes = {dead: 1, upstream.address: 1}
     cfg = config_for(
@@ -449,9 +452,35 @@ async def test_a_refused_node_is_skipped_for_the_next_one(
     for method in ("GET", "POST") * 3:
         assert (await request(gw, method, "/retry", body=b"x")).status == 200
     assert [r.method for r in upstream.received] == [b"GET", b"POST"] * 3
-    statuses = [(await request(gw, target="/once")).status for _ in range(4)]
-    assert sorted(statuses) == [200, 200, 502, 502]  # round robin: every other one refused
+    statuses = [(await request(gw, target="/once")).status for _ in range(6)]
+    assert statuses == [502, 200, 200, 200, 200, 200]  # the dead node first in order
     assert (await request(gw, target="/dead")).status == 502
+
+
+async def test_an_unreachable_node_is_left_out_after_its_timeout(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    """A node whose connects time out (a listener whose backlog is full drops the SYNs)
+    costs one 504 with `retries: 0`, not every other request's connect timeout."""
+    with socket.socket() as blackhole, socket.socket() as filler:
+        blackhole.bind(("127.0.0.1", 0))
+        blackhole.listen(0)
+        filler.connect(blackhole.getsockname())  # the one place in its queue, never accepted
+        port = blackhole.getsockname()[1]
+        nodes = {f"127.0.0.1:{port}": 1, upstream.address: 1}
+        timeout = {"connect": 0.3, "send": 5, "read": 5}
+        cfg = config_for(
+            [
+                {
+                    "id": "r",
+                    "uri": "/*",
+                    "upstream": {"nodes": nodes, "retries": 0, "timeout": timeout},
+                }
+            ]
+        )
+        _, gw = await start_gateway(nursery, cfg)
+        statuses = [(await request(gw)).status for _ in range(5)]
+    assert statuses == [504, 200, 200, 200, 200]
 
 
 async def test_silent_upstream_is_504(nursery: trio.Nursery) -> None:
