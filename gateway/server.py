@@ -56,13 +56,34 @@ def open_listener(address: str, reuse_port: bool) -> socket.socket:
     return sock
 
 
+# Errors of one connection, not of the listener: Linux's accept passes on a network error
+# already pending for the next connection (accept(2), NOTES: retry "like EAGAIN"), a
+# firewall can refuse one with EPERM, a peer can abort before its accept. trio's own
+# SocketListener skips the same list.
+_SKIPPED_ACCEPT_ERRORS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "EPERM", "ECONNABORTED", "EPROTO", "ENETDOWN", "ENOPROTOOPT", "EHOSTDOWN", "ENONET",
+        "EHOSTUNREACH", "EOPNOTSUPP", "ENETUNREACH", "ENOSR", "ESOCKTNOSUPPORT",
+        "EPROTONOSUPPORT", "ETIMEDOUT", "ECONNRESET",
+    )
+    if hasattr(errno, name)
+)  # fmt: skip
+
+
 async def _wait_accept(listener: socket.socket) -> tuple[socket.socket, tuple[str, int]]:
-    """The next connection (non-blocking, TCP_NODELAY) and its peer address; raises OSError."""
+    """The next connection (non-blocking, TCP_NODELAY) and its peer address; raises OSError
+    for a fault of the listener (EMFILE and the like), never for one connection's."""
     while True:
         try:
             sock, peer = listener.accept()
         except (BlockingIOError, InterruptedError):
             await trio.lowlevel.wait_readable(listener)
+            continue
+        except OSError as exc:
+            if exc.errno not in _SKIPPED_ACCEPT_ERRORS:
+                raise
+            await trio.lowlevel.checkpoint()  # never a busy loop, whatever accept keeps saying
             continue
         try:
             sock.setblocking(False)
