@@ -83,29 +83,38 @@ class UpstreamConnection:
 
     @classmethod
     async def wait_open(cls, node: Node) -> UpstreamConnection:
-        """Connect to `node`; raises UpstreamError(CONNECT). The caller sets the timeout."""
+        """Connect to `node`; raises UpstreamError(CONNECT). The caller sets the timeout.
+
+        A node named by a host name is tried at each of its addresses in turn, as nginx
+        makes every address a peer: a name with an IPv6 and an IPv4 address still reaches
+        an upstream that listens on one of them."""
         host, port = node.address
         try:
             if _is_ip(host):
                 family = socket.AF_INET6 if ":" in host else socket.AF_INET
-                address: tuple[str, int] = (host, port)
-            else:
-                infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-                if not infos:
-                    raise OSError(errno.EHOSTUNREACH, "no address")
-                family, _, _, _, sockaddr = infos[0]
-                address = (str(sockaddr[0]), int(sockaddr[1]))
-            sock = socket.socket(family, socket.SOCK_STREAM)
+                return await cls._wait_connect(node, family, (host, port))
+            infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError as exc:
             _fail(UpstreamPhase.CONNECT, exc, reused=False, responded=False)
+        failure: OSError = OSError(errno.EHOSTUNREACH, "no address")
+        for family, _, _, _, sockaddr in infos:
+            try:
+                return await cls._wait_connect(node, family, (str(sockaddr[0]), int(sockaddr[1])))
+            except OSError as exc:
+                failure = exc
+        _fail(UpstreamPhase.CONNECT, failure, reused=False, responded=False)
+
+    @classmethod
+    async def _wait_connect(
+        cls, node: Node, family: int, address: tuple[str, int]
+    ) -> UpstreamConnection:
+        """A connection to one address of `node`; raises OSError."""
+        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             tsock = trio.socket.from_stdlib_socket(sock)
             await tsock.connect(address)
-        except OSError as exc:
-            sock.close()
-            _fail(UpstreamPhase.CONNECT, exc, reused=False, responded=False)
         except BaseException:
             sock.close()
             raise

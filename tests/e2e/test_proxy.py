@@ -483,6 +483,39 @@ async def test_an_unreachable_node_is_left_out_after_its_timeout(
     assert statuses == [504, 200, 200, 200, 200]
 
 
+class TwoAddressResolver(trio.abc.HostnameResolver):
+    """Resolves `name` to two loopback addresses, the first with nothing listening, as a
+    name with an IPv6 and an IPv4 address does when the upstream listens on one only.
+    (trio's resolver hook: the connects themselves are real.)"""
+
+    def __init__(self, name: bytes, dead: str, live: str) -> None:
+        self.name, self.addresses = name, (dead, live)
+
+    async def getaddrinfo(self, host, port, family=0, type=0, proto=0, flags=0):  # type: ignore[no-untyped-def]
+        assert host == self.name
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, int(port)))
+            for address in self.addresses
+        ]
+
+    async def getnameinfo(self, sockaddr, flags):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+
+async def test_a_node_name_with_several_addresses_tries_each(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    """nginx makes every address of a node's name a peer; a connect refused on the first
+    address goes on to the next, within the connect timeout."""
+    host, port = upstream.address.rsplit(":", 1)
+    trio.socket.set_custom_hostname_resolver(TwoAddressResolver(b"multi.test", "127.0.0.2", host))
+    node = {"nodes": {f"multi.test:{port}": 1}}
+    cfg = config_for([{"id": "r", "uri": "/*", "upstream": node}])
+    _, gw = await start_gateway(nursery, cfg)
+    assert [(await request(gw)).status for _ in range(3)] == [200, 200, 200]
+    assert len(upstream.received) == 3
+
+
 async def test_silent_upstream_is_504(nursery: trio.Nursery) -> None:
     async def silent(stream: trio.SocketStream) -> None:
         await stream.receive_some(65536)
