@@ -468,7 +468,7 @@ async def test_an_unreachable_node_is_left_out_after_its_timeout(
         filler.connect(blackhole.getsockname())  # the one place in its queue, never accepted
         port = blackhole.getsockname()[1]
         nodes = {f"127.0.0.1:{port}": 1, upstream.address: 1}
-        timeout = {"connect": 0.3, "send": 5, "read": 5}
+        timeout = {"connect": 1, "send": 5, "read": 5}
         cfg = config_for(
             [
                 {
