@@ -368,6 +368,18 @@ async def test_drain_serves_a_request_that_already_arrived(
     assert upstream.received[-1].target == b"/late"
 
 
+@pytest.mark.parametrize("lines", [720, 2000])
+async def test_an_upstream_head_past_64_kib_is_502(nursery: trio.Nursery, lines: int) -> None:
+    """Whole, not only while it is still arriving (nginx: "upstream sent too big header")."""
+    head = b"HTTP/1.1 200 OK\r\n" + b"X-Big: %s\r\n" % (b"v" * 90) * lines
+    _, gw = await start_gateway_to_raw(
+        nursery, answering(head + b"Content-Length: 2\r\n\r\nok", then="hold")
+    )
+    raw = await exchange_raw(gw, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 502 "), raw[:60]
+    assert b"x-big" not in raw.lower()
+
+
 @pytest.mark.parametrize(
     "head",
     [
