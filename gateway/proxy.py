@@ -37,6 +37,7 @@ from gateway.upstream.balancer import Node
 from gateway.upstream.connection import UpstreamConnection
 from gateway.upstream.framing import (
     MAX_HEAD,
+    BodyReader,
     FramingError,
     NoBody,
     ResponseHead,
@@ -368,6 +369,9 @@ async def _exchange(
         headers.extend(ctx.response_headers)
     if filter_chain is not None:
         run_header_filters(filter_chain, ctx, status, headers)
+    # The body bytes that came with the head are checked before the head is accepted: a
+    # body that cannot be framed from its first byte is a 502, not a head and a cut.
+    pieces = _feed(body, buffer)
     head, writer = client.start_response(
         status,
         reason(status) or response.reason,
@@ -379,12 +383,7 @@ async def _exchange(
     # Everything parsed from one upstream read goes out in one write (joined when small,
     # gathered with sendmsg when not: large pieces are not copied into one buffer first).
     pending = [head]
-    data = buffer
     while True:
-        try:
-            pieces = body.feed(data)
-        except FramingError as exc:
-            raise UpstreamError(UpstreamPhase.READ, f"bad body: {exc}", responded=True) from None
         for piece in pieces:
             pending.append(writer.piece(piece))
         if body.done:
@@ -396,6 +395,7 @@ async def _exchange(
             if body.ends_at_close:
                 break
             raise UpstreamError(UpstreamPhase.READ, "closed mid-body", responded=True)
+        pieces = _feed(body, data)
     pending.append(writer.end())
     await client.send_parts(pending)
     # Reuse only a connection both sides keep, whose response ended where its framing said,
@@ -410,6 +410,14 @@ async def _exchange(
         )
     else:
         conn.close()
+
+
+def _feed(body: BodyReader, data: bytes) -> list[bytes]:
+    """The body pieces in `data`; raises UpstreamError for a body that cannot be framed."""
+    try:
+        return body.feed(data)
+    except FramingError as exc:
+        raise UpstreamError(UpstreamPhase.READ, f"bad body: {exc}", responded=True) from None
 
 
 async def _tunnel(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import socket
 from collections.abc import Awaitable, Callable
 
-import h11
 import pytest
 import trio
 
@@ -390,6 +389,7 @@ async def test_an_upstream_head_past_64_kib_is_502(nursery: trio.Nursery, lines:
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
         b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"2\r\nok\r\n0\r\n\r\n",
+        # A body that cannot be framed from its first byte, read with the head.
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
         b"NOT HTTP\r\n\r\n",
     ],
@@ -409,11 +409,23 @@ async def test_malformed_upstream_responses_are_502_and_the_gateway_survives(
         {"id": "fine", "uri": "/fine", "upstream": node(upstream)},
     ]
     _, gw = await start_gateway(nursery, config_for(routes))
-    try:
-        answer = await request(gw, target="/broken")
-    except h11.RemoteProtocolError:
-        answer = None  # closed before a complete response: never a complete-looking one
-    if answer is not None:
-        assert answer.status == 502
-        assert answer.header(b"x-bad") is None
+    # Read as raw bytes: a client parser would refuse some of these heads itself, and so
+    # could not tell a relayed one from a refused one.
+    raw = await exchange_raw(gw, b"GET /broken HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 502 "), raw[:80]
+    assert raw.endswith(b'{"error_msg":"502 Bad Gateway"}\n')
     assert (await request(gw, target="/fine")).status == 200
+
+
+async def test_a_body_that_goes_bad_after_the_head_went_out_is_cut(nursery: trio.Nursery) -> None:
+    async def goes_bad(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        await stream.send_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n")
+        await trio.sleep(0.2)
+        await stream.send_all(b"zz\r\n")
+        await trio.sleep_forever()
+
+    _, gw = await start_gateway_to_raw(nursery, goes_bad)
+    raw = await exchange_raw(gw, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 200 "), raw[:80]
+    assert raw.endswith(b"\r\n\r\n2\r\nok\r\n")  # closed, never a complete-looking end
