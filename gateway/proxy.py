@@ -328,8 +328,6 @@ async def _exchange(
             responded = True
             buffer = buffer + data if buffer else data
             continue
-        if end > MAX_HEAD:  # whole now, but past the limit all the same
-            raise UpstreamError(UpstreamPhase.READ, "response head too large", responded=True)
         try:
             response = parse_response_head(buffer[:end])
         except FramingError as exc:

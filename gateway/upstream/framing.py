@@ -175,6 +175,8 @@ def early_answer(buffer: bytes) -> EarlyAnswer:
 
 def parse_response_head(raw: bytes) -> ResponseHead:
     """Parse a complete response head (up to and including its blank line)."""
+    if len(raw) > MAX_HEAD:  # also when it arrived whole: nginx's "too big header"
+        raise FramingError("response head too large")
     well_formed = _WELL_FORMED.fullmatch(raw)
     if well_formed is not None:
         block = raw  # every line well formed: used as it came

@@ -122,6 +122,14 @@ def test_unframeable_responses_are_refused(raw: bytes) -> None:
         by_h11(b"GET", raw)
 
 
+def test_a_whole_head_past_the_limit_is_refused() -> None:
+    fits = b"HTTP/1.1 200 OK\r\nX-A: %s\r\n\r\n" % (b"v" * (MAX_HEAD - 30))
+    assert len(fits) <= MAX_HEAD
+    assert parse_response_head(fits).status == 200
+    with pytest.raises(FramingError, match="too large"):
+        parse_response_head(fits[:-2] + b"X-B: 1\r\n\r\n")
+
+
 @pytest.mark.parametrize(
     "lines",
     [
