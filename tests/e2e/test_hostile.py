@@ -418,14 +418,24 @@ async def test_malformed_upstream_responses_are_502_and_the_gateway_survives(
 
 
 async def test_a_body_that_goes_bad_after_the_head_went_out_is_cut(nursery: trio.Nursery) -> None:
+    first_piece_seen = trio.Event()  # the bad chunk follows once the client has the head
+
     async def goes_bad(stream: trio.SocketStream) -> None:
         await stream.receive_some(65536)
         await stream.send_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n")
-        await trio.sleep(0.2)
+        await first_piece_seen.wait()
         await stream.send_all(b"zz\r\n")
         await trio.sleep_forever()
 
     _, gw = await start_gateway_to_raw(nursery, goes_bad)
-    raw = await exchange_raw(gw, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    stream = await connect(gw)
+    async with stream:
+        await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        raw = b""
+        with trio.fail_after(10):
+            while not raw.endswith(b"2\r\nok\r\n"):
+                raw += await stream.receive_some(65536)
+            first_piece_seen.set()
+            raw += await read_until_close(stream)
     assert raw.startswith(b"HTTP/1.1 200 "), raw[:80]
     assert raw.endswith(b"\r\n\r\n2\r\nok\r\n")  # closed, never a complete-looking end
