@@ -397,13 +397,7 @@ async def test_an_upstream_head_past_64_kib_is_502(nursery: trio.Nursery, lines:
 async def test_malformed_upstream_responses_are_502_and_the_gateway_survives(
     nursery: trio.Nursery, upstream: Upstream, head: bytes
 ) -> None:
-    async def broken(stream: trio.SocketStream) -> None:
-        await stream.receive_some(65536)
-        await stream.send_all(head)
-        await trio.sleep(0.5)
-        await trio.aclose_forcefully(stream)
-
-    port = await nursery.start(raw_serve, broken)
+    port = await nursery.start(raw_serve, answering(head, then="hold"))
     routes = [
         {"id": "broken", "uri": "/broken", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}},
         {"id": "fine", "uri": "/fine", "upstream": node(upstream)},
