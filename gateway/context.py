@@ -116,6 +116,15 @@ class RequestContext:
                 self._args.setdefault(key, value)
         return self._args
 
+    def raw_arg(self, name: str) -> bytes | None:
+        """The first query argument `name` as the client sent it (still percent-encoded),
+        or None. nginx's `$arg_name`; `unquote_to_bytes` gives its exact bytes."""
+        for part in self.query.split(b"&"):
+            key, _, value = part.partition(b"=")
+            if key and unquote_plus(key.decode("latin-1")) == name:
+                return value
+        return None
+
     def add_response_headers(self, headers: list[Header]) -> None:
         if self.response_headers is None:
             self.response_headers = headers

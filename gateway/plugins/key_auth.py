@@ -13,6 +13,7 @@ import hmac
 import re
 from collections.abc import Sequence
 from typing import Annotated, Any
+from urllib.parse import unquote_to_bytes
 
 import msgspec
 
@@ -82,10 +83,12 @@ class KeyAuth(AuthPlugin):
         if raw is not None:
             key = raw
         else:
-            arg = ctx.args.get(self.query) if ctx.query else None
+            arg = ctx.raw_arg(self.query) if ctx.query else None
             if arg is None:
                 return self.missing
-            key = arg.encode("latin-1")
+            # The escapes' own bytes, as a header would carry them (UTF-8 for a key
+            # outside ASCII); `+` is a space, as in APISIX's query arguments.
+            key = unquote_to_bytes(arg.replace(b"+", b" "))
         digest = hashlib.sha256(key).digest()
         entry = self.index.get(digest)
         if entry is None or not hmac.compare_digest(entry[0], digest):

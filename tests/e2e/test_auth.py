@@ -10,6 +10,7 @@ import json
 import time
 from email.utils import formatdate
 from typing import Any
+from urllib.parse import quote
 
 import jwt
 import pytest
@@ -70,6 +71,7 @@ async def key_gw(nursery: trio.Nursery, upstream: Upstream) -> str:
             "JohnDoe", ("john-1", "key-auth", {"key": "john-key"}), labels={"custom_id": "j-1"}
         ),
         {"username": "Legacy", "plugins": {"key-auth": {"key": "legacy-key"}}},
+        consumer("Unicode", ("u-1", "key-auth", {"key": "clé-ключ"})),
         consumer(
             "Hashed",
             (
@@ -155,6 +157,23 @@ async def test_key_auth_header_before_query_and_query_works(
         key_gw, target="/petstore/pets?apikey=john-key", headers=[("apikey", "nope")]
     )
     assert resp.status == 401
+
+
+async def test_key_auth_query_key_is_the_bytes_it_encodes(key_gw: str, upstream: Upstream) -> None:
+    """A query key is percent-decoded to bytes and compared as such, like a header key: a
+    key outside ASCII, sent as UTF-8 escapes (what curl's --data-urlencode or a browser
+    sends), matches. Escapes that decode to no configured key are invalid keys, never an
+    unanswered connection."""
+    resp = await request(key_gw, target="/petstore/a?apikey=" + quote("clé-ключ"))
+    assert resp.status == 200
+    assert upstream.received[-1].header(b"x-consumer-username") == b"Unicode"
+    for arg in ("%E6%97%A5", "%FF", "%C3", "%00"):
+        assert_401(
+            await request(key_gw, target=f"/petstore/a?apikey={arg}"),
+            "Invalid API key in request",
+            b'apikey realm="key"',
+        )
+    assert len(upstream.received) == 1
 
 
 async def test_key_auth_hide_credentials_strips_only_the_source_used(
