@@ -93,7 +93,10 @@ class ProxyRewriteConf(Conf, frozen=True, kw_only=True):
 
 
 def _values(value: HeaderValue) -> list[Template]:
-    return [Template(v) for v in (value if isinstance(value, list) else [value])]
+    """Header value templates that render one character per byte (Latin-1), as request
+    variables do: the config's own text is held as its UTF-8 bytes."""
+    values = value if isinstance(value, list) else [value]
+    return [Template(v.encode().decode("latin-1")) for v in values]
 
 
 class ProxyRewrite(Plugin):

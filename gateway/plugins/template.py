@@ -35,8 +35,9 @@ def _request_var(ctx: RequestContext, name: str) -> str:
         return "http"
     if name == "route_id":
         return ctx.route.id if ctx.route is not None else ""
-    if name.startswith("arg_"):
-        return ctx.args.get(name[4:], "")
+    if name.startswith("arg_"):  # as sent, escapes kept (nginx's $arg_name)
+        raw = ctx.raw_arg(name[4:])
+        return raw.decode("latin-1") if raw is not None else ""
     if name.startswith("http_"):
         value = ctx.header(name[5:].replace("_", "-").encode("latin-1"))
         return value.decode("latin-1") if value is not None else ""

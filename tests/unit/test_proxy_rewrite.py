@@ -87,6 +87,29 @@ def test_plain_headers_object_means_set() -> None:
     assert c.headers == [(b"host", b"h"), (b"x-s", b"new")]
 
 
+def test_arg_variables_are_the_arguments_as_sent() -> None:
+    """nginx's and APISIX's `$arg_name` is the argument as the client sent it, escapes
+    and all: an escaped CR LF cannot become a line break, an escaped `/` or `..` cannot
+    become a path step, and an escape outside Latin-1 cannot stop the request."""
+    c = ctx(b"/a?name=%E6%97%A5%0D%0AX-Evil:%201&dir=..%2F..%2Fadmin&p=a+b")
+    plugin(
+        uri="/files/$arg_dir/x", headers={"X-Name": "$arg_name", "X-P": "$arg_p$arg_none"}
+    ).rewrite(c)
+    assert c.header(b"x-name") == b"%E6%97%A5%0D%0AX-Evil:%201"
+    assert c.header(b"x-p") == b"a+b"
+    assert c.upstream_uri is not None
+    assert c.upstream_uri.startswith(b"/files/..%2F..%2Fadmin/x?")
+
+
+def test_header_values_from_the_config_are_sent_as_utf8() -> None:
+    """As APISIX sends a config string: its UTF-8 bytes (a request's own bytes, from
+    `$http_*`, go on as they came)."""
+    c = ctx(headers=[(b"host", b"h"), (b"x-in", b"caf\xe9")])
+    plugin(headers={"X-Team": "チーム-$http_x_in", "X-Plain": "café"}).rewrite(c)
+    assert c.header(b"x-team") == "チーム-".encode() + b"caf\xe9"
+    assert c.header(b"x-plain") == "café".encode()
+
+
 def test_method_and_host() -> None:
     c = ctx()
     plugin(method="POST", host="backend").rewrite(c)
