@@ -168,7 +168,17 @@ class ClientConnection:
                 request = await self._wait_request()
                 if request is None:
                     break
-                if not await self._handle(request):
+                try:
+                    keep = await self._handle(request)
+                except DownstreamError:
+                    raise
+                except Exception:
+                    # A bug met by this request: answer it as nginx answers a failed
+                    # handler, then close (its state is unknown); the others go on.
+                    log.exception("request from %s failed", self.remote_addr)
+                    await self._reject(500, "internal error")
+                    break
+                if not keep:
                     break
                 if self.body is None or not self.body.complete():
                     break

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trio
 
+from gateway.plugins.key_auth import KeyAuth
 from gateway.server import Gateway
 from tests.e2e.test_proxy import _conn_script
 from tests.helpers import (
@@ -433,3 +434,26 @@ async def test_a_body_that_goes_bad_after_the_head_went_out_is_cut(nursery: trio
             raw += await read_until_close(stream)
     assert raw.startswith(b"HTTP/1.1 200 "), raw[:80]
     assert raw.endswith(b"\r\n\r\n2\r\nok\r\n")  # closed, never a complete-looking end
+
+
+async def test_a_fault_in_a_plugin_is_a_500_and_the_gateway_serves_on(
+    nursery: trio.Nursery, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception no handler expected (a bug) answers that request 500, as nginx answers
+    a failed Lua handler, and closes its connection; other requests are served."""
+
+    def broken(self: KeyAuth, ctx: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(KeyAuth, "rewrite", broken)
+    routes = [
+        {"id": "k", "uri": "/k/*", "plugins": {"key-auth": {}}, "upstream": node(upstream)},
+        {"id": "r", "uri": "/*", "upstream": node(upstream)},
+    ]
+    _, gw = await start_gateway(nursery, config_for(routes))
+    resp = await request(gw, target="/k/x", headers=[("apikey", "x")])
+    assert resp.status == 500
+    assert resp.body == b'{"error_msg":"500 Internal Server Error"}\n'
+    assert resp.header(b"connection") == b"close"
+    assert upstream.received == []
+    assert (await request(gw, target="/other")).status == 200
