@@ -17,7 +17,15 @@ if TYPE_CHECKING:
 class Consumer:
     """A caller known to the gateway."""
 
-    __slots__ = ("custom_id", "group_id", "labels", "plugins", "username", "username_bytes")
+    __slots__ = (
+        "custom_id",
+        "group_id",
+        "label_bytes",
+        "labels",
+        "plugins",
+        "username",
+        "username_bytes",
+    )
 
     def __init__(
         self,
@@ -29,9 +37,10 @@ class Consumer:
         self.username = username
         self.username_bytes = username.encode()
         self.labels = labels
+        # Header values as APISIX sends a label: its UTF-8 bytes.
+        self.label_bytes = {name: value.encode() for name, value in labels.items()}
         self.group_id = group_id
-        custom_id = labels.get("custom_id")
-        self.custom_id = custom_id.encode("latin-1") if custom_id else None
+        self.custom_id = self.label_bytes.get("custom_id") or None
         self.plugins = plugins
 
     def __repr__(self) -> str:

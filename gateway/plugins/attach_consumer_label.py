@@ -11,11 +11,11 @@ from typing import Annotated
 
 import msgspec
 
+from gateway.config.fields import HeaderName
 from gateway.context import RequestContext
 from gateway.pipeline import Conf, Plugin, PluginEnv
 
-HeaderName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")]
-LabelRef = Annotated[str, msgspec.Meta(pattern=r"^\$.+$")]
+LabelRef = Annotated[str, msgspec.Meta(pattern=r"^\$.+\Z")]
 
 
 class AttachConsumerLabelConf(Conf, frozen=True, kw_only=True):
@@ -38,8 +38,8 @@ class AttachConsumerLabel(Plugin):
         consumer = ctx.consumer
         if consumer is None:
             return
-        labels = consumer.labels
+        labels = consumer.label_bytes
         for name, label in self.pairs:
             value = labels.get(label)
             if value is not None:
-                headers.append((name, value.encode("latin-1")))
+                headers.append((name, value))

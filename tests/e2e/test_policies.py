@@ -569,6 +569,7 @@ async def test_attach_consumer_label(nursery: trio.Nursery, upstream: Upstream) 
     consumers = [
         key_consumer("FetchBot", "bot-key", labels={"team": "bots", "tier": "free"}),
         key_consumer("JohnDoe", "john-key"),
+        key_consumer("Juergen", "j-key", labels={"team": "チーム", "custom_id": "jü-1"}),
     ]
     node = {"nodes": {upstream.address: 1}}
     plugin = {"attach-consumer-label": {"headers": {"X-Consumer-Team": "$team", "X-Tier": "$tier"}}}
@@ -592,3 +593,8 @@ async def test_attach_consumer_label(nursery: trio.Nursery, upstream: Upstream) 
     assert got.header(b"x-tier") is None
     assert (await request(gw, target="/open", headers=spoof)).status == 200
     assert upstream.received[-1].header(b"x-consumer-team") is None
+    # A label outside Latin-1 goes out as its UTF-8 bytes, as APISIX sends it.
+    assert (await request(gw, target="/auth", headers=[("apikey", "j-key")])).status == 200
+    got = upstream.received[-1]
+    assert got.header(b"x-consumer-team") == "チーム".encode()
+    assert got.header(b"x-consumer-custom-id") == "jü-1".encode()
