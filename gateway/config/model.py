@@ -13,17 +13,17 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from gateway.config.fields import HOST, Host, HostHeader, Labels
 from gateway.http.methods import HttpMethod
 from gateway.pipeline import AuthPlugin, Conf, Plugin
 from gateway.plugins import PLUGINS
 
-Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_.-]+$")]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_.-]+\Z")]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
-Labels = dict[str, str]
 
-_HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[^:\[\]]+):([0-9]{1,5})$")
-_HOSTNAME = re.compile(r"^(\*\.)?[a-zA-Z0-9_-]+(\.[a-zA-Z0-9_-]+)*$|^\*$")
+_HOST_PORT = re.compile(rf"^({HOST}):([0-9]{{1,5}})\Z")
+_HOSTNAME = re.compile(r"^(\*\.)?[a-zA-Z0-9_-]+(\.[a-zA-Z0-9_-]+)*\Z|^\*\Z")
 
 
 def split_host_port(text: str, *, allow_port_zero: bool = False) -> tuple[str, int]:
@@ -33,7 +33,10 @@ def split_host_port(text: str, *, allow_port_zero: bool = False) -> tuple[str, i
     """
     m = _HOST_PORT.match(text)
     if m is None:
-        raise ValueError(f"expected `host:port` (IPv6 as `[::1]:port`), got {text!r}")
+        raise ValueError(
+            "expected `host:port`, the host an ASCII name or an IP address (IPv6 as"
+            f" `[::1]:port`), got {text!r}"
+        )
     port = int(m.group(2))
     if not (0 if allow_port_zero else 1) <= port <= 65535:
         raise ValueError(f"port out of range in {text!r}")
@@ -142,7 +145,7 @@ class KeepalivePool(Conf, frozen=True, kw_only=True):
 
 
 class Node(Conf, frozen=True, kw_only=True):
-    host: Annotated[str, msgspec.Meta(min_length=1)]
+    host: Host
     port: Port = 80
     weight: Annotated[int, msgspec.Meta(ge=0)] = 1
 
@@ -158,7 +161,7 @@ class Upstream(Conf, frozen=True, kw_only=True):
     timeout: Timeout = msgspec.field(default_factory=Timeout)
     keepalive_pool: KeepalivePool = msgspec.field(default_factory=KeepalivePool)
     pass_host: Literal["pass", "node", "rewrite"] = "pass"
-    upstream_host: str | None = None
+    upstream_host: HostHeader | None = None
     retries: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
     def __post_init__(self) -> None:
@@ -239,7 +242,7 @@ class GlobalRule(Conf, frozen=True, kw_only=True):
     plugins: Plugins
 
 
-Username = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[a-zA-Z0-9_-]+$")]
+Username = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[a-zA-Z0-9_-]+\Z")]
 
 
 class Credential(Conf, frozen=True, kw_only=True):

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from gateway.config.fields import Realm
 from gateway.consumers import Credential
 from gateway.context import RequestContext
 from gateway.http.replies import Reply, message
@@ -27,7 +28,7 @@ _DUMMY = hashlib.sha256(b"no such user").digest()
 
 class BasicAuthConf(Conf, frozen=True, kw_only=True):
     hide_credentials: bool = False
-    realm: str = "basic"
+    realm: Realm = "basic"
 
 
 class BasicAuthCredential(Conf, frozen=True, kw_only=True):

@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from gateway.config.fields import TOKEN, Realm
 from gateway.consumers import Credential
 from gateway.context import RequestContext
 from gateway.http.replies import Reply, message, status_reply
@@ -38,6 +39,8 @@ HmacAlgorithm = Literal["hmac-sha1", "hmac-sha256", "hmac-sha512"]
 _DIGESTS = {"hmac-sha1": hashlib.sha1, "hmac-sha256": hashlib.sha256, "hmac-sha512": hashlib.sha512}
 _PARAM = re.compile(r'\s*([A-Za-z]+)\s*=\s*"([^"]*)"\s*(?:,|$)')
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
+# A header name, or the pseudo-header for the request line.
+SignedName = Annotated[str, msgspec.Meta(pattern=rf"^@request-target\Z|{TOKEN}")]
 
 
 class HmacAuthConf(Conf, frozen=True, kw_only=True):
@@ -45,13 +48,11 @@ class HmacAuthConf(Conf, frozen=True, kw_only=True):
         default_factory=lambda: ["hmac-sha1", "hmac-sha256", "hmac-sha512"]
     )
     clock_skew: Annotated[int, msgspec.Meta(ge=1)] = 300
-    signed_headers: list[Annotated[str, msgspec.Meta(min_length=1)]] = msgspec.field(
-        default_factory=lambda: ["date"]
-    )
+    signed_headers: list[SignedName] = msgspec.field(default_factory=lambda: ["date"])
     validate_request_body: bool = False
     max_req_body_size: Annotated[int, msgspec.Meta(ge=1)] = DEFAULT_MAX_BODY
     hide_credentials: bool = False
-    realm: str = "hmac"
+    realm: Realm = "hmac"
 
 
 class HmacAuthCredential(Conf, frozen=True, kw_only=True):

@@ -21,6 +21,7 @@ from jwt.api_jwt import PyJWT
 from jwt.exceptions import InvalidKeyError, PyJWTError
 from jwt.utils import base64url_decode
 
+from gateway.config.fields import HeaderName, Realm
 from gateway.consumers import Credential
 from gateway.context import RequestContext
 from gateway.http.replies import Reply, message
@@ -49,13 +50,13 @@ _NO_CHECKS: Any = {"verify_signature": False}
 
 
 class JwtAuthConf(Conf, frozen=True, kw_only=True):
-    header: Annotated[str, msgspec.Meta(min_length=1)] = "authorization"
+    header: HeaderName = "authorization"
     query: Annotated[str, msgspec.Meta(min_length=1)] = "jwt"
-    cookie: Annotated[str, msgspec.Meta(min_length=1)] = "jwt"
+    cookie: HeaderName = "jwt"  # a cookie name is a token too (RFC 6265)
     hide_credentials: bool = False
     key_claim_name: Annotated[str, msgspec.Meta(min_length=1)] = "key"
     claims_to_verify: list[Literal["exp", "nbf"]] = []
-    realm: str = "jwt"
+    realm: Realm = "jwt"
 
 
 class JwtAuthCredential(Conf, frozen=True, kw_only=True):

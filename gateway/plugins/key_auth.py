@@ -17,19 +17,20 @@ from urllib.parse import unquote_to_bytes
 
 import msgspec
 
+from gateway.config.fields import HeaderName, Realm
 from gateway.consumers import Credential
 from gateway.context import RequestContext
 from gateway.http.replies import Reply, message
 from gateway.pipeline import AuthPlugin, Conf, PluginEnv
 
-_KEY_HASH = re.compile(r"^sha256:[0-9a-fA-F]{64}$")
+_KEY_HASH = re.compile(r"^sha256:[0-9a-fA-F]{64}\Z")
 
 
 class KeyAuthConf(Conf, frozen=True, kw_only=True):
-    header: Annotated[str, msgspec.Meta(min_length=1)] = "apikey"
+    header: HeaderName = "apikey"
     query: Annotated[str, msgspec.Meta(min_length=1)] = "apikey"
     hide_credentials: bool = False
-    realm: str = "key"
+    realm: Realm = "key"
 
 
 class KeyAuthCredential(Conf, frozen=True, kw_only=True):

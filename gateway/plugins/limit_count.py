@@ -27,6 +27,8 @@ from gateway.ratelimit import Decision, RedisUnavailable
 log = logging.getLogger("gateway")
 
 _VARIABLE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+# `http_<header name>` (`_` for `-`) or `arg_<query argument>`.
+_REQUEST_VARIABLE = re.compile(r"http_[A-Za-z0-9_-]+|arg_.+")
 LIMIT = b"x-ratelimit-limit"
 REMAINING = b"x-ratelimit-remaining"
 RESET = b"x-ratelimit-reset"
@@ -53,7 +55,7 @@ class LimitCountConf(Conf, frozen=True, kw_only=True):
     redis_timeout: Annotated[int, msgspec.Meta(ge=1)] = 1000
     redis_cluster_nodes: (
         Annotated[
-            list[Annotated[str, msgspec.Meta(pattern=r"^.+:[0-9]{1,5}$")]],
+            list[Annotated[str, msgspec.Meta(pattern=r"^.+:[0-9]{1,5}\Z")]],
             msgspec.Meta(min_length=1),
         ]
         | None
@@ -80,7 +82,7 @@ class LimitCountConf(Conf, frozen=True, kw_only=True):
 
 
 def _var_supported(name: str) -> bool:
-    return name in _SIMPLE or name.startswith(("http_", "arg_"))
+    return name in _SIMPLE or _REQUEST_VARIABLE.fullmatch(name) is not None
 
 
 def _consumer_name(ctx: RequestContext) -> str | None:

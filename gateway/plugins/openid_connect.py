@@ -24,6 +24,7 @@ from jwt.algorithms import get_default_algorithms
 from jwt.api_jwt import PyJWT
 from jwt.exceptions import InvalidKeyError, PyJWTError
 
+from gateway.config.fields import HeaderName, Realm
 from gateway.consumers import Credential
 from gateway.context import RequestContext
 from gateway.http.replies import Reply, message
@@ -66,7 +67,7 @@ class ProviderConf(Conf, frozen=True, kw_only=True):
     client_id: str = ""
     client_secret: str = ""
     bearer_only: bool = True
-    realm: str = "apisix"
+    realm: Realm = "apisix"
     use_jwks: bool = True
     public_key: str | None = None
     token_signing_alg_values_expected: Algorithm | list[Algorithm] | None = None
@@ -82,7 +83,7 @@ class ProviderConf(Conf, frozen=True, kw_only=True):
     timeout: Annotated[float, msgspec.Meta(gt=0)] = 3.0
     ssl_verify: bool = False
     hide_credentials: bool = False
-    token_header: Annotated[str, msgspec.Meta(min_length=1)] = "Authorization"
+    token_header: HeaderName = "Authorization"
     consumer_claim: Annotated[str, msgspec.Meta(min_length=1)] | None = None
     consumer_optional: bool = False
 

@@ -15,10 +15,13 @@ from urllib.parse import quote
 
 import msgspec
 
+from gateway.config.fields import HEADER_TEXT, HeaderName, HostHeader
 from gateway.context import RequestContext
 from gateway.pipeline import Conf, Plugin, PluginEnv
 from gateway.plugins.template import Template
 
+# (Values are checked in __post_init__: msgspec crashes on a union of a pattern-checked
+# str and a list, msgspec issue #717.)
 HeaderValue = str | list[str]
 _ACTIONS = frozenset({"add", "set", "remove"})
 # What a request target keeps as it is (APISIX's `uri_safe_encode`: unreserved, sub-delims,
@@ -54,18 +57,19 @@ Method = Literal[
 
 
 class HeaderActions(Conf, frozen=True, kw_only=True):
-    add: dict[str, HeaderValue] = {}
-    set: dict[str, HeaderValue] = {}
-    remove: list[str] = []
+    add: dict[HeaderName, HeaderValue] = {}
+    set: dict[HeaderName, HeaderValue] = {}
+    remove: list[HeaderName] = []
 
 
 class ProxyRewriteConf(Conf, frozen=True, kw_only=True):
     uri: Annotated[str, msgspec.Meta(min_length=1, pattern=r"^/")] | None = None
     method: Method | None = None
     regex_uri: Annotated[list[str], msgspec.Meta(min_length=2)] | None = None
-    host: str | None = None
+    host: HostHeader | None = None
     # Either {add, set, remove} or, in APISIX's older form, a plain object of headers to set.
-    headers: dict[str, HeaderValue | dict[str, HeaderValue] | list[str]] | None = None
+    # (Checked as `HeaderActions` in __post_init__.)
+    headers: dict[str, str | list[str] | dict[str, str | list[str]]] | None = None
     use_real_request_uri_unsafe: bool = False
 
     def header_actions(self) -> HeaderActions:
@@ -74,14 +78,18 @@ class ProxyRewriteConf(Conf, frozen=True, kw_only=True):
             return HeaderActions()
         if set(self.headers) <= _ACTIONS:
             return msgspec.convert(self.headers, HeaderActions)
-        return HeaderActions(set=msgspec.convert(self.headers, dict[str, HeaderValue]))
+        return HeaderActions(set=msgspec.convert(self.headers, dict[HeaderName, HeaderValue]))
 
     def __post_init__(self) -> None:
         if self.headers:
             try:
-                self.header_actions()
+                actions = self.header_actions()
             except msgspec.ValidationError as exc:
                 raise ValueError(f"invalid headers: {exc}") from None
+            for name, value in (*actions.add.items(), *actions.set.items()):
+                for text in value if isinstance(value, list) else [value]:
+                    if HEADER_TEXT.match(text) is None:
+                        raise ValueError(f"invalid headers: {name}: a control character")
         if self.regex_uri is not None:
             if len(self.regex_uri) % 2:
                 raise ValueError("regex_uri must hold pattern/template pairs (an even length)")

@@ -23,6 +23,10 @@ def cred(username: str, cred_id: str, plugin: str, conf: dict[str, Any]) -> dict
     return {"username": username, "credentials": [{"id": cred_id, "plugins": {plugin: conf}}]}
 
 
+def labelled(labels: dict[str, str]) -> dict[str, Any]:
+    return {"consumers": [{"username": "a", "labels": labels}]}
+
+
 CASES: list[tuple[dict[str, Any], str]] = [
     ({"routes": [route(uri=None)]}, "$.routes[0]"),
     ({"routes": [route(uri="no-slash")]}, "$.routes[0].uri"),
@@ -70,6 +74,121 @@ CASES: list[tuple[dict[str, Any], str]] = [
     ({"consumers": [{"username": "bad name!"}]}, "$.consumers[0].username"),
     ({"consumers": [{"username": "a", "group_id": "none"}]}, "$.consumers[0].group_id"),
     ({"unknown": 1}, "$"),
+    # What a header, a realm or a host cannot carry is refused at load, never per request.
+    (
+        {"routes": [route(plugins={"key-auth": {"header": "日本"}})]},
+        "$.routes[0].plugins.key-auth.header",
+    ),
+    (
+        {"routes": [route(plugins={"key-auth": {"realm": 'a"b'}})]},
+        "$.routes[0].plugins.key-auth.realm",
+    ),
+    (
+        {"routes": [route(plugins={"basic-auth": {"realm": "a\r\nX: 1"}})]},
+        "$.routes[0].plugins.basic-auth.realm",
+    ),
+    (
+        {"routes": [route(plugins={"jwt-auth": {"header": "a b"}})]},
+        "$.routes[0].plugins.jwt-auth.header",
+    ),
+    (
+        {"routes": [route(plugins={"jwt-auth": {"cookie": "a;b"}})]},
+        "$.routes[0].plugins.jwt-auth.cookie",
+    ),
+    (
+        {"routes": [route(plugins={"jwt-auth": {"realm": "\u0000"}})]},
+        "$.routes[0].plugins.jwt-auth.realm",
+    ),
+    (
+        {"routes": [route(plugins={"hmac-auth": {"signed_headers": ["日本"]}})]},
+        "$.routes[0].plugins.hmac-auth.signed_headers[0]",
+    ),
+    (
+        {"routes": [route(plugins={"hmac-auth": {"realm": "a\\b"}})]},
+        "$.routes[0].plugins.hmac-auth.realm",
+    ),
+    (
+        {"routes": [route(plugins={"openid-connect": {"public_key": "k", "realm": "a\nb"}})]},
+        "$.routes[0].plugins.openid-connect.realm",
+    ),
+    (
+        {"routes": [route(plugins={"openid-connect": {"public_key": "k", "token_header": "a b"}})]},
+        "$.routes[0].plugins.openid-connect.token_header",
+    ),
+    (
+        {"routes": [route(plugins={"proxy-rewrite": {"host": "日本"}})]},
+        "$.routes[0].plugins.proxy-rewrite.host",
+    ),
+    (
+        {"routes": [route(plugins={"proxy-rewrite": {"host": "a\r\nb"}})]},
+        "$.routes[0].plugins.proxy-rewrite.host",
+    ),
+    (
+        {
+            "routes": [
+                route(plugins={"proxy-rewrite": {"headers": {"set": {"X-A": "a\r\nX-B: 1"}}}})
+            ]
+        },
+        "$.routes[0].plugins.proxy-rewrite",
+    ),
+    (
+        {"routes": [route(plugins={"proxy-rewrite": {"headers": {"X A": "1"}}})]},
+        "$.routes[0].plugins.proxy-rewrite",
+    ),
+    (
+        {"routes": [route(plugins={"proxy-rewrite": {"headers": {"remove": ["a:b"]}}})]},
+        "$.routes[0].plugins.proxy-rewrite",
+    ),
+    (
+        {
+            "routes": [
+                route(plugins={"limit-count": {"count": 1, "time_window": 1, "key": "http_日本"}})
+            ]
+        },
+        "$.routes[0].plugins.limit-count",
+    ),
+    ({"routes": [route(upstream={"nodes": {"日本:80": 1}})]}, "$.routes[0].upstream"),
+    ({"routes": [route(upstream={"nodes": {"a\r\nb:80": 1}})]}, "$.routes[0].upstream"),
+    (
+        {"upstreams": [{"id": "u", "nodes": [{"host": "a b", "port": 1}]}]},
+        "$.upstreams[0].nodes[0].host",
+    ),
+    (
+        {"routes": [route(upstream={**UP, "pass_host": "rewrite", "upstream_host": "日本"})]},
+        "$.routes[0].upstream.upstream_host",
+    ),
+    (
+        {"routes": [route(upstream={**UP, "pass_host": "rewrite", "upstream_host": "a\r\nb"})]},
+        "$.routes[0].upstream.upstream_host",
+    ),
+    # A pattern's end is the string's end: a trailing line break is no part of a name.
+    ({"consumers": [{"username": "bob\n"}]}, "$.consumers[0].username"),
+    ({"routes": [route(id="r\n")]}, "$.routes[0].id"),
+    ({"routes": [route(hosts=["a.example\n"])]}, "$.routes[0].hosts[0]"),
+    ({"routes": [route(upstream={"nodes": {"h:80\n": 1}})]}, "$.routes[0].upstream"),
+    (
+        {"routes": [route(plugins={"key-auth": {"header": "apikey\n"}})]},
+        "$.routes[0].plugins.key-auth.header",
+    ),
+    (
+        {"routes": [route(plugins={"key-auth": {"realm": "key\n"}})]},
+        "$.routes[0].plugins.key-auth.realm",
+    ),
+    (
+        {"routes": [route(plugins={"proxy-rewrite": {"headers": {"X-A": "v\n"}}})]},
+        "$.routes[0].plugins.proxy-rewrite",
+    ),
+    (labelled({"team": "v\n"}), "$.consumers[0].labels[...]"),
+    # Labels as APISIX's: 1 to 64 characters without whitespace, at most 16 of them.
+    (labelled({"team": "a\r\nb"}), "$.consumers[0].labels[...]"),
+    (labelled({"custom_id": "a b"}), "$.consumers[0].labels[...]"),
+    (labelled({"team": ""}), "$.consumers[0].labels[...]"),
+    (labelled({"team": "x" * 65}), "$.consumers[0].labels[...]"),
+    (
+        {"consumers": [{"username": "a", "labels": {f"l{i}": "v" for i in range(17)}}]},
+        "$.consumers[0].labels",
+    ),
+    ({"routes": [route(labels={"a": "b c"})]}, "$.routes[0].labels[...]"),
     # consumers and credentials
     ({"consumers": [{"username": "a"}, {"username": "a"}]}, "$.consumers[1].username"),
     (
