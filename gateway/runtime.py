@@ -149,7 +149,9 @@ class Runtime:
             service = services.get(route.service_id) if route.service_id else None
             compiled = self._compile_route(route, service, global_plugins)
             hosts = route.host_list or (service.hosts if service and service.hosts else [])
-            specs.append(RouteSpec(compiled, route.uri_list, route.methods, hosts, route.priority))
+            specs.append(
+                RouteSpec(compiled, route.normal_uris, route.methods, hosts, route.priority)
+            )
         self.router: Router[CompiledRoute] = Router(specs)
         # The counter stores this config uses; the server keeps only these after a swap.
         self.limit_stores = registry.take_used()

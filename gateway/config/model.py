@@ -15,6 +15,7 @@ import msgspec
 
 from gateway.config.fields import HOST, Host, HostHeader, Labels
 from gateway.http.methods import HttpMethod
+from gateway.http.path import PathError, route_path
 from gateway.pipeline import AuthPlugin, Conf, Plugin
 from gateway.plugins import PLUGINS
 
@@ -41,6 +42,13 @@ def split_host_port(text: str, *, allow_port_zero: bool = False) -> tuple[str, i
     if not (0 if allow_port_zero else 1) <= port <= 65535:
         raise ValueError(f"port out of range in {text!r}")
     return m.group(1).strip("[]"), port
+
+
+def _normal_uri(uri: str) -> str:
+    """A route uri normalised as request paths are; a prefix keeps its final `*`."""
+    if uri.endswith("*"):
+        return route_path(uri[:-1]) + "*"
+    return route_path(uri)
 
 
 def _field(name: str) -> str:
@@ -211,10 +219,20 @@ class Route(Conf, frozen=True, kw_only=True):
             raise ValueError("a route takes `upstream` or `upstream_id`, not both")
         if self.upstream is None and self.upstream_id is None and self.service_id is None:
             raise ValueError("a route needs `upstream`, `upstream_id` or `service_id`")
+        for uri in self.uri_list:
+            try:
+                _normal_uri(uri)
+            except PathError as exc:
+                raise ValueError(f"uri {uri!r}: {exc}") from None
 
     @property
     def uri_list(self) -> list[str]:
         return [self.uri] if self.uri is not None else list(self.uris or ())
+
+    @property
+    def normal_uris(self) -> list[str]:
+        """`uri_list` in the form requests are routed in (`http.path.route_path`)."""
+        return [_normal_uri(uri) for uri in self.uri_list]
 
     @property
     def host_list(self) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from typing import Final
+from urllib.parse import quote
 
 _UNRESERVED: Final = frozenset(
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
@@ -79,6 +80,15 @@ def normalize(path: bytes) -> bytes:
         else:
             segments.append(segment)
     return b"/" + b"/".join(segments)
+
+
+def route_path(uri: str) -> str:
+    """A route's path from the config in the form `normalize` gives requests: what a request
+    line cannot carry (a space, text outside ASCII) as its UTF-8 escapes, then normalised.
+    Raises PathError."""
+    if "?" in uri or "#" in uri:
+        raise PathError("a route's uri is a path: no query or fragment")
+    return normalize(quote(uri, safe="/%!$&'()*+,;=:@").encode("ascii")).decode("ascii")
 
 
 def absolute_form(target: bytes) -> tuple[bytes, bytes] | None:

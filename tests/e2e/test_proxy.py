@@ -109,6 +109,40 @@ async def test_methods_and_hosts_select_routes(nursery: trio.Nursery, upstream: 
     assert (await request(gw, target="/h", headers=[("host", "example.com")])).status == 404
 
 
+async def test_route_uris_match_requests_in_their_normal_form(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    """A route's uri is compared with the request path in the form requests are brought
+    to before routing: text a request line cannot carry (a space, text outside ASCII) as
+    its UTF-8 escapes, escaped unreserved characters decoded, dot segments resolved; as
+    APISIX compares it with the decoded path."""
+    node = {"nodes": {upstream.address: 1}}
+    uris = {
+        "unicode": "/日本/*",
+        "spaced": "/docs/my file",
+        "tilde": "/%7euser/*",
+        "dotted": "/a/./b/../c",
+        "slash": "/x%2fy",
+    }
+    routes = [{"id": rid, "uri": uri, "upstream": node} for rid, uri in uris.items()]
+    cfg = config_for(
+        [{**r, "plugins": {"proxy-rewrite": {"headers": {"x-route": r["id"]}}}} for r in routes]
+    )
+    _, gw = await start_gateway(nursery, cfg)
+    cases = [
+        ("/%E6%97%A5%e6%9c%ac/x", "unicode"),
+        ("/docs/my%20file", "spaced"),
+        ("/~user/a", "tilde"),
+        ("/%7Euser/a", "tilde"),
+        ("/a/c", "dotted"),
+        ("/x%2Fy", "slash"),
+    ]
+    for target, rid in cases:
+        resp = await request(gw, target=target)
+        assert resp.status == 200, target
+        assert upstream.received[-1].header(b"x-route") == rid.encode(), target
+
+
 async def test_absolute_form_target_names_the_host(
     nursery: trio.Nursery, upstream: Upstream
 ) -> None:

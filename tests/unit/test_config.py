@@ -161,6 +161,11 @@ CASES: list[tuple[dict[str, Any], str]] = [
         {"routes": [route(upstream={**UP, "pass_host": "rewrite", "upstream_host": "a\r\nb"})]},
         "$.routes[0].upstream.upstream_host",
     ),
+    # A route's uri is a path: no query or fragment, no climb above the root, good escapes.
+    ({"routes": [route(uri="/a?b=1")]}, "$.routes[0]"),
+    ({"routes": [route(uri="/a#b")]}, "$.routes[0]"),
+    ({"routes": [route(uri="/../a")]}, "$.routes[0]"),
+    ({"routes": [route(uri=None, uris=["/ok", "/a%zz"])]}, "$.routes[0]"),
     # A pattern's end is the string's end: a trailing line break is no part of a name.
     ({"consumers": [{"username": "bob\n"}]}, "$.consumers[0].username"),
     ({"routes": [route(id="r\n")]}, "$.routes[0].id"),
