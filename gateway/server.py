@@ -213,6 +213,11 @@ class Gateway:
             self.limits.take_used()
             log.error("reload refused, the previous config keeps serving:\n%s", exc)
             return False
+        except Exception:
+            # A bug met while building the new config must not take the old one down.
+            self.limits.take_used()
+            log.exception("reload failed, the previous config keeps serving")
+            return False
         access_log = None
         if runtime.server.access_log != self.runtime.server.access_log:
             try:

@@ -15,6 +15,11 @@ from typing import Any
 import pytest
 import trio
 
+from gateway.config.load import load
+from gateway.plugins.key_auth import KeyAuth
+from gateway.ratelimit import LimitRegistry
+from gateway.runtime import compile_config
+from gateway.server import Gateway
 from gateway.supervisor import Supervisor
 from tests.helpers import (
     ROOT,
@@ -218,6 +223,27 @@ async def test_sighup_reload_valid_then_invalid(
     assert "no-such-dir" in process.stderr()
     assert (await request(address)).status == 200
     assert len(second_upstream.received) == 3
+
+
+async def test_a_reload_that_meets_a_bug_keeps_the_old_config(
+    tmp_path: Path, nursery: trio.Nursery, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only a refused config: whatever fails while the new one is built, the old one
+    keeps serving and the gateway lives on (SIGHUP calls `reload`)."""
+    path = write_config(tmp_path / "c.json", basic_config(0, upstream.address))
+    limits = LimitRegistry()
+    gateway = Gateway(str(path), compile_config(load(str(path)), limits=limits), limits)
+    address = (await nursery.start(gateway.serve))[0]
+
+    def broken(self: KeyAuth, conf: object, env: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(KeyAuth, "__init__", broken)
+    keyed = basic_config(0, upstream.address)
+    keyed["routes"][0]["plugins"] = {"key-auth": {}}
+    write_config(path, keyed)
+    assert gateway.reload() is False
+    assert (await request(address)).status == 200  # the old config: no key-auth
 
 
 async def test_sigterm_lets_in_flight_request_finish(
