@@ -14,6 +14,10 @@ checks every case against h11's output read back by an h11 client:
   (HTTP/1.1 without `Connection: close`) and the gateway wants it; otherwise the head says
   `Connection: close`.
 
+One rule is nginx's, not h11's: an HTTP/1.0 request with `Connection: keep-alive` keeps its
+connection when the body's end is known, and the head says `Connection: keep-alive` (h11
+never keeps an HTTP/1.0 connection).
+
 Pure: no IO. Raises ValueError for a reason, name or value that would break the head.
 """
 
@@ -29,6 +33,7 @@ Header = tuple[bytes, bytes]
 LAST_CHUNK: Final = b"0\r\n\r\n"
 _NO_BODY_STATUS: Final = frozenset({204, 304})
 _CLOSE: Final = (b"connection", b"close")
+_KEEP_ALIVE: Final = (b"connection", b"keep-alive")
 
 
 def encode_chunk(data: bytes) -> bytes:
@@ -38,15 +43,27 @@ def encode_chunk(data: bytes) -> bytes:
 
 def wants_keep_alive(http_version: bytes, headers: Sequence[Header]) -> bool:
     """True when the request lets the connection stay open after the response: HTTP/1.1
-    without a `close` token in `Connection` (h11 never keeps an HTTP/1.0 connection)."""
+    without a `close` token in `Connection`, HTTP/1.0 with a `keep-alive` one."""
     if http_version != b"1.1":
-        return False
+        return _asks_keep_alive(headers)
     for name, value in headers:
         if name == b"connection" and b"close" in value.lower():
             for token in value.lower().split(b","):
                 if token.strip() == b"close":
                     return False
     return True
+
+
+def _asks_keep_alive(headers: Sequence[Header]) -> bool:
+    keep = False
+    for name, value in headers:
+        if name == b"connection":
+            for token in value.lower().split(b","):
+                token = token.strip()
+                if token == b"close":
+                    return False
+                keep = keep or token == b"keep-alive"
+    return keep
 
 
 class ResponseWriter:
@@ -118,6 +135,9 @@ def start_response(
     if not keep_alive:
         out = [h for h in out if h[0] != b"connection"]
         out.append(_CLOSE)
+    elif old_client:
+        out = [h for h in out if h[0] != b"connection"]
+        out.append(_KEEP_ALIVE)
     head = encode_head(b"HTTP/1.1 %d %s" % (status, reason), out, lines)
     writer = ResponseWriter(unknown_length and not old_client, no_body, keep_alive)
     return head, writer

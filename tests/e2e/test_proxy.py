@@ -384,6 +384,23 @@ async def test_http10_client(nursery: trio.Nursery, upstream: Upstream) -> None:
     assert b'"target": "/old"' in raw
 
 
+async def test_http10_keep_alive(nursery: trio.Nursery, upstream: Upstream) -> None:
+    """An HTTP/1.0 client that asks for keep-alive (ApacheBench's `-k`) keeps its
+    connection, as with nginx; one that does not gets a close."""
+    _, gw = await start_gateway(nursery, config_for([route(upstream)]))
+    stream = await connect(gw)
+    async with stream:
+        ask = b"GET /%d HTTP/1.0\r\nhost: x\r\nconnection: keep-alive\r\n\r\n"
+        await stream.send_all(ask % 1 + ask % 2 + b"GET /3 HTTP/1.0\r\nhost: x\r\n\r\n")
+        raw = await read_until_close(stream)
+    heads = [part.partition(b"\r\n\r\n")[0].lower() for part in raw.split(b"HTTP/1.1 ")[1:]]
+    assert len(heads) == 3
+    assert [h.startswith(b"200 ") for h in heads] == [True, True, True]
+    assert [b"connection: keep-alive" in h for h in heads] == [True, True, False]
+    assert b"connection: close" in heads[2]
+    assert [r.target for r in upstream.received] == [b"/1", b"/2", b"/3"]
+
+
 async def test_expect_100_continue(nursery: trio.Nursery, upstream: Upstream) -> None:
     _, gw = await start_gateway(nursery, config_for([route(upstream)]))
     stream = await connect(gw)

@@ -29,7 +29,8 @@ CASES = [
     (b"GET", b"1.0", None, 200, CL5, True),
     (b"GET", b"1.0", None, 200, CHUNKED, True),
     (b"GET", b"1.0", None, 200, NEITHER, True),
-    (b"GET", b"1.0", b"keep-alive", 200, CL5, True),
+    (b"GET", b"1.0", b"keep-alive", 200, CL5, False),
+    (b"GET", b"1.0", b"keep-alive", 200, NEITHER, True),
     (b"GET", b"1.1", b"close", 200, CL5, True),
     (b"GET", b"1.1", b"keep-alive, Close", 200, CHUNKED, True),
     (b"GET", b"1.1", None, 200, CL5, False),
@@ -146,8 +147,30 @@ def test_chunked_writer_frames_and_ends() -> None:
         (b"1.1", [(b"connection", b"upgrade, close")], False),
         (b"1.1", [(b"connection", b"closed")], True),
         (b"1.0", [], False),
-        (b"1.0", [(b"connection", b"keep-alive")], False),
+        (b"1.0", [(b"connection", b"keep-alive")], True),
+        (b"1.0", [(b"connection", b"Keep-Alive, foo")], True),
+        (b"1.0", [(b"connection", b"keep-alive, close")], False),
+        (b"1.0", [(b"connection", b"keep-alived")], False),
     ],
 )
 def test_keep_alive_follows_the_request(version: bytes, headers: list[Header], keep: bool) -> None:
     assert wants_keep_alive(version, headers) is keep
+
+
+@pytest.mark.parametrize("status", [200, 304])
+def test_http10_keep_alive_when_the_length_is_known(status: int) -> None:
+    """nginx keeps an HTTP/1.0 connection that asked for it (`Connection: keep-alive`) when
+    the body's end is known, and says so; h11 never does. A body that runs to the close
+    cannot, so that connection closes."""
+    head, writer = start_response(
+        status, b"R", CL5, request_method=b"GET", http_version=b"1.0", keep_alive=True
+    )
+    assert writer.keep_alive
+    assert b"\r\nconnection: keep-alive\r\n" in head
+    assert b"transfer-encoding" not in head
+    head, writer = start_response(
+        200, b"R", CHUNKED, request_method=b"GET", http_version=b"1.0", keep_alive=True
+    )
+    assert not writer.keep_alive
+    assert not writer.chunked
+    assert b"\r\nconnection: close\r\n" in head
