@@ -26,7 +26,14 @@ from gateway.fastio import FastSocket
 from gateway.http.framing import HeadError, check_head, check_incomplete, find_head_end
 from gateway.http.headers import client_request_headers, is_websocket_upgrade
 from gateway.http.path import PathError, absolute_form, host_without_port, normalized_target
-from gateway.http.replies import ROUTE_NOT_FOUND, Header, Reply, reason, status_reply
+from gateway.http.replies import (
+    ROUTE_NOT_FOUND,
+    Header,
+    Reply,
+    date_header,
+    reason,
+    status_reply,
+)
 from gateway.http.response import ResponseWriter, start_response, wants_keep_alive
 from gateway.pipeline import run_header_filters, run_log, run_request_phases
 from gateway.request_body import CLIENT_GONE, RequestBody
@@ -382,7 +389,7 @@ class ClientConnection:
     async def _send_reply(self, ctx: RequestContext, reply: Reply) -> bool:
         """Write a gateway-made response; False when the connection must close."""
         ctx.status = reply.status
-        headers = list(reply.headers)
+        headers = [*reply.headers, date_header()]
         if ctx.response_headers:
             headers.extend(ctx.response_headers)
         chain = ctx.chain
@@ -456,7 +463,11 @@ class ClientConnection:
         if self.response_started:
             return
         reply = status_reply(status)
-        headers = [*reply.headers, (b"content-length", str(len(reply.body)).encode())]
+        headers = [
+            *reply.headers,
+            date_header(),
+            (b"content-length", str(len(reply.body)).encode()),
+        ]
         head, writer = self.start_response(status, reason(status), headers, close=True)
         with contextlib.suppress(DownstreamError):  # the client may be gone
             await self.send(head + writer.piece(reply.body))

@@ -7,6 +7,8 @@ writes it. Bodies follow APISIX: JSON objects with a trailing newline.
 from __future__ import annotations
 
 import functools
+import time
+from email.utils import formatdate
 from http import HTTPStatus
 from typing import Final
 
@@ -30,6 +32,27 @@ class Reply:
 
     def __repr__(self) -> str:
         return f"Reply(status={self.status}, body={self.body[:80]!r})"
+
+
+class _HttpDate:
+    """The `Date` header of the current second (RFC 9110 section 6.6.1: an origin server's
+    2xx to 4xx answers carry one; the gateway is the origin of its own replies)."""
+
+    __slots__ = ("header", "second")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.header: Header = (b"date", b"")
+
+    def __call__(self) -> Header:
+        now = int(time.time())
+        if now != self.second:
+            self.second = now
+            self.header = (b"date", formatdate(now, usegmt=True).encode())
+        return self.header
+
+
+date_header: Final = _HttpDate()
 
 
 # Reason phrases the gateway states itself, as nginx does, whatever the upstream sent.

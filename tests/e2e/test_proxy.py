@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
+from email.utils import parsedate_to_datetime
 
 import h11
 import pytest
@@ -82,6 +84,29 @@ async def test_unmatched_route_is_404_with_apisix_body(
         assert resp.body == b'{"error_msg":"404 Route Not Found"}\n'
     assert upstream.received == []
     assert (await request(gw, target="/petstore/")).status == 200
+
+
+async def test_gateway_made_answers_carry_a_date(nursery: trio.Nursery, upstream: Upstream) -> None:
+    """RFC 9110 section 6.6.1: an origin server's 2xx to 4xx answers carry `Date`; the
+    gateway is the origin of its own 404, 401 and 400 (nginx dates every answer)."""
+    cfg = config_for(
+        [{"id": "r", "uri": "/k", "upstream": {"nodes": {upstream.address: 1}},
+          "plugins": {"key-auth": {}}}]
+    )  # fmt: skip
+    _, gw = await start_gateway(nursery, cfg)
+    refused = await exchange_raw(gw, b"GET /%zz HTTP/1.1\r\nhost: x\r\n\r\n")
+    assert refused.startswith(b"HTTP/1.1 400 ")
+    head = refused.partition(b"\r\n\r\n")[0].split(b"\r\n")[1:]
+    dates = [line.partition(b": ")[2] for line in head if line.lower().startswith(b"date: ")]
+    for answer, status in (
+        (await request(gw, target="/other"), 404),
+        (await request(gw, target="/k"), 401),
+    ):
+        assert answer.status == status
+        dates.append(answer.header(b"date") or b"")
+    assert len(dates) == 3
+    for date in dates:
+        assert abs(parsedate_to_datetime(date.decode()).timestamp() - time.time()) < 60
 
 
 async def test_methods_and_hosts_select_routes(nursery: trio.Nursery, upstream: Upstream) -> None:
