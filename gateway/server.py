@@ -230,8 +230,17 @@ class Gateway:
                     exc.strerror,
                 )
                 return False
-        if runtime.server.addresses != self.runtime.server.addresses:
-            log.warning("server.listen changed: restart the gateway to apply it")
+        new, old = runtime.server, self.runtime.server
+        for field, changed in (
+            ("server.listen", new.addresses != old.addresses),
+            ("server.workers", new.workers != old.workers),
+            (
+                "server.limits.max_connections",
+                new.limits.max_connections != old.limits.max_connections,
+            ),
+        ):
+            if changed:
+                log.warning("%s changed: restart the gateway to apply it", field)
         if access_log is not None:
             self.access_log.close()
             self.access_log = access_log

@@ -246,6 +246,26 @@ async def test_a_reload_that_meets_a_bug_keeps_the_old_config(
     assert (await request(address)).status == 200  # the old config: no key-auth
 
 
+async def test_a_reload_names_what_only_a_restart_applies(
+    tmp_path: Path, nursery: trio.Nursery, upstream: Upstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The listen addresses, the worker count and max_connections are set when the gateway
+    starts: a reload that changes them applies the rest and says so, naming each."""
+    path = write_config(tmp_path / "c.json", basic_config(0, upstream.address))
+    limits = LimitRegistry()
+    gateway = Gateway(str(path), compile_config(load(str(path)), limits=limits), limits)
+    await nursery.start(gateway.serve)
+    changed = basic_config(0, upstream.address, workers=2, limits={"max_connections": 5})
+    write_config(path, changed)
+    with caplog.at_level("WARNING", logger="gateway"):
+        assert gateway.reload() is True
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == [
+        "server.workers changed: restart the gateway to apply it",
+        "server.limits.max_connections changed: restart the gateway to apply it",
+    ]
+
+
 async def test_sigterm_lets_in_flight_request_finish(
     tmp_path: Path, gateway_process: list[GatewayProcess], nursery: trio.Nursery
 ) -> None:
