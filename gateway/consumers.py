@@ -17,15 +17,7 @@ if TYPE_CHECKING:
 class Consumer:
     """A caller known to the gateway."""
 
-    __slots__ = (
-        "custom_id",
-        "group_id",
-        "label_bytes",
-        "labels",
-        "plugins",
-        "username",
-        "username_bytes",
-    )
+    __slots__ = ("custom_id", "group_id", "label_bytes", "plugins", "username", "username_bytes")
 
     def __init__(
         self,
@@ -36,7 +28,6 @@ class Consumer:
     ) -> None:
         self.username = username
         self.username_bytes = username.encode()
-        self.labels = labels
         # Header values as APISIX sends a label: its UTF-8 bytes.
         self.label_bytes = {name: value.encode() for name, value in labels.items()}
         self.group_id = group_id
