@@ -48,6 +48,9 @@ HEAD_SLACK = 1024
 LINGER_S = 2.0  # nginx: lingering_timeout 5 s; shorter, we only need the answer read
 LINGER_BYTES = 1024 * 1024
 _IO_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
+# Refused before routing, as nginx (and so APISIX) refuses them: TRACE would echo the
+# request's headers (cookies, credentials) back, CONNECT asks for a tunnel.
+NOT_ALLOWED = frozenset({b"TRACE", b"CONNECT"})
 
 
 def _with_host(headers: list[Header], host: bytes) -> list[Header]:
@@ -314,6 +317,10 @@ class ClientConnection:
         self.http_version = request.http_version
         self.request_keep_alive = wants_keep_alive(request.http_version, raw_headers)
         target = request.target
+        if request.method in NOT_ALLOWED:
+            path = request.target.partition(b"?")[0]
+            await self._refuse(405, "method not allowed", request.method, path)
+            return False
         try:
             if not target.startswith(b"/"):  # absolute-form (or `*`): rare
                 absolute = absolute_form(target)

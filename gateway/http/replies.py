@@ -92,6 +92,7 @@ _STATUS_TEXT: Final = {
     400: "400 Bad Request",
     408: "408 Request Time-out",
     413: "413 Request Entity Too Large",
+    405: "405 Not Allowed",
     414: "414 Request-URI Too Large",
     431: "431 Request Header Fields Too Large",
     500: "500 Internal Server Error",

@@ -102,6 +102,28 @@ async def test_refused_framing_never_reaches_the_upstream(
     assert upstream.received == []
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"TRACE /x HTTP/1.1\r\nHost: x\r\nCookie: session=1\r\n\r\n",
+        b"CONNECT /x HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    ],
+)
+async def test_trace_and_connect_are_not_allowed(
+    nursery: trio.Nursery, upstream: Upstream, data: bytes
+) -> None:
+    """nginx, and so APISIX, answers TRACE and CONNECT 405 before any routing: TRACE would
+    echo the request's headers (cookies, credentials) back to the client, and CONNECT asks
+    for a tunnel the gateway does not offer."""
+    routes = [{"id": "r", "uri": "/*", "upstream": node(upstream)}]
+    _, gw = await start_gateway(nursery, config_for(routes))
+    raw = await exchange_raw(gw, data)
+    assert raw.startswith(b"HTTP/1.1 405 "), raw[:80]
+    assert raw.endswith(b'{"error_msg":"405 Not Allowed"}\n')
+    assert upstream.received == []
+
+
 async def test_path_normalised_before_routing(nursery: trio.Nursery, upstream: Upstream) -> None:
     routes = [
         {"id": "admin", "uri": "/admin/*", "upstream": node(upstream), "plugins": {"key-auth": {}}},
