@@ -415,6 +415,8 @@ async def test_an_upstream_head_past_64_kib_is_502(nursery: trio.Nursery, lines:
         # A body that cannot be framed from its first byte, read with the head.
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
         b"NOT HTTP\r\n\r\n",
+        # Neither interim nor final: it used to be waited past, as if interim, until 504.
+        b"HTTP/1.1 099 Below\r\nContent-Length: 2\r\n\r\nok",
     ],
 )
 async def test_malformed_upstream_responses_are_502_and_the_gateway_survives(

@@ -109,6 +109,8 @@ def test_frames_like_h11(method: bytes, raw: bytes, feed: int) -> None:
         b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc",
         b"HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\n",
         b"HTTP/1.1 2000 OK\r\n\r\n",
+        b"HTTP/1.1 099 Below\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 000 Zero\r\n\r\n",
         b"HTTP/2 200 OK\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nbad line\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
