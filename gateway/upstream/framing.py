@@ -230,10 +230,12 @@ def parse_response_head(raw: bytes) -> ResponseHead:
         listed = tokens - _NOT_NAMES
         if listed:
             lines = _without(lines, listed)
-    status = int(code)
-    if status < 100:  # not interim, not final (h11 and nginx refuse it too)
+    status_code = int(code)
+    if status_code < 100:  # not interim, not final (h11 and nginx refuse it too)
         raise FramingError("status code below 100")
-    return ResponseHead(status, reason, lines, keep_alive, content_length, transfer_encoding, raw)
+    return ResponseHead(
+        status_code, reason, lines, keep_alive, content_length, transfer_encoding, raw
+    )
 
 
 def _one_length(seen: bytes | None, value: bytes) -> bytes:
