@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import time
 from typing import TYPE_CHECKING, Protocol
 
 import h11
@@ -396,7 +397,7 @@ class ClientConnection:
     async def _send_reply(self, ctx: RequestContext, reply: Reply) -> bool:
         """Write a gateway-made response; False when the connection must close."""
         ctx.status = reply.status
-        headers = [*reply.headers, date_header()]
+        headers = [*reply.headers, date_header(int(time.time()))]
         if ctx.response_headers:
             headers.extend(ctx.response_headers)
         chain = ctx.chain
@@ -472,7 +473,7 @@ class ClientConnection:
         reply = status_reply(status)
         headers = [
             *reply.headers,
-            date_header(),
+            date_header(int(time.time())),
             (b"content-length", str(len(reply.body)).encode()),
         ]
         head, writer = self.start_response(status, reason(status), headers, close=True)

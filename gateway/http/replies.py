@@ -7,7 +7,6 @@ writes it. Bodies follow APISIX: JSON objects with a trailing newline.
 from __future__ import annotations
 
 import functools
-import time
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Final
@@ -35,8 +34,9 @@ class Reply:
 
 
 class _HttpDate:
-    """The `Date` header of the current second (RFC 9110 section 6.6.1: an origin server's
-    2xx to 4xx answers carry one; the gateway is the origin of its own replies)."""
+    """The `Date` header for a second of the clock, formatted once per second (RFC 9110
+    section 6.6.1: an origin server's 2xx to 4xx answers carry one; the gateway is the
+    origin of its own replies). The caller reads the clock: this module does no IO."""
 
     __slots__ = ("header", "second")
 
@@ -44,8 +44,7 @@ class _HttpDate:
         self.second = -1
         self.header: Header = (b"date", b"")
 
-    def __call__(self) -> Header:
-        now = int(time.time())
+    def __call__(self, now: int) -> Header:
         if now != self.second:
             self.second = now
             self.header = (b"date", formatdate(now, usegmt=True).encode())
