@@ -20,6 +20,11 @@ BodyReader = Callable[[int], Awaitable["bytes | None"]]
 Header = tuple[bytes, bytes]
 
 
+def _arg_name(raw: bytes) -> str:
+    """A query argument's name as `args` has it (percent- and `+`-decoded)."""
+    return unquote_plus(raw.decode("latin-1"))
+
+
 class RequestContext:
     """What one request carries through the pipeline.
 
@@ -121,7 +126,7 @@ class RequestContext:
         or None. nginx's `$arg_name`; `unquote_to_bytes` gives its exact bytes."""
         for part in self.query.split(b"&"):
             key, _, value = part.partition(b"=")
-            if key and unquote_plus(key.decode("latin-1")) == name:
+            if key and _arg_name(key) == name:
                 return value
         return None
 
@@ -149,7 +154,7 @@ class RequestContext:
         kept = [
             part
             for part in self.query.split(b"&")
-            if part and unquote_plus(part.partition(b"=")[0].decode("latin-1")) != name
+            if part and _arg_name(part.partition(b"=")[0]) != name
         ]
         self.query = b"&".join(kept)
         self.target = self.path + b"?" + self.query if self.query else self.path
