@@ -348,7 +348,7 @@ class ClientConnection:
             sent,
         )
         host = ctx.header(b"host")
-        if host:
+        if host is not None:  # an empty one is a 400 too, as in nginx
             try:
                 ctx.host = host_without_port(host)
             except PathError as exc:
