@@ -103,9 +103,20 @@ def main(argv: list[str] | None = None) -> int:
         return trio.run(Supervisor(args.config, config.server.workers).run)
     from gateway.server import run_process
 
+    failure: BaseExceptionGroup[OSError] | None = None
     try:
         trio.run(run_process, args.config, runtime, limits, args.worker)
-    except OSError as exc:
-        log.error("cannot serve: %s", exc)
+    except* OSError as group:  # raised inside the server's nurseries
+        failure = group
+    if failure is not None:
+        for cause in _leaves(failure):
+            log.error("cannot serve: %s", cause)
         return 1
     return 0
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions in a (nested) exception group, or the one exception."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]

@@ -34,10 +34,12 @@ ACCEPT_BURST = 64
 POOL_REAP_INTERVAL_S = 1.0
 
 
-def open_listener(address: str, reuse_port: bool) -> socket.socket:
+def open_listener(address: str, reuse_port: bool, *, listen: bool = True) -> socket.socket:
     """A non-blocking listening socket for `host:port` (`[v6]:port`); SO_REUSEPORT lets
     workers share it. Accepting is done by `_wait_accept`, on the plain socket, so that
-    connections get plain sockets for `fastio`."""
+    connections get plain sockets for `fastio`. With `listen=False` it is only bound (a
+    check that the address can be had: a bound socket takes no connections). Raises
+    OSError naming the address."""
     host, port = split_host_port(address, allow_port_zero=True)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -49,7 +51,12 @@ def open_listener(address: str, reuse_port: bool) -> socket.socket:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))
-        sock.listen(BACKLOG)
+        if listen:
+            sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        # One line naming the address, as nginx's "bind() to ... failed".
+        raise OSError(exc.errno, f"cannot listen on {address}: {exc.strerror}") from None
     except BaseException:
         sock.close()
         raise

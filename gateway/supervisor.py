@@ -21,6 +21,7 @@ from gateway.accesslog import AccessLog
 from gateway.config.load import parse
 from gateway.errors import ConfigErrors
 from gateway.runtime import compile_config
+from gateway.server import open_listener
 
 log = logging.getLogger("gateway")
 
@@ -36,6 +37,7 @@ class Supervisor:
         # Private (0700): the copy holds what the file holds, secrets included.
         self._copy_dir = tempfile.mkdtemp(prefix="gateway-config-")
         self.copy_path = os.path.join(self._copy_dir, "config.json")
+        self.addresses: list[str] = []
 
     def _command(self) -> list[str]:
         return [sys.executable, "-m", "gateway", "--config", self.copy_path, "--worker"]
@@ -58,6 +60,7 @@ class Supervisor:
         except ConfigErrors as exc:
             log.error("reload refused, the previous config keeps serving:\n%s", exc)
             return False
+        self.addresses = config.server.addresses
         staged = self.copy_path + ".new"
         with open(staged, "wb") as f:
             f.write(data)
@@ -74,6 +77,17 @@ class Supervisor:
             log.error("worker %d (pid %d) exited with %s; restarting", index, process.pid, code)
             await trio.sleep(RESTART_BACKOFF_S)
 
+    def _can_listen(self) -> bool:
+        """Whether the workers will be able to bind every listen address (as nginx's master
+        binds before it forks): a worker that cannot would be restarted forever."""
+        for address in self.addresses:
+            try:
+                open_listener(address, reuse_port=True, listen=False).close()
+            except OSError as exc:
+                log.error("cannot serve: %s", exc)
+                return False
+        return True
+
     def _signal_all(self, signum: int) -> None:
         for process in self.processes.values():
             if process.returncode is None:
@@ -81,7 +95,8 @@ class Supervisor:
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT, then wait for every worker to drain; the exit code."""
-        if not self.take_config():
+        if not self.take_config() or not self._can_listen():
+            shutil.rmtree(self._copy_dir, ignore_errors=True)
             return 1
         try:
             with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:

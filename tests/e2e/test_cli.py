@@ -105,6 +105,24 @@ def test_check_rejects_bad_config_naming_the_path(
         assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_listen_address_in_use_is_one_clear_line(tmp_path: Path, workers: int) -> None:
+    """As nginx's `bind() to ... failed (98: Address already in use)`: the address and the
+    reason on one line, exit 1, no traceback; with workers, before any is started (they
+    would fail and be restarted forever)."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    with taken:
+        port = taken.getsockname()[1]
+        config = basic_config(port, "127.0.0.1:9", workers=workers)
+        result = run_cli("--config", str(write_config(tmp_path / "c.json", config)))
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "restarting" not in result.stderr
+
+
 def test_check_reports_every_problem(tmp_path: Path) -> None:
     config = {
         "routes": [
