@@ -116,12 +116,6 @@ def _host_header(
     return client_host or node_host
 
 
-async def _wait_connect(upstream: CompiledUpstream, node: Node) -> UpstreamConnection:
-    with trio.move_on_after(upstream.connect_timeout):
-        return await UpstreamConnection.wait_open(node)
-    raise UpstreamError(UpstreamPhase.CONNECT, "timed out", timeout=True)
-
-
 async def forward(
     client: Client, ctx: RequestContext, route: CompiledRoute, pools: PoolManager
 ) -> None:
@@ -145,7 +139,7 @@ async def forward(
             conn = None if fresh_only else pools.checkout(node, ctx.start)
             if conn is None:
                 try:
-                    conn = await _wait_connect(upstream, node)
+                    conn = await UpstreamConnection.wait_open(node, upstream.connect_timeout)
                 except UpstreamError as exc:
                     now = trio.current_time()
                     upstream.balancer.mark_failed(node, now)

@@ -82,26 +82,41 @@ class UpstreamConnection:
         return f"<UpstreamConnection {self.node.host}:{self.node.port} {self.state.name}>"
 
     @classmethod
-    async def wait_open(cls, node: Node) -> UpstreamConnection:
-        """Connect to `node`; raises UpstreamError(CONNECT). The caller sets the timeout.
+    async def wait_open(cls, node: Node, connect_timeout: float) -> UpstreamConnection:
+        """Connect to `node`, each address within `connect_timeout`; raises
+        UpstreamError(CONNECT), a timeout one (504) when the last address timed out.
 
         A node named by a host name is tried at each of its addresses in turn, as nginx
-        makes every address a peer: a name with an IPv6 and an IPv4 address still reaches
-        an upstream that listens on one of them."""
+        makes every address a peer with its own connect timeout: a name with an IPv6 and an
+        IPv4 address still reaches an upstream that listens on one of them, even when the
+        other drops the connect."""
         host, port = node.address
-        try:
-            if _is_ip(host):
-                family = socket.AF_INET6 if ":" in host else socket.AF_INET
-                return await cls._wait_connect(node, family, (host, port))
-            infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            _fail(UpstreamPhase.CONNECT, exc, reused=False, responded=False)
-        failure: OSError = OSError(errno.EHOSTUNREACH, "no address")
-        for family, _, _, _, sockaddr in infos:
-            try:
-                return await cls._wait_connect(node, family, (str(sockaddr[0]), int(sockaddr[1])))
-            except OSError as exc:
-                failure = exc
+        addresses: list[tuple[int, tuple[str, int]]] = []
+        if _is_ip(host):
+            addresses.append((socket.AF_INET6 if ":" in host else socket.AF_INET, (host, port)))
+        else:
+            with trio.move_on_after(connect_timeout):
+                try:
+                    infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                except OSError as exc:
+                    _fail(UpstreamPhase.CONNECT, exc, reused=False, responded=False)
+                addresses = [(info[0], (str(info[4][0]), int(info[4][1]))) for info in infos]
+                if not addresses:
+                    no_address = OSError(errno.EHOSTUNREACH, "no address")
+                    _fail(UpstreamPhase.CONNECT, no_address, reused=False, responded=False)
+            if not addresses:  # the name did not resolve in time
+                raise UpstreamError(UpstreamPhase.CONNECT, "timed out", timeout=True)
+        failure: OSError | None = None
+        for family, address in addresses:
+            with trio.move_on_after(connect_timeout):
+                try:
+                    return await cls._wait_connect(node, family, address)
+                except OSError as exc:
+                    failure = exc
+                    continue
+            failure = None  # this one timed out
+        if failure is None:
+            raise UpstreamError(UpstreamPhase.CONNECT, "timed out", timeout=True)
         _fail(UpstreamPhase.CONNECT, failure, reused=False, responded=False)
 
     @classmethod

@@ -592,6 +592,29 @@ async def test_a_node_name_with_several_addresses_tries_each(
     assert len(upstream.received) == 3
 
 
+async def test_each_address_of_a_node_name_has_its_own_connect_timeout(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    """As nginx's peers, each address gets the whole connect timeout: a first address that
+    drops the SYNs (a listener whose backlog is full) no longer uses it up for the next."""
+    host, port = upstream.address.rsplit(":", 1)
+    with socket.socket() as blackhole, socket.socket() as filler:
+        blackhole.bind(("127.0.0.2", int(port)))
+        blackhole.listen(0)
+        filler.connect(("127.0.0.2", int(port)))  # the one place in its queue
+        trio.socket.set_custom_hostname_resolver(
+            TwoAddressResolver(b"multi.test", "127.0.0.2", host)
+        )
+        timeout = {"connect": 0.5, "send": 5, "read": 5}
+        node = {"nodes": {f"multi.test:{port}": 1}, "timeout": timeout}
+        _, gw = await start_gateway(
+            nursery, config_for([{"id": "r", "uri": "/*", "upstream": node}])
+        )
+        resp = await request(gw)
+    assert resp.status == 200
+    assert len(upstream.received) == 1
+
+
 async def test_silent_upstream_is_504(nursery: trio.Nursery) -> None:
     async def silent(stream: trio.SocketStream) -> None:
         await stream.receive_some(65536)
