@@ -179,17 +179,7 @@ class ClientConnection:
                 request = await self._wait_request()
                 if request is None:
                     break
-                try:
-                    keep = await self._handle(request)
-                except DownstreamError:
-                    raise
-                except Exception:
-                    # A bug met by this request: answer it as nginx answers a failed
-                    # handler, then close (its state is unknown); the others go on.
-                    log.exception("request from %s failed", self.remote_addr)
-                    await self._reject(500, "internal error")
-                    break
-                if not keep:
+                if not await self._handle(request):
                     break
                 if self.body is None or not self.body.complete():
                     break
@@ -354,18 +344,19 @@ class ClientConnection:
             except PathError as exc:
                 await self._refuse(400, f"bad Host header: {exc}", ctx.method, ctx.path)
                 return False
-        route = runtime.router.match(ctx.method, ctx.path, ctx.host)
         keep = True
         reply: Reply | None
-        if route is None:
-            reply = ROUTE_NOT_FOUND
-        else:
-            ctx.route = route
-            ctx.chain = route.chain
-            ctx.body_reader = self.body.read_whole
-            ctx.websocket = route.enable_websocket and is_websocket_upgrade(ctx.headers)
-            reply = await run_request_phases(route.chain, ctx)
         try:
+            route = runtime.router.match(ctx.method, ctx.path, ctx.host)
+            if route is None:
+                reply = ROUTE_NOT_FOUND
+            else:
+                ctx.route = route
+                ctx.chain = route.chain
+                ctx.body_reader = self.body.read_whole
+                ctx.websocket = route.enable_websocket and is_websocket_upgrade(ctx.headers)
+                # A plugin that reads the body (hmac-auth) meets its faults here too.
+                reply = await run_request_phases(route.chain, ctx)
             if reply is None and route is not None:
                 try:
                     await proxy.forward(self, ctx, route, shared.pools)
@@ -387,6 +378,13 @@ class ClientConnection:
             if exc.status != CLIENT_GONE and not self.response_started:
                 # A bad body (e.g. an invalid chunk) before any answer: say so, then close.
                 await self._reject(exc.status, exc.reason)
+        except Exception:
+            # A bug met by this request: answer it as nginx answers a failed handler, then
+            # close (its state is unknown); the other connections go on.
+            log.exception("request from %s failed", self.remote_addr)
+            ctx.status = 500
+            keep = False
+            await self._reject(500, "internal error")
         finally:
             now = trio.current_time() if shared.access_log.enabled else 0.0
             if ctx.chain is not None and ctx.chain.logs:

@@ -18,7 +18,7 @@ import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from tests.helpers import Response, Upstream, config_for, request, start_gateway
+from tests.helpers import Response, Upstream, config_for, exchange_raw, request, start_gateway
 
 HS_SECRET = "a-very-long-hs256-secret-for-the-tests-0123456789"
 
@@ -648,6 +648,24 @@ async def test_hmac_body_digest_limit_algorithms_and_hide(hmac_gw: str, upstream
         await request(hmac_gw, "POST", "/body/x", headers=sha256_signed, body=body)
     ).status == 401
     assert len(upstream.received) == 1
+
+
+async def test_hmac_body_that_breaks_off_is_answered(hmac_gw: str, upstream: Upstream) -> None:
+    """A body hmac-auth reads for its digest that turns out malformed (a bad chunk) is a
+    400 with Connection: close, as on any route, not a connection closed unanswered."""
+    body = b"payload"
+    digest = "SHA-256=" + base64.b64encode(hashlib.sha256(body).digest()).decode()
+    names = ["@request-target", "date", "digest"]
+    headers = signed("POST", "/body/x", names, extra={"Digest": digest}, algorithm="hmac-sha512")
+    head = b"".join(b"%s: %s\r\n" % (n.encode(), v.encode()) for n, v in headers)
+    raw = await exchange_raw(
+        hmac_gw,
+        b"POST /body/x HTTP/1.1\r\nHost: x\r\n" + head
+        + b"Transfer-Encoding: chunked\r\n\r\n3\r\npay\r\nzz\r\n",
+    )  # fmt: skip
+    assert raw.startswith(b"HTTP/1.1 400 "), raw[:60]
+    assert b"\r\nconnection: close\r\n" in raw.lower()
+    assert upstream.received == []
 
 
 # --- several plugins, multi-auth, groups --------------------------------------------------
