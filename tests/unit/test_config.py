@@ -23,6 +23,12 @@ def cred(username: str, cred_id: str, plugin: str, conf: dict[str, Any]) -> dict
     return {"username": username, "credentials": [{"id": cred_id, "plugins": {plugin: conf}}]}
 
 
+def on_route(plugin: str, conf: dict[str, Any], field: str = "") -> tuple[dict[str, Any], str]:
+    """A case: `conf` for `plugin` on a route, refused at that plugin's `field`."""
+    path = f"$.routes[0].plugins.{plugin}" + (f".{field}" if field else "")
+    return {"routes": [route(plugins={plugin: conf})]}, path
+
+
 def labelled(labels: dict[str, str]) -> dict[str, Any]:
     return {"consumers": [{"username": "a", "labels": labels}]}
 
@@ -75,78 +81,22 @@ CASES: list[tuple[dict[str, Any], str]] = [
     ({"consumers": [{"username": "a", "group_id": "none"}]}, "$.consumers[0].group_id"),
     ({"unknown": 1}, "$"),
     # What a header, a realm or a host cannot carry is refused at load, never per request.
-    (
-        {"routes": [route(plugins={"key-auth": {"header": "日本"}})]},
-        "$.routes[0].plugins.key-auth.header",
-    ),
-    (
-        {"routes": [route(plugins={"key-auth": {"realm": 'a"b'}})]},
-        "$.routes[0].plugins.key-auth.realm",
-    ),
-    (
-        {"routes": [route(plugins={"basic-auth": {"realm": "a\r\nX: 1"}})]},
-        "$.routes[0].plugins.basic-auth.realm",
-    ),
-    (
-        {"routes": [route(plugins={"jwt-auth": {"header": "a b"}})]},
-        "$.routes[0].plugins.jwt-auth.header",
-    ),
-    (
-        {"routes": [route(plugins={"jwt-auth": {"cookie": "a;b"}})]},
-        "$.routes[0].plugins.jwt-auth.cookie",
-    ),
-    (
-        {"routes": [route(plugins={"jwt-auth": {"realm": "\u0000"}})]},
-        "$.routes[0].plugins.jwt-auth.realm",
-    ),
-    (
-        {"routes": [route(plugins={"hmac-auth": {"signed_headers": ["日本"]}})]},
-        "$.routes[0].plugins.hmac-auth.signed_headers[0]",
-    ),
-    (
-        {"routes": [route(plugins={"hmac-auth": {"realm": "a\\b"}})]},
-        "$.routes[0].plugins.hmac-auth.realm",
-    ),
-    (
-        {"routes": [route(plugins={"openid-connect": {"public_key": "k", "realm": "a\nb"}})]},
-        "$.routes[0].plugins.openid-connect.realm",
-    ),
-    (
-        {"routes": [route(plugins={"openid-connect": {"public_key": "k", "token_header": "a b"}})]},
-        "$.routes[0].plugins.openid-connect.token_header",
-    ),
-    (
-        {"routes": [route(plugins={"proxy-rewrite": {"host": "日本"}})]},
-        "$.routes[0].plugins.proxy-rewrite.host",
-    ),
-    (
-        {"routes": [route(plugins={"proxy-rewrite": {"host": "a\r\nb"}})]},
-        "$.routes[0].plugins.proxy-rewrite.host",
-    ),
-    (
-        {
-            "routes": [
-                route(plugins={"proxy-rewrite": {"headers": {"set": {"X-A": "a\r\nX-B: 1"}}}})
-            ]
-        },
-        "$.routes[0].plugins.proxy-rewrite",
-    ),
-    (
-        {"routes": [route(plugins={"proxy-rewrite": {"headers": {"X A": "1"}}})]},
-        "$.routes[0].plugins.proxy-rewrite",
-    ),
-    (
-        {"routes": [route(plugins={"proxy-rewrite": {"headers": {"remove": ["a:b"]}}})]},
-        "$.routes[0].plugins.proxy-rewrite",
-    ),
-    (
-        {
-            "routes": [
-                route(plugins={"limit-count": {"count": 1, "time_window": 1, "key": "http_日本"}})
-            ]
-        },
-        "$.routes[0].plugins.limit-count",
-    ),
+    on_route("key-auth", {"header": "日本"}, "header"),
+    on_route("key-auth", {"realm": 'a"b'}, "realm"),
+    on_route("basic-auth", {"realm": "a\r\nX: 1"}, "realm"),
+    on_route("jwt-auth", {"header": "a b"}, "header"),
+    on_route("jwt-auth", {"cookie": "a;b"}, "cookie"),
+    on_route("jwt-auth", {"realm": "\u0000"}, "realm"),
+    on_route("hmac-auth", {"signed_headers": ["日本"]}, "signed_headers[0]"),
+    on_route("hmac-auth", {"realm": "a\\b"}, "realm"),
+    on_route("openid-connect", {"public_key": "k", "realm": "a\nb"}, "realm"),
+    on_route("openid-connect", {"public_key": "k", "token_header": "a b"}, "token_header"),
+    on_route("proxy-rewrite", {"host": "日本"}, "host"),
+    on_route("proxy-rewrite", {"host": "a\r\nb"}, "host"),
+    on_route("proxy-rewrite", {"headers": {"set": {"X-A": "a\r\nX-B: 1"}}}),
+    on_route("proxy-rewrite", {"headers": {"X A": "1"}}),
+    on_route("proxy-rewrite", {"headers": {"remove": ["a:b"]}}),
+    on_route("limit-count", {"count": 1, "time_window": 1, "key": "http_日本"}),
     ({"routes": [route(upstream={"nodes": {"日本:80": 1}})]}, "$.routes[0].upstream"),
     ({"routes": [route(upstream={"nodes": {"a\r\nb:80": 1}})]}, "$.routes[0].upstream"),
     (
@@ -171,18 +121,9 @@ CASES: list[tuple[dict[str, Any], str]] = [
     ({"routes": [route(id="r\n")]}, "$.routes[0].id"),
     ({"routes": [route(hosts=["a.example\n"])]}, "$.routes[0].hosts[0]"),
     ({"routes": [route(upstream={"nodes": {"h:80\n": 1}})]}, "$.routes[0].upstream"),
-    (
-        {"routes": [route(plugins={"key-auth": {"header": "apikey\n"}})]},
-        "$.routes[0].plugins.key-auth.header",
-    ),
-    (
-        {"routes": [route(plugins={"key-auth": {"realm": "key\n"}})]},
-        "$.routes[0].plugins.key-auth.realm",
-    ),
-    (
-        {"routes": [route(plugins={"proxy-rewrite": {"headers": {"X-A": "v\n"}}})]},
-        "$.routes[0].plugins.proxy-rewrite",
-    ),
+    on_route("key-auth", {"header": "apikey\n"}, "header"),
+    on_route("key-auth", {"realm": "key\n"}, "realm"),
+    on_route("proxy-rewrite", {"headers": {"X-A": "v\n"}}),
     (labelled({"team": "v\n"}), "$.consumers[0].labels[...]"),
     # Labels as APISIX's: 1 to 64 characters without whitespace, at most 16 of them.
     (labelled({"team": "a\r\nb"}), "$.consumers[0].labels[...]"),
