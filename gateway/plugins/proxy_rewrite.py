@@ -31,11 +31,12 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9\-._~!$&'()*+,;=:@/%?]")
 
 
 def safe_target(text: str) -> bytes:
-    """A rewritten URI ready for the request line: anything else percent-encoded (UTF-8),
-    so a space or a quote from the config or a variable cannot break the line."""
+    """A rewritten URI, one character per byte (see `_bytes_template`), ready for the
+    request line: anything else percent-encoded byte by byte, so a space or a quote from
+    the config or a variable cannot break the line."""
     if _UNSAFE.search(text) is None:
         return text.encode("ascii")
-    return quote(text, safe=_TARGET_SAFE).encode("ascii")
+    return quote(text.encode("latin-1"), safe=_TARGET_SAFE).encode("ascii")
 
 
 Method = Literal[
@@ -100,11 +101,14 @@ class ProxyRewriteConf(Conf, frozen=True, kw_only=True):
                     raise ValueError(f"invalid regex_uri pattern {pattern!r}: {exc}") from None
 
 
+def _bytes_template(text: str) -> Template:
+    """A template that renders one character per byte (Latin-1), as request variables do:
+    the config's own text is held as its UTF-8 bytes."""
+    return Template(text.encode().decode("latin-1"))
+
+
 def _values(value: HeaderValue) -> list[Template]:
-    """Header value templates that render one character per byte (Latin-1), as request
-    variables do: the config's own text is held as its UTF-8 bytes."""
-    values = value if isinstance(value, list) else [value]
-    return [Template(v.encode().decode("latin-1")) for v in values]
+    return [_bytes_template(v) for v in (value if isinstance(value, list) else [value])]
 
 
 class ProxyRewrite(Plugin):
@@ -115,10 +119,10 @@ class ProxyRewrite(Plugin):
     def __init__(self, conf: ProxyRewriteConf, env: PluginEnv) -> None:
         super().__init__(conf, env)
         self.real_request_uri = conf.use_real_request_uri_unsafe
-        self.uri = Template(conf.uri) if conf.uri is not None else None
+        self.uri = _bytes_template(conf.uri) if conf.uri is not None else None
         pairs = conf.regex_uri or []
         self.regex_uri = tuple(
-            (re.compile(pairs[i]), Template(pairs[i + 1])) for i in range(0, len(pairs), 2)
+            (re.compile(pairs[i]), _bytes_template(pairs[i + 1])) for i in range(0, len(pairs), 2)
         )
         self.method = conf.method.encode() if conf.method else None
         self.host = conf.host.encode("latin-1") if conf.host else None

@@ -61,6 +61,14 @@ def test_new_uri_is_made_safe_for_the_request_line() -> None:
     assert c.upstream_uri == b"/new%20path/a%20b/%22%C3%A9%22/a%2Fb;c=d:@!$&'()*+,~?q=a%20b"
 
 
+def test_a_new_uri_escapes_a_header_variable_byte_by_byte() -> None:
+    """A request header's bytes (`$http_x`) are escaped as the bytes they are; text from the
+    config as its UTF-8 bytes."""
+    c = ctx(headers=[(b"host", b"h"), (b"x-in", b"caf\xe9")])
+    plugin(uri="/u/$http_x_in/é").rewrite(c)
+    assert c.upstream_uri == b"/u/caf%E9/%C3%A9?full=1"
+
+
 def test_use_real_request_uri_unsafe_sends_the_target_as_it_came() -> None:
     """It takes precedence over `uri` and `regex_uri`, and skips the normalisation."""
     c = RequestContext(
