@@ -82,13 +82,18 @@ def normalize(path: bytes) -> bytes:
     return b"/" + b"/".join(segments)
 
 
+# What a request path carries as it is (RFC 3986: unreserved, sub-delims, ":", "@", "/",
+# and "%" for escapes already there); anything else is percent-encoded.
+PATH_SAFE: Final = "-._~!$&'()*+,;=:@/%"
+
+
 def route_path(uri: str) -> str:
     """A route's path from the config in the form `normalize` gives requests: what a request
     line cannot carry (a space, text outside ASCII) as its UTF-8 escapes, then normalised.
     Raises PathError."""
     if "?" in uri or "#" in uri:
         raise PathError("a route's uri is a path: no query or fragment")
-    return normalize(quote(uri, safe="/%!$&'()*+,;=:@").encode("ascii")).decode("ascii")
+    return normalize(quote(uri, safe=PATH_SAFE).encode("ascii")).decode("ascii")
 
 
 def absolute_form(target: bytes) -> tuple[bytes, bytes] | None:

@@ -17,6 +17,7 @@ import msgspec
 
 from gateway.config.fields import HEADER_TEXT, HeaderName, HostHeader
 from gateway.context import RequestContext
+from gateway.http.path import PATH_SAFE
 from gateway.pipeline import Conf, Plugin, PluginEnv
 from gateway.plugins.template import Template
 
@@ -24,10 +25,10 @@ from gateway.plugins.template import Template
 # str and a list, msgspec issue #717.)
 HeaderValue = str | list[str]
 _ACTIONS = frozenset({"add", "set", "remove"})
-# What a request target keeps as it is (APISIX's `uri_safe_encode`: unreserved, sub-delims,
-# ":", "@", "/", and "%" for escapes already there), plus "?" for the query.
-_TARGET_SAFE = "-._~!$&'()*+,;=:@/%?"
-_UNSAFE = re.compile(r"[^A-Za-z0-9\-._~!$&'()*+,;=:@/%?]")
+# What a request target keeps as it is (APISIX's `uri_safe_encode`): a path's characters,
+# plus "?" for the query.
+_TARGET_SAFE = PATH_SAFE + "?"
+_UNSAFE = re.compile(f"[^A-Za-z0-9{re.escape(_TARGET_SAFE)}]")
 
 
 def safe_target(text: str) -> bytes:
