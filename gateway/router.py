@@ -1,24 +1,56 @@
-"""Route matching: exact and prefix URIs, methods, hosts with wildcards, priority.
+"""Route matching: exact, prefix and parameter URIs, methods, hosts with wildcards, priority.
 
 Built once per config. Rules (APISIX's radixtree): an exact URI beats a prefix; a longer
 prefix beats a shorter one; among routes with the same URI, higher `priority` first, then
 config order. A candidate whose method or host does not match is skipped and the next one
 tried. `/petstore/*` matches `/petstore/` and `/petstore/a`, not `/petstore`.
 
+A URI with parameters (`/user/:id`, `/files/*path`, `/user/:id/*`) ranks as the prefix
+before its first parameter and must then match whole: a `:name` segment is one non-empty
+segment, a `*name` segment (or a `*` not at the end) the rest of the path, empty too.
+
 Pure: no IO. A match costs one dict lookup for exact paths plus one per distinct prefix
-length.
+length, and one pattern match per parameter route tried.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
 
+def split_uri(uri: str) -> tuple[bytes, bool, re.Pattern[bytes] | None]:
+    """(literal part, is a prefix, pattern the whole path must match) of a route's uri."""
+    colon = uri.find(":")
+    star = uri.find("*")
+    if colon < 0 and star in (-1, len(uri) - 1):
+        return (uri[:-1].encode(), True, None) if star >= 0 else (uri.encode(), False, None)
+    first = min(at for at in (colon, star) if at >= 0)
+    parts = []
+    for segment in uri.split("/"):
+        if segment.startswith(":"):
+            parts.append("[^/]+")
+        elif segment.startswith("*"):
+            parts.append(".*")
+        else:
+            parts.append(re.escape(segment))
+    pattern = re.compile("/".join(parts).encode(), re.DOTALL)
+    return uri[:first].encode(), True, pattern
+
+
 class _Candidate(Generic[T]):
-    __slots__ = ("exact_hosts", "methods", "order", "priority", "value", "wildcard_hosts")
+    __slots__ = (
+        "exact_hosts",
+        "methods",
+        "order",
+        "pattern",
+        "priority",
+        "value",
+        "wildcard_hosts",
+    )
 
     def __init__(
         self,
@@ -27,8 +59,10 @@ class _Candidate(Generic[T]):
         hosts: Sequence[str],
         priority: int,
         order: int,
+        pattern: re.Pattern[bytes] | None = None,
     ) -> None:
         self.value = value
+        self.pattern = pattern
         self.methods = methods
         self.exact_hosts = frozenset(h.lower().encode() for h in hosts if not h.startswith("*"))
         # "*.example.com" -> b".example.com"; a bare "*" matches every host.
@@ -76,12 +110,12 @@ class Router(Generic[T]):
         prefix: dict[bytes, list[_Candidate[T]]] = {}
         for order, spec in enumerate(specs):
             methods = frozenset(m.encode() for m in spec.methods) if spec.methods else None
-            candidate = _Candidate(spec.value, methods, spec.hosts, spec.priority, order)
             for uri in spec.uris:
-                if uri.endswith("*"):
-                    prefix.setdefault(uri[:-1].encode(), []).append(candidate)
-                else:
-                    exact.setdefault(uri.encode(), []).append(candidate)
+                literal, is_prefix, pattern = split_uri(uri)
+                candidate = _Candidate(
+                    spec.value, methods, spec.hosts, spec.priority, order, pattern
+                )
+                (prefix if is_prefix else exact).setdefault(literal, []).append(candidate)
 
         def ranked(cands: list[_Candidate[T]]) -> tuple[_Candidate[T], ...]:
             return tuple(sorted(cands, key=lambda c: (-c.priority, c.order)))
@@ -107,6 +141,8 @@ class Router(Generic[T]):
             cands = table.get(path[:length])
             if cands is not None:
                 for c in cands:
-                    if c.accepts(method, host):
+                    if c.accepts(method, host) and (
+                        c.pattern is None or c.pattern.fullmatch(path) is not None
+                    ):
                         return c.value
         return None

@@ -168,6 +168,33 @@ async def test_route_uris_match_requests_in_their_normal_form(
         assert upstream.received[-1].header(b"x-route") == rid.encode(), target
 
 
+async def test_route_uris_with_parameters(nursery: trio.Nursery, upstream: Upstream) -> None:
+    """APISIX configs route by `/user/:id` and `/files/*path`: a parameter matches a segment,
+    a `*name` the rest; the request goes on with its path as sent."""
+    node = {"nodes": {upstream.address: 1}}
+    routes = [
+        {"id": "user", "uri": "/user/:id", "upstream": node},
+        {"id": "files", "uris": ["/files/*path", "/u/:id/files/*"], "upstream": node},
+    ]
+    cfg = config_for(
+        [{**r, "plugins": {"proxy-rewrite": {"headers": {"x-route": r["id"]}}}} for r in routes]
+    )
+    _, gw = await start_gateway(nursery, cfg)
+    for target, rid in (
+        ("/user/42?x=1", "user"),
+        ("/files/a/b.txt", "files"),
+        ("/u/7/files/", "files"),
+    ):
+        resp = await request(gw, target=target)
+        assert resp.status == 200, target
+        assert upstream.received[-1].header(b"x-route") == rid.encode(), target
+        assert upstream.received[-1].target == target.encode()
+    seen = len(upstream.received)
+    for target in ("/user/", "/user/42/x", "/user/:id/x", "/u/7/files", "/files"):
+        assert (await request(gw, target=target)).status == 404, target
+    assert len(upstream.received) == seen
+
+
 async def test_absolute_form_target_names_the_host(
     nursery: trio.Nursery, upstream: Upstream
 ) -> None:

@@ -76,3 +76,59 @@ def test_uris_list_and_catch_all() -> None:
     assert router.match(b"GET", b"/a", b"") == "multi"
     assert router.match(b"GET", b"/b/c", b"") == "multi"
     assert router.match(b"GET", b"/c", b"") == "all"
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        (b"/user/42", "param"),
+        (b"/user/:id", "param"),
+        (b"/user/", None),
+        (b"/user/42/", None),
+        (b"/user/42/posts", None),
+        (b"/user/42/posts/7", "two"),
+        (b"/user/42/posts/7/x", None),
+        (b"/files/a/b/c.txt", "rest"),
+        (b"/files/", "rest"),
+        (b"/files", None),
+        (b"/name/bob/anything/at/all", "named-rest"),
+        (b"/name/bob/", "named-rest"),
+        (b"/name/bob", None),
+        (b"/v1.0/x", "dot"),
+        (b"/v1x0/x", None),
+    ],
+)
+def test_parameters_in_uris_match_as_in_apisix(path: bytes, expected: str | None) -> None:
+    """APISIX's radixtree: `:name` matches one non-empty segment, a `*name` segment the rest
+    of the path (empty too); the rest of such a uri matches as written."""
+    router = build(
+        RouteSpec("param", ["/user/:id"]),
+        RouteSpec("two", ["/user/:id/posts/:post"]),
+        RouteSpec("rest", ["/files/*path"]),
+        RouteSpec("named-rest", ["/name/:who/*"]),
+        RouteSpec("dot", ["/v1.0/:x"]),
+    )
+    assert router.match(b"GET", path, b"") == expected
+
+
+def test_parameter_routes_rank_as_prefixes_of_the_path_before_the_parameter() -> None:
+    """A parameter route sits at the literal path before its first parameter: an exact uri
+    beats it, a longer prefix beats it, and with the same literal part `priority` then
+    config order decide; a route whose parameters do not fit lets the next one try."""
+    router = build(
+        RouteSpec("star", ["/user/*"]),
+        RouteSpec("param", ["/user/:id"], priority=1),
+        RouteSpec("exact", ["/user/me"]),
+        RouteSpec("longer", ["/user/4*"]),
+    )
+    assert router.match(b"GET", b"/user/me", b"") == "exact"
+    assert router.match(b"GET", b"/user/42", b"") == "longer"
+    assert router.match(b"GET", b"/user/7", b"") == "param"
+    assert router.match(b"GET", b"/user/7/x", b"") == "star"
+    router = build(RouteSpec("star", ["/user/*"]), RouteSpec("param", ["/user/:id"]))
+    assert router.match(b"GET", b"/user/7", b"") == "star"
+    router = build(
+        RouteSpec("post", ["/user/:id"], methods=["POST"]), RouteSpec("star", ["/user/*"])
+    )
+    assert router.match(b"GET", b"/user/7", b"") == "star"
+    assert router.match(b"POST", b"/user/7", b"") == "post"
