@@ -8,11 +8,12 @@ swaps it whole; requests in flight keep the one they started with.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from typing import Any
 
-from gateway.config.model import Config, Route, Service, Upstream, plugin_items
+from gateway.config.model import Config, Route, RouteTimeout, Service, Upstream, plugin_items
 from gateway.consumers import Consumer, ConsumerTable, Credential
 from gateway.oidc import IdpRegistry
 from gateway.pipeline import AuthPlugin, Chain, Plugin, PluginEnv
@@ -54,6 +55,20 @@ class CompiledUpstream:
         # node once; nginx's proxy_next_upstream error timeout).
         live = len(self.balancer.nodes)
         self.retries = live - 1 if conf.retries is None else min(conf.retries, live - 1)
+
+    def with_timeout(self, timeout: RouteTimeout | None) -> CompiledUpstream:
+        """This upstream with a route's own timeouts; the nodes, their pools and their
+        health stay shared."""
+        if timeout is None:
+            return self
+        view = copy.copy(self)
+        if timeout.connect is not None:
+            view.connect_timeout = timeout.connect
+        if timeout.send is not None:
+            view.send_timeout = timeout.send
+        if timeout.read is not None:
+            view.read_timeout = timeout.read
+        return view
 
 
 class CompiledRoute:
@@ -148,6 +163,8 @@ class Runtime:
         for route in config.routes:
             service = services.get(route.service_id) if route.service_id else None
             compiled = self._compile_route(route, service, global_plugins)
+            if route.status == 0:
+                continue
             hosts = route.host_list or (service.hosts if service and service.hosts else [])
             specs.append(
                 RouteSpec(compiled, route.normal_uris, route.methods, hosts, route.priority)
@@ -164,7 +181,7 @@ class Runtime:
             merged.update(instantiate(service.plugins, self.env, f"service:{service.id}"))
         merged.update(instantiate(route.plugins, self.env, f"route:{route.id}"))
         chain = Chain([*global_plugins, *merged.values()])
-        upstream = self._route_upstream(route, service)
+        upstream = self._route_upstream(route, service).with_timeout(route.timeout)
         websocket = route.enable_websocket or bool(service and service.enable_websocket)
         return CompiledRoute(route.id, route.service_id, chain, upstream, websocket)
 

@@ -146,6 +146,14 @@ class Timeout(Conf, frozen=True, kw_only=True):
     read: Seconds = 60.0
 
 
+class RouteTimeout(Conf, frozen=True, kw_only=True):
+    """A route's own timeouts; each one left out stays its upstream's."""
+
+    connect: Seconds | None = None
+    send: Seconds | None = None
+    read: Seconds | None = None
+
+
 class KeepalivePool(Conf, frozen=True, kw_only=True):
     size: Annotated[int, msgspec.Meta(ge=0)] = 320
     idle_timeout: Annotated[float, msgspec.Meta(ge=0)] = 60.0
@@ -209,6 +217,8 @@ class Route(Conf, frozen=True, kw_only=True):
     upstream_id: Id | None = None
     service_id: Id | None = None
     enable_websocket: bool = False
+    timeout: RouteTimeout | None = None
+    status: Literal[0, 1] = 1  # APISIX: 0 takes the route out of matching
 
     def __post_init__(self) -> None:
         if (self.uri is None) == (self.uris is None):

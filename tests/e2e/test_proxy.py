@@ -666,6 +666,44 @@ async def test_silent_upstream_is_504(nursery: trio.Nursery) -> None:
     assert resp.body == b'{"error_msg":"504 Gateway Time-out"}\n'
 
 
+async def test_a_route_timeout_overrides_its_upstreams(nursery: trio.Nursery) -> None:
+    """APISIX's route `timeout`: the route's values replace the upstream's, the ones it
+    leaves out stay the upstream's."""
+
+    async def silent(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        await trio.sleep_forever()
+
+    port = await nursery.start(raw_serve, silent)
+    cfg = config_for(
+        [{"id": "r", "uri": "/*", "upstream_id": "u", "timeout": {"read": 0.3}}],
+        upstreams=[{"id": "u", "nodes": {f"127.0.0.1:{port}": 1}}],
+    )
+    _, gw = await start_gateway(nursery, cfg)
+    with trio.fail_after(20):
+        resp = await request(gw)
+    assert resp.status == 504
+    assert resp.body == b'{"error_msg":"504 Gateway Time-out"}\n'
+
+
+async def test_a_route_with_status_0_is_disabled(nursery: trio.Nursery, upstream: Upstream) -> None:
+    """APISIX's route `status`: 0 takes the route out of matching, 1 (the default) keeps it."""
+    node = {"nodes": {upstream.address: 1}}
+    routes = [
+        {"id": "off", "uri": "/a", "status": 0, "priority": 9, "upstream": node},
+        {"id": "on", "uri": "/a", "status": 1, "upstream": node},
+        {"id": "gone", "uri": "/b", "status": 0, "upstream": node},
+    ]
+    cfg = config_for(
+        [{**r, "plugins": {"proxy-rewrite": {"headers": {"x-route": r["id"]}}}} for r in routes]
+    )
+    _, gw = await start_gateway(nursery, cfg)
+    assert (await request(gw, target="/a")).status == 200
+    assert upstream.received[-1].header(b"x-route") == b"on"
+    assert (await request(gw, target="/b")).status == 404
+    assert len(upstream.received) == 1
+
+
 async def test_upstream_reset_before_response_is_502(nursery: trio.Nursery) -> None:
     async def hangup(stream: trio.SocketStream) -> None:
         await stream.receive_some(65536)
