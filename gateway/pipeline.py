@@ -37,6 +37,24 @@ class Conf(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True
     """Base of every config shape: unknown fields are errors, values never change."""
 
 
+class PluginMeta(Conf, frozen=True, kw_only=True):
+    """APISIX's `_meta` of a plugin conf; of its fields only `disable` is taken."""
+
+    disable: bool = False
+
+
+class PluginConf(Conf, frozen=True, kw_only=True):
+    """Base of a plugin's conf, route-level or credential."""
+
+    meta: PluginMeta | None = msgspec.field(default=None, name="_meta")
+
+
+def disabled(conf: Any) -> bool:
+    """Whether a plugin conf is turned off by its `_meta.disable`."""
+    meta = getattr(conf, "meta", None)
+    return meta is not None and bool(meta.disable)
+
+
 HookResult = Reply | None
 Hook = Callable[[RequestContext], HookResult | Awaitable[HookResult]]
 HeaderFilter = Callable[[RequestContext, int, list[Header]], None]

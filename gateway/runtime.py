@@ -16,7 +16,7 @@ from typing import Any
 from gateway.config.model import Config, Route, RouteTimeout, Service, Upstream, plugin_items
 from gateway.consumers import Consumer, ConsumerTable, Credential
 from gateway.oidc import IdpRegistry
-from gateway.pipeline import AuthPlugin, Chain, Plugin, PluginEnv
+from gateway.pipeline import AuthPlugin, Chain, Plugin, PluginEnv, disabled
 from gateway.plugins import BY_NAME
 from gateway.ratelimit import LimitRegistry
 from gateway.router import Router, RouteSpec
@@ -94,9 +94,14 @@ class CompiledRoute:
         return f"CompiledRoute({self.id!r}, plugins={self.chain.names()})"
 
 
+def enabled_items(plugins: Any) -> list[tuple[str, Any]]:
+    """`plugin_items` without the confs that `_meta.disable` turns off."""
+    return [(name, conf) for name, conf in plugin_items(plugins) if not disabled(conf)]
+
+
 def instantiate(plugins: Any, env: PluginEnv, scope: str) -> dict[str, Plugin]:
     """Plugin instances for a plugins Struct value held by resource `scope`, by name."""
-    items = plugin_items(plugins)
+    items = enabled_items(plugins)
     if not items:
         return {}
     scoped = env.for_scope(scope)
@@ -112,7 +117,7 @@ def build_consumers(config: Config, env: PluginEnv) -> None:
     }
     entries: dict[str, list[tuple[Any, Credential]]] = {}
     for conf in config.consumers:
-        own = plugin_items(conf.plugins)
+        own = enabled_items(conf.plugins)
         policies = dict(group_plugins.get(conf.group_id, {})) if conf.group_id else {}
         scoped = env.for_scope(f"consumer:{conf.username}")
         policies.update(
@@ -126,7 +131,7 @@ def build_consumers(config: Config, env: PluginEnv) -> None:
             if issubclass(BY_NAME[name], AuthPlugin):
                 entries.setdefault(name, []).append((c, Credential(None, consumer)))
         for cred in conf.credentials:
-            for name, c in plugin_items(cred.plugins):
+            for name, c in enabled_items(cred.plugins):
                 entries.setdefault(name, []).append((c, Credential(cred.id, consumer)))
     for name, items in entries.items():
         plugin = BY_NAME[name]

@@ -13,12 +13,12 @@ import msgspec
 
 from gateway.config.fields import HeaderName
 from gateway.context import RequestContext
-from gateway.pipeline import Conf, Plugin, PluginEnv
+from gateway.pipeline import Plugin, PluginConf, PluginEnv
 
 LabelRef = Annotated[str, msgspec.Meta(pattern=r"^\$.+\Z")]
 
 
-class AttachConsumerLabelConf(Conf, frozen=True, kw_only=True):
+class AttachConsumerLabelConf(PluginConf, frozen=True, kw_only=True):
     headers: Annotated[dict[HeaderName, LabelRef], msgspec.Meta(min_length=1)]
 
 

@@ -21,17 +21,17 @@ from gateway.config.fields import Realm
 from gateway.consumers import Credential
 from gateway.context import RequestContext
 from gateway.http.replies import Reply, message
-from gateway.pipeline import AuthPlugin, Conf, PluginEnv
+from gateway.pipeline import AuthPlugin, PluginConf, PluginEnv
 
 _DUMMY = hashlib.sha256(b"no such user").digest()
 
 
-class BasicAuthConf(Conf, frozen=True, kw_only=True):
+class BasicAuthConf(PluginConf, frozen=True, kw_only=True):
     hide_credentials: bool = False
     realm: Realm = "basic"
 
 
-class BasicAuthCredential(Conf, frozen=True, kw_only=True):
+class BasicAuthCredential(PluginConf, frozen=True, kw_only=True):
     username: Annotated[str, msgspec.Meta(min_length=1)]
     password: Annotated[str, msgspec.Meta(min_length=1)]
 

@@ -15,7 +15,7 @@ import msgspec
 from gateway.context import RequestContext
 from gateway.http.methods import HttpMethod
 from gateway.http.replies import Reply, message
-from gateway.pipeline import Conf, Plugin, PluginEnv
+from gateway.pipeline import Conf, Plugin, PluginConf, PluginEnv
 
 RestrictionType = Literal["consumer_name", "consumer_group_id", "route_id", "service_id"]
 Names = Annotated[list[Annotated[str, msgspec.Meta(min_length=1)]], msgspec.Meta(min_length=1)]
@@ -26,7 +26,7 @@ class AllowedByMethods(Conf, frozen=True, kw_only=True):
     methods: Annotated[list[HttpMethod], msgspec.Meta(min_length=1)]
 
 
-class ConsumerRestrictionConf(Conf, frozen=True, kw_only=True):
+class ConsumerRestrictionConf(PluginConf, frozen=True, kw_only=True):
     type: RestrictionType = "consumer_name"
     whitelist: Names | None = None
     blacklist: Names | None = None

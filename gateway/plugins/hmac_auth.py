@@ -31,7 +31,7 @@ from gateway.config.fields import TOKEN, Realm
 from gateway.consumers import Credential
 from gateway.context import RequestContext
 from gateway.http.replies import Reply, message, status_reply
-from gateway.pipeline import AuthPlugin, Conf, PluginEnv
+from gateway.pipeline import AuthPlugin, PluginConf, PluginEnv
 
 log = logging.getLogger("gateway")
 
@@ -43,7 +43,7 @@ DEFAULT_MAX_BODY = 64 * 1024 * 1024
 SignedName = Annotated[str, msgspec.Meta(pattern=rf"^@request-target\Z|{TOKEN}")]
 
 
-class HmacAuthConf(Conf, frozen=True, kw_only=True):
+class HmacAuthConf(PluginConf, frozen=True, kw_only=True):
     allowed_algorithms: Annotated[list[HmacAlgorithm], msgspec.Meta(min_length=1)] = msgspec.field(
         default_factory=lambda: ["hmac-sha1", "hmac-sha256", "hmac-sha512"]
     )
@@ -55,7 +55,7 @@ class HmacAuthConf(Conf, frozen=True, kw_only=True):
     realm: Realm = "hmac"
 
 
-class HmacAuthCredential(Conf, frozen=True, kw_only=True):
+class HmacAuthCredential(PluginConf, frozen=True, kw_only=True):
     key_id: Annotated[str, msgspec.Meta(min_length=1)]
     secret_key: Annotated[str, msgspec.Meta(min_length=1)]
 

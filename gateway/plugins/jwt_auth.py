@@ -25,7 +25,7 @@ from gateway.config.fields import HeaderName, Realm
 from gateway.consumers import Credential
 from gateway.context import RequestContext
 from gateway.http.replies import Reply, message
-from gateway.pipeline import AuthPlugin, Conf, PluginEnv
+from gateway.pipeline import AuthPlugin, PluginConf, PluginEnv
 
 log = logging.getLogger("gateway")
 
@@ -49,7 +49,7 @@ _UNVERIFIED = PyJWT()
 _NO_CHECKS: Any = {"verify_signature": False}
 
 
-class JwtAuthConf(Conf, frozen=True, kw_only=True):
+class JwtAuthConf(PluginConf, frozen=True, kw_only=True):
     header: HeaderName = "authorization"
     query: Annotated[str, msgspec.Meta(min_length=1)] = "jwt"
     cookie: HeaderName = "jwt"  # a cookie name is a token too (RFC 6265)
@@ -59,7 +59,7 @@ class JwtAuthConf(Conf, frozen=True, kw_only=True):
     realm: Realm = "jwt"
 
 
-class JwtAuthCredential(Conf, frozen=True, kw_only=True):
+class JwtAuthCredential(PluginConf, frozen=True, kw_only=True):
     key: Annotated[str, msgspec.Meta(min_length=1)]
     secret: Annotated[str, msgspec.Meta(min_length=1)] | None = None
     public_key: Annotated[str, msgspec.Meta(min_length=1)] | None = None

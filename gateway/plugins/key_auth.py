@@ -21,19 +21,19 @@ from gateway.config.fields import HeaderName, Realm
 from gateway.consumers import Credential
 from gateway.context import RequestContext
 from gateway.http.replies import Reply, message
-from gateway.pipeline import AuthPlugin, Conf, PluginEnv
+from gateway.pipeline import AuthPlugin, PluginConf, PluginEnv
 
 _KEY_HASH = re.compile(r"^sha256:[0-9a-fA-F]{64}\Z")
 
 
-class KeyAuthConf(Conf, frozen=True, kw_only=True):
+class KeyAuthConf(PluginConf, frozen=True, kw_only=True):
     header: HeaderName = "apikey"
     query: Annotated[str, msgspec.Meta(min_length=1)] = "apikey"
     hide_credentials: bool = False
     realm: Realm = "key"
 
 
-class KeyAuthCredential(Conf, frozen=True, kw_only=True):
+class KeyAuthCredential(PluginConf, frozen=True, kw_only=True):
     key: Annotated[str, msgspec.Meta(min_length=1)] | None = None
     key_hash: Annotated[str, msgspec.Meta(pattern=_KEY_HASH.pattern)] | None = None
 

@@ -21,7 +21,7 @@ import msgspec
 
 from gateway.context import RequestContext
 from gateway.http.replies import Reply, error_msg, status_reply
-from gateway.pipeline import Conf, Plugin, PluginEnv
+from gateway.pipeline import Plugin, PluginConf, PluginEnv
 from gateway.ratelimit import Decision, RedisUnavailable
 
 log = logging.getLogger("gateway")
@@ -34,7 +34,7 @@ REMAINING = b"x-ratelimit-remaining"
 RESET = b"x-ratelimit-reset"
 
 
-class LimitCountConf(Conf, frozen=True, kw_only=True):
+class LimitCountConf(PluginConf, frozen=True, kw_only=True):
     count: Annotated[int, msgspec.Meta(gt=0)]
     time_window: Annotated[int, msgspec.Meta(gt=0)]
     window_type: Literal["fixed", "sliding"] = "fixed"

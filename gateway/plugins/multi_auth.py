@@ -14,7 +14,7 @@ import msgspec
 
 from gateway.context import RequestContext
 from gateway.http.replies import Reply, message
-from gateway.pipeline import AuthPlugin, Conf, PluginEnv
+from gateway.pipeline import AuthPlugin, PluginConf, PluginEnv, disabled
 
 
 def _auth_plugins() -> dict[str, type[AuthPlugin]]:
@@ -24,7 +24,7 @@ def _auth_plugins() -> dict[str, type[AuthPlugin]]:
     return {p.name: p for p in PLUGINS if issubclass(p, AuthPlugin) and p.name != "multi-auth"}
 
 
-class MultiAuthConf(Conf, frozen=True, kw_only=True):
+class MultiAuthConf(PluginConf, frozen=True, kw_only=True):
     auth_plugins: Annotated[list[dict[str, Any]], msgspec.Meta(min_length=2)]
 
     def confs(self) -> list[tuple[type[AuthPlugin], Any]]:
@@ -55,7 +55,7 @@ class MultiAuth(AuthPlugin):
 
     def __init__(self, conf: MultiAuthConf, env: PluginEnv) -> None:
         super().__init__(conf, env)
-        self.plugins = [plugin(c, env) for plugin, c in conf.confs()]
+        self.plugins = [plugin(c, env) for plugin, c in conf.confs() if not disabled(c)]
         self.hooks = [
             (p.rewrite, inspect.iscoroutinefunction(p.rewrite))  # type: ignore[attr-defined]
             for p in self.plugins

@@ -29,7 +29,7 @@ from gateway.consumers import Credential
 from gateway.context import RequestContext
 from gateway.http.replies import Reply, message
 from gateway.oidc import Provider, ProviderUnavailable
-from gateway.pipeline import AuthPlugin, Conf, PluginEnv
+from gateway.pipeline import AuthPlugin, Conf, PluginEnv, PluginMeta
 from gateway.plugins.jwt_auth import Algorithm  # the JWS algorithms both plugins accept
 
 log = logging.getLogger("gateway")
@@ -110,6 +110,7 @@ class ProviderConf(Conf, frozen=True, kw_only=True):
 
 
 class OpenIdConnectConf(ProviderConf, frozen=True, kw_only=True):
+    meta: PluginMeta | None = msgspec.field(default=None, name="_meta")  # as PluginConf's
     providers: Annotated[list[ProviderConf], msgspec.Meta(min_length=1)] | None = None
     mode: Literal["all", "any"] = "all"
 

@@ -18,7 +18,7 @@ import msgspec
 from gateway.config.fields import HEADER_TEXT, HeaderName, HostHeader
 from gateway.context import RequestContext
 from gateway.http.path import PATH_SAFE
-from gateway.pipeline import Conf, Plugin, PluginEnv
+from gateway.pipeline import Conf, Plugin, PluginConf, PluginEnv
 from gateway.plugins.template import Template
 
 # (Values are checked in __post_init__: msgspec crashes on a union of a pattern-checked
@@ -64,7 +64,7 @@ class HeaderActions(Conf, frozen=True, kw_only=True):
     remove: list[HeaderName] = []
 
 
-class ProxyRewriteConf(Conf, frozen=True, kw_only=True):
+class ProxyRewriteConf(PluginConf, frozen=True, kw_only=True):
     uri: Annotated[str, msgspec.Meta(min_length=1, pattern=r"^/")] | None = None
     method: Method | None = None
     regex_uri: Annotated[list[str], msgspec.Meta(min_length=2)] | None = None

@@ -82,6 +82,56 @@ async def test_seed_scenario_fetchbot_limited_johndoe_not(
     ) is None
 
 
+async def test_plugin_meta_disable_turns_a_plugin_off(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    """APISIX's `_meta.disable` (its dashboard writes `"_meta": {"disable": false}` into
+    every plugin): false leaves the plugin on, true takes it out wherever it is: a route's
+    plugin, a consumer's policy, a credential (whose key then opens nothing)."""
+    never = {"count": 1, "time_window": 60, "_meta": {"disable": True}}
+    consumers = [
+        key_consumer("on", "on-key", plugins={"limit-count": never}),
+        {
+            "username": "off",
+            "credentials": [
+                {
+                    "id": "off-cred",
+                    "plugins": {"key-auth": {"key": "off-key", "_meta": {"disable": True}}},
+                }
+            ],
+        },
+    ]
+    route = auth_route(upstream, **{"limit-count": {"count": 1, "time_window": 60, **never}})
+    route["plugins"]["key-auth"] = {"_meta": {"disable": False}}
+    open_route = {
+        "id": "open",
+        "uri": "/open",
+        "upstream": {"nodes": {upstream.address: 1}},
+        "plugins": {"key-auth": {"_meta": {"disable": True}}},
+    }
+    multi_route = {
+        "id": "multi",
+        "uri": "/multi",
+        "upstream": {"nodes": {upstream.address: 1}},
+        "plugins": {
+            "multi-auth": {
+                "auth_plugins": [{"key-auth": {"_meta": {"disable": True}}}, {"basic-auth": {}}]
+            }
+        },
+    }
+    routes = [route, open_route, multi_route]
+    _, gw = await start_gateway(nursery, config_for(routes, consumers=consumers))
+    assert (await request(gw, target="/multi", headers=[("apikey", "on-key")])).status == 401
+    assert (await request(gw)).status == 401
+    on = await statuses(gw, 3, headers=[("apikey", "on-key")])
+    assert on == [200, 200, 200]
+    assert upstream.received[-1].header(b"x-consumer-username") == b"on"
+    assert (await request(gw, headers=[("apikey", "off-key")])).status == 401
+    assert (await request(gw, target="/open")).status == 200
+    assert upstream.received[-1].header(b"x-consumer-username") is None
+    assert len(upstream.received) == 4
+
+
 async def test_rejected_msg_code_and_hidden_headers(
     nursery: trio.Nursery, upstream: Upstream
 ) -> None:

@@ -422,6 +422,11 @@ CASES: list[tuple[dict[str, Any], str]] = [
         },
         "$.routes[0].plugins.openid-connect",
     ),
+    # APISIX's `_meta`: only `disable` is taken.
+    (
+        {"routes": [route(plugins={"key-auth": {"_meta": {"priority": 1}}})]},
+        "$.routes[0].plugins.key-auth._meta",
+    ),
 ]
 
 
