@@ -1,4 +1,4 @@
-"""Route matching: exact, prefix and parameter URIs, methods, hosts with wildcards, priority.
+"""Route matching: exact, prefix and parameter URIs, methods, hosts, client addresses.
 
 Built once per config. Rules (APISIX's radixtree): an exact URI beats a prefix; a longer
 prefix beats a shorter one; among routes with the same URI, higher `priority` first, then
@@ -15,6 +15,7 @@ length, and one pattern match per parameter route tried.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 from typing import Generic, TypeVar
@@ -41,10 +42,30 @@ def split_uri(uri: str) -> tuple[bytes, bool, re.Pattern[bytes] | None]:
     return uri[:first].encode(), True, pattern
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def networks(remote_addrs: Sequence[str]) -> tuple[Network, ...]:
+    """A route's `remote_addrs` (addresses or CIDR networks); raises ValueError."""
+    return tuple(ipaddress.ip_network(a, strict=False) for a in remote_addrs)
+
+
+def _client_address(remote: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(remote)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
 class _Candidate(Generic[T]):
     __slots__ = (
+        "any_host",
         "exact_hosts",
         "methods",
+        "networks",
         "order",
         "pattern",
         "priority",
@@ -60,6 +81,7 @@ class _Candidate(Generic[T]):
         priority: int,
         order: int,
         pattern: re.Pattern[bytes] | None = None,
+        remote_addrs: Sequence[str] = (),
     ) -> None:
         self.value = value
         self.pattern = pattern
@@ -67,25 +89,36 @@ class _Candidate(Generic[T]):
         self.exact_hosts = frozenset(h.lower().encode() for h in hosts if not h.startswith("*"))
         # "*.example.com" -> b".example.com"; a bare "*" matches every host.
         self.wildcard_hosts = tuple(h[1:].lower().encode() for h in hosts if h.startswith("*"))
+        self.any_host = not hosts
+        self.networks = networks(remote_addrs)
         self.priority = priority
         self.order = order
 
-    def accepts(self, method: bytes, host: bytes) -> bool:
+    def accepts(self, method: bytes, path: bytes, host: bytes, remote: str) -> bool:
         if self.methods is not None and method not in self.methods:
             return False
-        if not self.exact_hosts and not self.wildcard_hosts:
-            return True
+        if not self.any_host and not self._host_matches(host):
+            return False
+        if self.networks and not self._remote_matches(remote):
+            return False
+        return self.pattern is None or self.pattern.fullmatch(path) is not None
+
+    def _host_matches(self, host: bytes) -> bool:
         if host in self.exact_hosts:
             return True
         return any(
             host.endswith(suffix) and len(host) > len(suffix) for suffix in self.wildcard_hosts
         )
 
+    def _remote_matches(self, remote: str) -> bool:
+        address = _client_address(remote)
+        return address is not None and any(address in net for net in self.networks)
+
 
 class RouteSpec(Generic[T]):
     """What the router needs to know of one route."""
 
-    __slots__ = ("hosts", "methods", "priority", "uris", "value")
+    __slots__ = ("hosts", "methods", "priority", "remote_addrs", "uris", "value")
 
     def __init__(
         self,
@@ -94,16 +127,18 @@ class RouteSpec(Generic[T]):
         methods: Sequence[str] | None = None,
         hosts: Sequence[str] = (),
         priority: int = 0,
+        remote_addrs: Sequence[str] = (),
     ) -> None:
         self.value = value
         self.uris = uris
         self.methods = methods
         self.hosts = hosts
         self.priority = priority
+        self.remote_addrs = remote_addrs
 
 
 class Router(Generic[T]):
-    """Maps (method, path, host) to the value of the best matching route, or None."""
+    """Maps (method, path, host, client address) to the best matching route's value."""
 
     def __init__(self, specs: Iterable[RouteSpec[T]]) -> None:
         exact: dict[bytes, list[_Candidate[T]]] = {}
@@ -113,7 +148,13 @@ class Router(Generic[T]):
             for uri in spec.uris:
                 literal, is_prefix, pattern = split_uri(uri)
                 candidate = _Candidate(
-                    spec.value, methods, spec.hosts, spec.priority, order, pattern
+                    spec.value,
+                    methods,
+                    spec.hosts,
+                    spec.priority,
+                    order,
+                    pattern,
+                    spec.remote_addrs,
                 )
                 (prefix if is_prefix else exact).setdefault(literal, []).append(candidate)
 
@@ -127,12 +168,13 @@ class Router(Generic[T]):
         # Longest prefix first.
         self._prefixes = tuple(sorted(by_length.items(), key=lambda kv: -kv[0]))
 
-    def match(self, method: bytes, path: bytes, host: bytes) -> T | None:
-        """The best route for a request; `path` without the query, `host` lower-case, no port."""
+    def match(self, method: bytes, path: bytes, host: bytes, remote: str = "") -> T | None:
+        """The best route for a request; `path` without the query, `host` lower-case, no port,
+        `remote` the client's address."""
         cands = self._exact.get(path)
         if cands is not None:
             for c in cands:
-                if c.accepts(method, host):
+                if c.accepts(method, path, host, remote):
                     return c.value
         n = len(path)
         for length, table in self._prefixes:
@@ -141,8 +183,6 @@ class Router(Generic[T]):
             cands = table.get(path[:length])
             if cands is not None:
                 for c in cands:
-                    if c.accepts(method, host) and (
-                        c.pattern is None or c.pattern.fullmatch(path) is not None
-                    ):
+                    if c.accepts(method, path, host, remote):
                         return c.value
         return None

@@ -172,7 +172,14 @@ class Runtime:
                 continue
             hosts = route.host_list or (service.hosts if service and service.hosts else [])
             specs.append(
-                RouteSpec(compiled, route.normal_uris, route.methods, hosts, route.priority)
+                RouteSpec(
+                    compiled,
+                    route.normal_uris,
+                    route.methods,
+                    hosts,
+                    route.priority,
+                    route.remote_addr_list,
+                )
             )
         self.router: Router[CompiledRoute] = Router(specs)
         # The counter stores this config uses; the server keeps only these after a swap.

@@ -18,6 +18,7 @@ from gateway.http.methods import HttpMethod
 from gateway.http.path import PathError, route_path
 from gateway.pipeline import AuthPlugin, Conf, Plugin
 from gateway.plugins import PLUGINS
+from gateway.router import networks
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_.-]+\Z")]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
@@ -217,6 +218,8 @@ class Route(Conf, frozen=True, kw_only=True):
     upstream_id: Id | None = None
     service_id: Id | None = None
     enable_websocket: bool = False
+    remote_addr: str | None = None
+    remote_addrs: Annotated[list[str], msgspec.Meta(min_length=1)] | None = None
     timeout: RouteTimeout | None = None
     status: Literal[0, 1] = 1  # APISIX: 0 takes the route out of matching
 
@@ -234,6 +237,15 @@ class Route(Conf, frozen=True, kw_only=True):
                 _normal_uri(uri)
             except PathError as exc:
                 raise ValueError(f"uri {uri!r}: {exc}") from None
+        if self.remote_addr is not None and self.remote_addrs is not None:
+            raise ValueError("a route takes `remote_addr` or `remote_addrs`, not both")
+        for address in self.remote_addr_list:
+            try:
+                networks([address])
+            except ValueError:
+                raise ValueError(
+                    f"remote address {address!r} is neither an IP address nor a network"
+                ) from None
 
     @property
     def uri_list(self) -> list[str]:
@@ -247,6 +259,12 @@ class Route(Conf, frozen=True, kw_only=True):
     @property
     def host_list(self) -> list[str]:
         return [self.host] if self.host is not None else list(self.hosts or ())
+
+    @property
+    def remote_addr_list(self) -> list[str]:
+        if self.remote_addr is not None:
+            return [self.remote_addr]
+        return list(self.remote_addrs or ())
 
 
 class Service(Conf, frozen=True, kw_only=True):

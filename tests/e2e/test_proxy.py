@@ -195,6 +195,21 @@ async def test_route_uris_with_parameters(nursery: trio.Nursery, upstream: Upstr
     assert len(upstream.received) == seen
 
 
+async def test_route_remote_addrs(nursery: trio.Nursery, upstream: Upstream) -> None:
+    """A route limited to other clients' addresses is not this client's: 404, or the next
+    route; one that names the client's network matches."""
+    node = {"nodes": {upstream.address: 1}}
+    routes = [
+        {"id": "lan", "uri": "/a", "remote_addrs": ["10.0.0.0/8"], "upstream": node},
+        {"id": "local", "uri": "/b", "remote_addrs": ["127.0.0.0/8", "::1"], "upstream": node},
+    ]
+    _, gw = await start_gateway(nursery, config_for(routes))
+    assert (await request(gw, target="/a")).status == 404
+    assert len(upstream.received) == 0
+    assert (await request(gw, target="/b")).status == 200
+    assert len(upstream.received) == 1
+
+
 async def test_absolute_form_target_names_the_host(
     nursery: trio.Nursery, upstream: Upstream
 ) -> None:

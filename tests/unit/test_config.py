@@ -114,6 +114,10 @@ CASES: list[tuple[dict[str, Any], str]] = [
     # A route's uri is a path: no query or fragment, no climb above the root, good escapes.
     ({"routes": [route(uri="/a?b=1")]}, "$.routes[0]"),
     ({"routes": [route(uri="/a#b")]}, "$.routes[0]"),
+    ({"routes": [route(remote_addrs=["10.0.0.0/33"])]}, "$.routes[0]"),
+    ({"routes": [route(remote_addrs=["host.example"])]}, "$.routes[0]"),
+    ({"routes": [route(remote_addrs=[])]}, "$.routes[0].remote_addrs"),
+    ({"routes": [route(remote_addr="1.2.3.4", remote_addrs=["1.2.3.4"])]}, "$.routes[0]"),
     ({"routes": [route(uri="/../a")]}, "$.routes[0]"),
     ({"routes": [route(uri=None, uris=["/ok", "/a%zz"])]}, "$.routes[0]"),
     # A pattern's end is the string's end: a trailing line break is no part of a name.

@@ -132,3 +132,22 @@ def test_parameter_routes_rank_as_prefixes_of_the_path_before_the_parameter() ->
     )
     assert router.match(b"GET", b"/user/7", b"") == "star"
     assert router.match(b"POST", b"/user/7", b"") == "post"
+
+
+def test_remote_addrs_by_address_or_network() -> None:
+    """APISIX's route `remote_addrs`: the client's address, or a network holding it (an
+    IPv4-mapped IPv6 peer counts as its IPv4 address); otherwise the next route is tried."""
+    router = build(
+        RouteSpec("lan", ["/a"], remote_addrs=["10.0.0.0/8", "fe80::/10"], priority=2),
+        RouteSpec("one", ["/a"], remote_addrs=["192.0.2.7"], priority=1),
+        RouteSpec("any", ["/a"]),
+    )
+    assert router.match(b"GET", b"/a", b"", "10.1.2.3") == "lan"
+    assert router.match(b"GET", b"/a", b"", "::ffff:10.9.9.9") == "lan"
+    assert router.match(b"GET", b"/a", b"", "fe80::1") == "lan"
+    assert router.match(b"GET", b"/a", b"", "192.0.2.7") == "one"
+    assert router.match(b"GET", b"/a", b"", "192.0.2.8") == "any"
+    assert router.match(b"GET", b"/a", b"", "127.0.0.1") == "any"
+    only = build(RouteSpec("lan", ["/*"], remote_addrs=["10.0.0.0/8"]))
+    assert only.match(b"GET", b"/x", b"", "127.0.0.1") is None
+    assert only.match(b"GET", b"/x", b"", "10.0.0.1") == "lan"
