@@ -23,12 +23,14 @@ from gateway.context import RequestContext
 from gateway.http.replies import Reply, error_msg, status_reply
 from gateway.pipeline import Plugin, PluginConf, PluginEnv
 from gateway.ratelimit import Decision, RedisUnavailable
+from gateway.variables import Getter, getter
 
 log = logging.getLogger("gateway")
 
 _VARIABLE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 # `http_<header name>` (`_` for `-`) or `arg_<query argument>`.
 _REQUEST_VARIABLE = re.compile(r"http_[A-Za-z0-9_-]+|arg_.+")
+_KEY_VARIABLES = frozenset(("remote_addr", "consumer_name", "route_id", "service_id"))
 LIMIT = b"x-ratelimit-limit"
 REMAINING = b"x-ratelimit-remaining"
 RESET = b"x-ratelimit-reset"
@@ -82,50 +84,7 @@ class LimitCountConf(PluginConf, frozen=True, kw_only=True):
 
 
 def _var_supported(name: str) -> bool:
-    return name in _SIMPLE or _REQUEST_VARIABLE.fullmatch(name) is not None
-
-
-def _consumer_name(ctx: RequestContext) -> str | None:
-    return ctx.consumer.username if ctx.consumer is not None else None
-
-
-def _route_id(ctx: RequestContext) -> str | None:
-    return ctx.route.id if ctx.route is not None else None
-
-
-def _service_id(ctx: RequestContext) -> str | None:
-    return ctx.route.service_id if ctx.route is not None else None
-
-
-_SIMPLE: dict[str, Callable[[RequestContext], str | None]] = {
-    "remote_addr": lambda ctx: ctx.remote_addr,
-    "consumer_name": _consumer_name,
-    "route_id": _route_id,
-    "service_id": _service_id,
-}
-
-Getter = Callable[[RequestContext], "str | None"]
-
-
-def variable(name: str) -> Getter:
-    """A getter for one key variable, built once at load."""
-    simple = _SIMPLE.get(name)
-    if simple is not None:
-        return simple
-    if name.startswith("http_"):
-        header = name[5:].lower().replace("_", "-").encode("latin-1")
-
-        def from_header(ctx: RequestContext) -> str | None:
-            value = ctx.header(header)
-            return value.decode("latin-1") if value is not None else None
-
-        return from_header
-    arg = name[4:]
-
-    def from_arg(ctx: RequestContext) -> str | None:
-        return ctx.args.get(arg) if ctx.query else None
-
-    return from_arg
+    return name in _KEY_VARIABLES or _REQUEST_VARIABLE.fullmatch(name) is not None
 
 
 class LimitCount(Plugin):
@@ -151,8 +110,8 @@ class LimitCount(Plugin):
             constant = conf.key
             self.key: Callable[[RequestContext], str] = lambda ctx: constant
         elif conf.key_type == "var":
-            getter = variable(conf.key)
-            self.key = lambda ctx: getter(ctx) or ctx.remote_addr
+            key_var = getter(conf.key)
+            self.key = lambda ctx: key_var(ctx) or ctx.remote_addr
         else:
             self.key = self._combination(conf.key)
         if conf.policy != "local":
@@ -165,7 +124,7 @@ class LimitCount(Plugin):
         for m in _VARIABLE.finditer(template):
             if m.start() > pos:
                 parts.append(template[pos : m.start()])
-            parts.append(variable(m.group(1)))
+            parts.append(getter(m.group(1)))
             pos = m.end()
         if pos < len(template):
             parts.append(template[pos:])

@@ -10,38 +10,9 @@ import re
 from collections.abc import Sequence
 
 from gateway.context import RequestContext
+from gateway.variables import Getter, getter
 
 _VAR = re.compile(r"\$(\{[A-Za-z0-9_]+\}|[A-Za-z_][A-Za-z0-9_]*|[0-9])")
-
-
-def _request_var(ctx: RequestContext, name: str) -> str:
-    if name == "uri":
-        return ctx.path.decode("latin-1")
-    if name == "request_uri":  # nginx's: the target as the client sent it
-        return ctx.request_target.decode("latin-1")
-    if name == "args" or name == "query_string":
-        return ctx.query.decode("latin-1")
-    if name == "remote_addr":
-        return ctx.remote_addr
-    if name == "remote_port":
-        return str(ctx.remote_port)
-    if name == "server_port":
-        return str(ctx.server_port)
-    if name == "host":
-        return ctx.host.decode("latin-1")
-    if name == "request_method":
-        return ctx.method.decode("latin-1")
-    if name == "scheme":
-        return "http"
-    if name == "route_id":
-        return ctx.route.id if ctx.route is not None else ""
-    if name.startswith("arg_"):  # as sent, escapes kept (nginx's $arg_name)
-        raw = ctx.raw_arg(name[4:])
-        return raw.decode("latin-1") if raw is not None else ""
-    if name.startswith("http_"):
-        value = ctx.header(name[5:].replace("_", "-").encode("latin-1"))
-        return value.decode("latin-1") if value is not None else ""
-    return ""
 
 
 class Template:
@@ -50,28 +21,29 @@ class Template:
     __slots__ = ("constant", "parts")
 
     def __init__(self, text: str) -> None:
-        parts: list[tuple[bool, str]] = []
+        # Each part is literal text, a regex group's index, or a request variable's getter.
+        parts: list[str | int | Getter] = []
         pos = 0
         for m in _VAR.finditer(text):
             if m.start() > pos:
-                parts.append((False, text[pos : m.start()]))
-            parts.append((True, m.group(1).strip("{}")))
+                parts.append(text[pos : m.start()])
+            name = m.group(1).strip("{}")
+            parts.append(int(name) if name.isdigit() else getter(name))
             pos = m.end()
         if pos < len(text):
-            parts.append((False, text[pos:]))
+            parts.append(text[pos:])
         self.parts = tuple(parts)
-        self.constant = text if not any(is_var for is_var, _ in parts) else None
+        self.constant = text if all(isinstance(p, str) for p in parts) else None
 
     def render(self, ctx: RequestContext, groups: Sequence[str | None] = ()) -> str:
         if self.constant is not None:
             return self.constant
         out = []
-        for is_var, value in self.parts:
-            if not is_var:
-                out.append(value)
-            elif value.isdigit():
-                index = int(value)
-                out.append((groups[index] or "") if index < len(groups) else "")
+        for part in self.parts:
+            if isinstance(part, str):
+                out.append(part)
+            elif isinstance(part, int):
+                out.append((groups[part] or "") if part < len(groups) else "")
             else:
-                out.append(_request_var(ctx, value))
+                out.append(part(ctx) or "")
         return "".join(out)
