@@ -347,7 +347,7 @@ class ClientConnection:
         keep = True
         reply: Reply | None
         try:
-            route = runtime.router.match(ctx.method, ctx.path, ctx.host, self.remote_addr)
+            route = runtime.router.match(ctx.method, ctx.path, ctx.host, self.remote_addr, ctx)
             if route is None:
                 reply = ROUTE_NOT_FOUND
             else:

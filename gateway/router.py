@@ -8,6 +8,7 @@ tried. `/petstore/*` matches `/petstore/` and `/petstore/a`, not `/petstore`.
 A URI with parameters (`/user/:id`, `/files/*path`, `/user/:id/*`) ranks as the prefix
 before its first parameter and must then match whole: a `:name` segment is one non-empty
 segment, a `*name` segment (or a `*` not at the end) the rest of the path, empty too.
+A route's `vars` (compiled by `gateway.expr`) is one more condition, read from the request.
 
 Pure: no IO. A match costs one dict lookup for exact paths plus one per distinct prefix
 length, and one pattern match per parameter route tried.
@@ -17,8 +18,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -70,6 +71,7 @@ class _Candidate(Generic[T]):
         "pattern",
         "priority",
         "value",
+        "vars",
         "wildcard_hosts",
     )
 
@@ -82,9 +84,11 @@ class _Candidate(Generic[T]):
         order: int,
         pattern: re.Pattern[bytes] | None = None,
         remote_addrs: Sequence[str] = (),
+        vars: Callable[[Any], bool] | None = None,
     ) -> None:
         self.value = value
         self.pattern = pattern
+        self.vars = vars
         self.methods = methods
         self.exact_hosts = frozenset(h.lower().encode() for h in hosts if not h.startswith("*"))
         # "*.example.com" -> b".example.com"; a bare "*" matches every host.
@@ -94,12 +98,14 @@ class _Candidate(Generic[T]):
         self.priority = priority
         self.order = order
 
-    def accepts(self, method: bytes, path: bytes, host: bytes, remote: str) -> bool:
+    def accepts(self, method: bytes, path: bytes, host: bytes, remote: str, request: Any) -> bool:
         if self.methods is not None and method not in self.methods:
             return False
         if not self.any_host and not self._host_matches(host):
             return False
         if self.networks and not self._remote_matches(remote):
+            return False
+        if self.vars is not None and not self.vars(request):
             return False
         return self.pattern is None or self.pattern.fullmatch(path) is not None
 
@@ -118,7 +124,7 @@ class _Candidate(Generic[T]):
 class RouteSpec(Generic[T]):
     """What the router needs to know of one route."""
 
-    __slots__ = ("hosts", "methods", "priority", "remote_addrs", "uris", "value")
+    __slots__ = ("hosts", "methods", "priority", "remote_addrs", "uris", "value", "vars")
 
     def __init__(
         self,
@@ -128,9 +134,11 @@ class RouteSpec(Generic[T]):
         hosts: Sequence[str] = (),
         priority: int = 0,
         remote_addrs: Sequence[str] = (),
+        vars: Callable[[Any], bool] | None = None,
     ) -> None:
         self.value = value
         self.uris = uris
+        self.vars = vars
         self.methods = methods
         self.hosts = hosts
         self.priority = priority
@@ -155,6 +163,7 @@ class Router(Generic[T]):
                     order,
                     pattern,
                     spec.remote_addrs,
+                    spec.vars,
                 )
                 (prefix if is_prefix else exact).setdefault(literal, []).append(candidate)
 
@@ -168,13 +177,15 @@ class Router(Generic[T]):
         # Longest prefix first.
         self._prefixes = tuple(sorted(by_length.items(), key=lambda kv: -kv[0]))
 
-    def match(self, method: bytes, path: bytes, host: bytes, remote: str = "") -> T | None:
+    def match(
+        self, method: bytes, path: bytes, host: bytes, remote: str = "", request: Any = None
+    ) -> T | None:
         """The best route for a request; `path` without the query, `host` lower-case, no port,
-        `remote` the client's address."""
+        `remote` the client's address, `request` what routes' `vars` checks read."""
         cands = self._exact.get(path)
         if cands is not None:
             for c in cands:
-                if c.accepts(method, path, host, remote):
+                if c.accepts(method, path, host, remote, request):
                     return c.value
         n = len(path)
         for length, table in self._prefixes:
@@ -183,6 +194,6 @@ class Router(Generic[T]):
             cands = table.get(path[:length])
             if cands is not None:
                 for c in cands:
-                    if c.accepts(method, path, host, remote):
+                    if c.accepts(method, path, host, remote, request):
                         return c.value
         return None

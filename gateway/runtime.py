@@ -15,6 +15,7 @@ from typing import Any
 
 from gateway.config.model import Config, Route, RouteTimeout, Service, Upstream, plugin_items
 from gateway.consumers import Consumer, ConsumerTable, Credential
+from gateway.expr import compile_vars
 from gateway.oidc import IdpRegistry
 from gateway.pipeline import AuthPlugin, Chain, Plugin, PluginEnv, disabled
 from gateway.plugins import BY_NAME
@@ -179,6 +180,7 @@ class Runtime:
                     hosts,
                     route.priority,
                     route.remote_addr_list,
+                    compile_vars(route.vars) if route.vars is not None else None,
                 )
             )
         self.router: Router[CompiledRoute] = Router(specs)

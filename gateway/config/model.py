@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from gateway.config.fields import HOST, Host, HostHeader, Labels
+from gateway.expr import compile_vars
 from gateway.http.methods import HttpMethod
 from gateway.http.path import PathError, route_path
 from gateway.pipeline import AuthPlugin, Conf, Plugin
@@ -220,6 +221,7 @@ class Route(Conf, frozen=True, kw_only=True):
     enable_websocket: bool = False
     remote_addr: str | None = None
     remote_addrs: Annotated[list[str], msgspec.Meta(min_length=1)] | None = None
+    vars: list[Any] | None = None
     timeout: RouteTimeout | None = None
     status: Literal[0, 1] = 1  # APISIX: 0 takes the route out of matching
 
@@ -237,6 +239,8 @@ class Route(Conf, frozen=True, kw_only=True):
                 _normal_uri(uri)
             except PathError as exc:
                 raise ValueError(f"uri {uri!r}: {exc}") from None
+        if self.vars is not None:
+            compile_vars(self.vars)
         if self.remote_addr is not None and self.remote_addrs is not None:
             raise ValueError("a route takes `remote_addr` or `remote_addrs`, not both")
         for address in self.remote_addr_list:

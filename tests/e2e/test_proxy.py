@@ -210,6 +210,39 @@ async def test_route_remote_addrs(nursery: trio.Nursery, upstream: Upstream) -> 
     assert len(upstream.received) == 1
 
 
+async def test_route_vars_choose_between_routes(nursery: trio.Nursery, upstream: Upstream) -> None:
+    """APISIX's canary pattern: a route whose `vars` hold for the request wins; one whose
+    `vars` do not lets the next route answer."""
+    node = {"nodes": {upstream.address: 1}}
+    routes = [
+        {
+            "id": "canary",
+            "uri": "/api/*",
+            "priority": 1,
+            "vars": [["OR", ["http_x_canary", "==", "1"], ["cookie_beta", "==", "yes"]]],
+            "upstream": node,
+        },
+        {"id": "stable", "uri": "/api/*", "upstream": node},
+        {"id": "json", "uri": "/only", "vars": [["arg_format", "==", "json"]], "upstream": node},
+    ]
+    cfg = config_for(
+        [{**r, "plugins": {"proxy-rewrite": {"headers": {"x-route": r["id"]}}}} for r in routes]
+    )
+    _, gw = await start_gateway(nursery, cfg)
+    for headers, rid in (
+        ([], b"stable"),
+        ([("x-canary", "1")], b"canary"),
+        ([("x-canary", "2")], b"stable"),
+        ([("cookie", "a=1; beta=yes")], b"canary"),
+    ):
+        assert (await request(gw, target="/api/x", headers=headers)).status == 200
+        assert upstream.received[-1].header(b"x-route") == rid, headers
+    assert (await request(gw, target="/only?format=json")).status == 200
+    assert upstream.received[-1].header(b"x-route") == b"json"
+    assert (await request(gw, target="/only?format=xml")).status == 404
+    assert len(upstream.received) == 5
+
+
 async def test_absolute_form_target_names_the_host(
     nursery: trio.Nursery, upstream: Upstream
 ) -> None:

@@ -117,6 +117,8 @@ CASES: list[tuple[dict[str, Any], str]] = [
     ({"routes": [route(remote_addrs=["10.0.0.0/33"])]}, "$.routes[0]"),
     ({"routes": [route(remote_addrs=["host.example"])]}, "$.routes[0]"),
     ({"routes": [route(remote_addrs=[])]}, "$.routes[0].remote_addrs"),
+    ({"routes": [route(vars=[["arg_a", "===", "1"]])]}, "$.routes[0]"),
+    ({"routes": [route(vars={"arg_a": "1"})]}, "$.routes[0].vars"),
     ({"routes": [route(remote_addr="1.2.3.4", remote_addrs=["1.2.3.4"])]}, "$.routes[0]"),
     ({"routes": [route(uri="/../a")]}, "$.routes[0]"),
     ({"routes": [route(uri=None, uris=["/ok", "/a%zz"])]}, "$.routes[0]"),
