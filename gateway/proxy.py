@@ -125,7 +125,8 @@ async def forward(
     `retries` other nodes are tried, whatever the method, and the balancer leaves it out
     of its picks for a while (see `upstream.balancer`)."""
     upstream = route.upstream
-    node = upstream.balancer.pick(ctx.start)
+    key = "" if upstream.hash_key is None else upstream.hash_key(ctx)
+    node = upstream.balancer.pick(ctx.start, key)
     framing = _framing(ctx, client.body_length)
     method = ctx.upstream_method or ctx.method
     head = _request_head(ctx, upstream, node, method, framing)
@@ -146,7 +147,7 @@ async def forward(
                     if tried is None:
                         tried = [node]
                     next_node = (
-                        upstream.balancer.pick_untried(tried, now)
+                        upstream.balancer.pick_untried(tried, now, key)
                         if len(tried) <= upstream.retries
                         else None
                     )

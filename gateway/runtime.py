@@ -15,13 +15,39 @@ from typing import Any
 
 from gateway.config.model import Config, Route, RouteTimeout, Service, Upstream, plugin_items
 from gateway.consumers import Consumer, ConsumerTable, Credential
+from gateway.context import RequestContext
 from gateway.expr import compile_vars
 from gateway.oidc import IdpRegistry
 from gateway.pipeline import AuthPlugin, Chain, Plugin, PluginEnv, disabled
 from gateway.plugins import BY_NAME
+from gateway.plugins.template import Template
 from gateway.ratelimit import LimitRegistry
 from gateway.router import Router, RouteSpec
-from gateway.upstream.balancer import Node, RoundRobin
+from gateway.upstream.balancer import ConsistentHash, Node, RoundRobin
+from gateway.variables import getter
+
+
+def hash_key(hash_on: str, key: str | None) -> Callable[[RequestContext], str]:
+    """The request's value a chash upstream hashes (APISIX's `hash_on` and `key`); the
+    client's address when the request has none."""
+    if hash_on == "consumer":
+        return lambda ctx: ctx.consumer.username if ctx.consumer is not None else ctx.remote_addr
+    assert key is not None  # the config checks it
+    if hash_on == "header":
+        name = key.lower().encode("latin-1")
+
+        def from_header(ctx: RequestContext) -> str:
+            value = ctx.header(name)
+            return value.decode("latin-1") if value else ctx.remote_addr
+
+        return from_header
+    if hash_on == "cookie":
+        return lambda ctx: ctx.cookies.get(key) or ctx.remote_addr
+    if hash_on == "vars_combinations":
+        template = Template(key)
+        return lambda ctx: template.render(ctx) or ctx.remote_addr
+    read = getter(key)
+    return lambda ctx: read(ctx) or ctx.remote_addr
 
 
 class CompiledUpstream:
@@ -30,6 +56,7 @@ class CompiledUpstream:
     __slots__ = (
         "balancer",
         "connect_timeout",
+        "hash_key",
         "id",
         "idle_timeout",
         "max_requests",
@@ -43,7 +70,10 @@ class CompiledUpstream:
 
     def __init__(self, conf: Upstream, label: str) -> None:
         self.id = conf.id or label
-        self.balancer = RoundRobin([Node(h, p, w) for h, p, w in conf.node_list()])
+        nodes = [Node(h, p, w) for h, p, w in conf.node_list()]
+        self.balancer = ConsistentHash(nodes) if conf.type == "chash" else RoundRobin(nodes)
+        # What a chash upstream hashes, read from the request; None for round robin.
+        self.hash_key = hash_key(conf.hash_on, conf.key) if conf.type == "chash" else None
         self.connect_timeout = conf.timeout.connect
         self.send_timeout = conf.timeout.send
         self.read_timeout = conf.timeout.read

@@ -13,12 +13,14 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from gateway.config.fields import HOST, Host, HostHeader, Labels
+from gateway import variables
+from gateway.config.fields import HOST, TOKEN, Host, HostHeader, Labels
 from gateway.expr import compile_vars
 from gateway.http.methods import HttpMethod
 from gateway.http.path import PathError, route_path
 from gateway.pipeline import AuthPlugin, Conf, Plugin
 from gateway.plugins import PLUGINS
+from gateway.plugins.template import Template
 from gateway.router import networks
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_.-]+\Z")]
@@ -168,13 +170,31 @@ class Node(Conf, frozen=True, kw_only=True):
     weight: Annotated[int, msgspec.Meta(ge=0)] = 1
 
 
+def _check_hash_key(hash_on: str, key: str | None) -> None:
+    """APISIX's rules for a `chash` upstream's `key`, by what it hashes on."""
+    if hash_on == "consumer":
+        return
+    if not key:
+        raise ValueError(f"a chash upstream hashing on {hash_on} needs `key`")
+    if hash_on == "vars" and not variables.known(key):
+        raise ValueError(f"chash key {key!r} is not a variable (e.g. `remote_addr`, `arg_id`)")
+    if hash_on == "header" and re.fullmatch(TOKEN, key) is None:
+        raise ValueError(f"chash key {key!r} is not a header name")
+    if hash_on == "vars_combinations":
+        names = Template(key).variable_names
+        if not names or not all(variables.known(name) for name in names):
+            raise ValueError(f"chash key {key!r} must combine known `$variables`")
+
+
 class Upstream(Conf, frozen=True, kw_only=True):
     id: Id | None = None
     name: str | None = None
     desc: str | None = None
     labels: Labels = {}
     nodes: dict[str, Annotated[int, msgspec.Meta(ge=0)]] | list[Node]
-    type: Literal["roundrobin"] = "roundrobin"
+    type: Literal["roundrobin", "chash"] = "roundrobin"
+    hash_on: Literal["vars", "header", "cookie", "consumer", "vars_combinations"] = "vars"
+    key: str | None = None
     scheme: Literal["http"] = "http"
     timeout: Timeout = msgspec.field(default_factory=Timeout)
     keepalive_pool: KeepalivePool = msgspec.field(default_factory=KeepalivePool)
@@ -192,6 +212,8 @@ class Upstream(Conf, frozen=True, kw_only=True):
             raise ValueError("an upstream needs a node with a weight above 0")
         if self.pass_host == "rewrite" and not self.upstream_host:
             raise ValueError("pass_host `rewrite` needs `upstream_host`")
+        if self.type == "chash":
+            _check_hash_key(self.hash_on, self.key)
 
     def node_list(self) -> list[tuple[str, int, int]]:
         """(host, port, weight) for every node, in config order."""

@@ -18,21 +18,27 @@ _VAR = re.compile(r"\$(\{[A-Za-z0-9_]+\}|[A-Za-z_][A-Za-z0-9_]*|[0-9])")
 class Template:
     """Text with `$var` references; `render` fills them from a request (and regex groups)."""
 
-    __slots__ = ("constant", "parts")
+    __slots__ = ("constant", "parts", "variable_names")
 
     def __init__(self, text: str) -> None:
         # Each part is literal text, a regex group's index, or a request variable's getter.
         parts: list[str | int | Getter] = []
+        names: list[str] = []
         pos = 0
         for m in _VAR.finditer(text):
             if m.start() > pos:
                 parts.append(text[pos : m.start()])
             name = m.group(1).strip("{}")
-            parts.append(int(name) if name.isdigit() else getter(name))
+            if name.isdigit():
+                parts.append(int(name))
+            else:
+                parts.append(getter(name))
+                names.append(name)
             pos = m.end()
         if pos < len(text):
             parts.append(text[pos:])
         self.parts = tuple(parts)
+        self.variable_names = tuple(names)
         self.constant = text if all(isinstance(p, str) for p in parts) else None
 
     def render(self, ctx: RequestContext, groups: Sequence[str | None] = ()) -> str:

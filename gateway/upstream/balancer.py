@@ -1,20 +1,28 @@
-"""Weighted round robin over an upstream's nodes, nginx's smooth variant.
+"""Node choice for an upstream: weighted round robin (nginx's smooth variant) or
+consistent hashing on a request key (APISIX's `chash`).
 
-Each pick adds every node's weight to its running score, takes the highest, and subtracts
-the total from it: weights 5/1/1 give a a b a c a a, not a a a a a b c. Nodes of weight 0 are
-never picked.
+Round robin: each pick adds every node's weight to its running score, takes the highest,
+and subtracts the total from it: weights 5/1/1 give a a b a c a a, not a a a a a b c. Nodes
+of weight 0 are never picked.
 
 A node that could not be connected to is left out of the picks for `FAIL_TIMEOUT_S`, as
 nginx does by default (`max_fails=1 fail_timeout=10s`), so that a dead or unreachable node
 costs one failed attempt per ten seconds instead of every other request (APISIX without
 health checks keeps picking it). An upstream of one node never leaves it out, and when every
 node failed lately they are all picked again rather than answering 502 unasked.
-Pure: no IO; the caller passes the time.
+Consistent hashing: each node holds points on a ring in proportion to its weight; a key
+goes to the node of the first point at or after its hash, so one key keeps its node and
+taking a node out moves only that node's keys. A node left out passes its keys to the next
+points' nodes until it is back.
+
+Pure: no IO; the caller passes the time and the key.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
+import zlib
 from collections.abc import Sequence
 from typing import Final
 
@@ -39,18 +47,16 @@ class Node:
         return f"Node({self.host}:{self.port}, weight={self.weight})"
 
 
-class RoundRobin:
-    """Smooth weighted round robin; `pick` returns the next node."""
+class _Balancer:
+    """The nodes of weight above 0 and the time until which each is left out."""
 
-    __slots__ = ("_current", "_down_until", "_index", "_nodes", "_single", "_weights")
+    __slots__ = ("_down_until", "_index", "_nodes", "_single")
 
     def __init__(self, nodes: Sequence[Node]) -> None:
         live = [n for n in nodes if n.weight > 0]
         if not live:
             raise ValueError("an upstream needs a node with a weight above 0")
         self._nodes = tuple(live)
-        self._weights = tuple(n.weight for n in live)
-        self._current = [0] * len(live)
         self._down_until = [0.0] * len(live)  # the time until which each node is left out
         self._index = {node: i for i, node in enumerate(live)}
         self._single = live[0] if len(live) == 1 else None
@@ -59,7 +65,40 @@ class RoundRobin:
     def nodes(self) -> tuple[Node, ...]:
         return self._nodes
 
-    def pick(self, now: float) -> Node:
+    def pick(self, now: float, key: str = "") -> Node:
+        raise NotImplementedError
+
+    def mark_failed(self, node: Node, now: float) -> None:
+        """Leave `node` out of the picks for `FAIL_TIMEOUT_S` after `now` (a failed connect)."""
+        if self._single is None:
+            self._down_until[self._index[node]] = now + FAIL_TIMEOUT_S
+
+    def pick_untried(self, tried: Sequence[Node], now: float, key: str = "") -> Node | None:
+        """The next pick not in `tried` (a heavy node may keep winning the picks: then the
+        first untried node in order, one not left out first), or None when every node has
+        been tried."""
+        for _ in range(len(self._nodes)):
+            node = self.pick(now, key)
+            if node not in tried:
+                return node
+        untried = [node for node in self._nodes if node not in tried]
+        for node in untried:
+            if self._down_until[self._index[node]] <= now:
+                return node
+        return untried[0] if untried else None
+
+
+class RoundRobin(_Balancer):
+    """Smooth weighted round robin; `pick` returns the next node."""
+
+    __slots__ = ("_current", "_weights")
+
+    def __init__(self, nodes: Sequence[Node]) -> None:
+        super().__init__(nodes)
+        self._weights = tuple(n.weight for n in self._nodes)
+        self._current = [0] * len(self._nodes)
+
+    def pick(self, now: float, key: str = "") -> Node:
         """The next node among those not left out at `now` (or among all, when every one is)."""
         if self._single is not None:
             return self._single
@@ -86,21 +125,39 @@ class RoundRobin:
             current[best] -= total
         return best
 
-    def mark_failed(self, node: Node, now: float) -> None:
-        """Leave `node` out of the picks for `FAIL_TIMEOUT_S` after `now` (a failed connect)."""
-        if self._single is None:
-            self._down_until[self._index[node]] = now + FAIL_TIMEOUT_S
 
-    def pick_untried(self, tried: Sequence[Node], now: float) -> Node | None:
-        """The next pick not in `tried` (a heavy node may keep winning the picks: then the
-        first untried node in order, one not left out first), or None when every node has
-        been tried."""
-        for _ in range(len(self._nodes)):
-            node = self.pick(now)
-            if node not in tried:
-                return node
-        untried = [node for node in self._nodes if node not in tried]
-        for node in untried:
-            if self._down_until[self._index[node]] <= now:
-                return node
-        return untried[0] if untried else None
+POINTS_PER_WEIGHT: Final = 160  # ketama's
+MAX_POINTS: Final = 40_000
+
+
+class ConsistentHash(_Balancer):
+    """A ring of points, each node's share as its weight's; `pick` maps a key to a node."""
+
+    __slots__ = ("_owners", "_points")
+
+    def __init__(self, nodes: Sequence[Node]) -> None:
+        super().__init__(nodes)
+        units = [n.weight // math.gcd(*(m.weight for m in self._nodes)) for n in self._nodes]
+        per_unit = max(1, min(POINTS_PER_WEIGHT, MAX_POINTS // sum(units)))
+        ring = sorted(
+            (zlib.crc32(f"{node.label}-{i}".encode()), index)
+            for index, (node, unit) in enumerate(zip(self._nodes, units, strict=True))
+            for i in range(unit * per_unit)
+        )
+        self._points = [point for point, _ in ring]
+        self._owners = [index for _, index in ring]
+
+    def pick(self, now: float, key: str = "") -> Node:
+        """The node for `key`: the owner of the first point at or after its hash whose node
+        is not left out at `now` (the first owner, when every node is)."""
+        if self._single is not None:
+            return self._single
+        at = bisect.bisect_left(self._points, zlib.crc32(key.encode()))
+        owners = self._owners
+        count = len(owners)
+        down_until = self._down_until
+        for step in range(count):
+            owner = owners[(at + step) % count]
+            if down_until[owner] <= now:
+                return self._nodes[owner]
+        return self._nodes[owners[at % count]]

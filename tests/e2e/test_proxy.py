@@ -6,6 +6,7 @@ import contextlib
 import socket
 import time
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import h11
 import pytest
@@ -838,6 +839,70 @@ async def test_weighted_round_robin(
         assert (await request(gw)).status == 200
     assert len(upstream.received) == 6
     assert len(second_upstream.received) == 2
+
+
+async def test_consistent_hashing_keeps_a_key_on_one_node(
+    nursery: trio.Nursery, upstream: Upstream, second_upstream: Upstream
+) -> None:
+    """APISIX's `type: chash`: requests with one key value (a variable, a header, a cookie,
+    a combination, the consumer) go to one node; different values spread over the nodes;
+    without a value the client's address is the key."""
+    third = await nursery.start(Upstream(name="third").serve)
+    ups = (upstream, second_upstream, third)
+    nodes = {u.address: 1 for u in ups}
+
+    def chash(hash_on: str, key: str | None) -> dict[str, Any]:
+        conf = {"nodes": nodes, "type": "chash", "hash_on": hash_on}
+        return conf if key is None else {**conf, "key": key}
+
+    routes = [
+        {"id": "arg", "uri": "/arg", "upstream": chash("vars", "arg_user")},
+        {"id": "hdr", "uri": "/hdr", "upstream": chash("header", "X-User")},
+        {"id": "cookie", "uri": "/cookie", "upstream": chash("cookie", "sid")},
+        {"id": "combo", "uri": "/combo", "upstream": chash("vars_combinations", "$arg_a-$arg_b")},
+        {
+            "id": "who",
+            "uri": "/who",
+            "plugins": {"key-auth": {}},
+            "upstream": chash("consumer", None),
+        },
+    ]
+    consumers = [
+        {
+            "username": f"c{i}",
+            "credentials": [{"id": f"k{i}", "plugins": {"key-auth": {"key": f"key{i}"}}}],
+        }
+        for i in range(12)
+    ]
+    _, gw = await start_gateway(nursery, config_for(routes, consumers=consumers))
+    serial = 0
+
+    async def node_for(
+        path: str, query: str = "", headers: list[tuple[str, str]] | None = None
+    ) -> str:
+        nonlocal serial
+        serial += 1
+        target = f"{path}?n={serial}" + (f"&{query}" if query else "")
+        assert (await request(gw, target=target, headers=headers or [])).status == 200
+        (name,) = [u.name for u in ups if any(r.target == target.encode() for r in u.received)]
+        return name
+
+    for key_of in (
+        lambda i: ("/arg", f"user=u{i}", []),
+        lambda i: ("/hdr", "", [("x-user", f"u{i}")]),
+        lambda i: ("/cookie", "", [("cookie", f"a=1; sid=s{i}")]),
+        lambda i: ("/combo", f"a=x{i}&b=y", []),
+        lambda i: ("/who", "", [("apikey", f"key{i}")]),
+    ):
+        chosen = []
+        for i in range(12):
+            path, query, headers = key_of(i)
+            first = await node_for(path, query, headers)
+            assert [await node_for(path, query, headers) for _ in range(3)] == [first] * 3
+            chosen.append(first)
+        assert len(set(chosen)) > 1, key_of(0)
+    # No value: the client's address is the key, so every request goes to one node.
+    assert len({await node_for("/arg") for _ in range(6)}) == 1
 
 
 async def test_pass_host_modes(nursery: trio.Nursery, upstream: Upstream) -> None:

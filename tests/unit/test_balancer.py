@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from gateway.upstream.balancer import FAIL_TIMEOUT_S, Node, RoundRobin
+from gateway.upstream.balancer import FAIL_TIMEOUT_S, ConsistentHash, Node, RoundRobin
 
 
 def test_smooth_weighted_sequence_matches_nginx() -> None:
@@ -69,3 +69,49 @@ def test_pick_untried_prefers_a_node_not_left_out() -> None:
     rr.mark_failed(b, 0.0)
     assert rr.pick_untried([a], 1.0) is c
     assert rr.pick_untried([a, c], 1.0) is b  # left out, but the only one not tried
+
+
+# --- consistent hashing (APISIX's `type: chash`) -----------------------------------------
+
+KEYS = [f"user-{i}" for i in range(2000)]
+
+
+def test_chash_sends_one_key_to_one_node_and_spreads_keys_by_weight() -> None:
+    ring = ConsistentHash([Node("a", 1, 1), Node("b", 1, 1), Node("c", 1, 2)])
+    first = {key: ring.pick(0.0, key).host for key in KEYS}
+    assert all(ring.pick(0.0, key).host == host for key, host in first.items())
+    counts = Counter(first.values())
+    assert set(counts) == {"a", "b", "c"}
+    share = {host: n / len(KEYS) for host, n in counts.items()}
+    assert 0.15 < share["a"] < 0.35
+    assert 0.15 < share["b"] < 0.35
+    assert 0.4 < share["c"] < 0.6
+
+
+def test_chash_moves_only_the_keys_of_a_removed_node() -> None:
+    nodes = [Node("a", 1, 1), Node("b", 1, 1), Node("c", 1, 1)]
+    before = ConsistentHash(nodes)
+    after = ConsistentHash(nodes[:2])
+    moved = [k for k in KEYS if before.pick(0.0, k).host != after.pick(0.0, k).host]
+    assert all(before.pick(0.0, k).host == "c" for k in moved)
+    assert len(moved) == sum(before.pick(0.0, k).host == "c" for k in KEYS)
+
+
+def test_chash_passes_over_a_failed_node_and_comes_back_to_it() -> None:
+    a, b, c = Node("a", 1, 1), Node("b", 1, 1), Node("c", 1, 1)
+    ring = ConsistentHash([a, b, c])
+    on_a = [k for k in KEYS if ring.pick(0.0, k) is a]
+    others = {k: ring.pick(0.0, k) for k in KEYS if k not in on_a}
+    ring.mark_failed(a, 100.0)
+    assert all(ring.pick(101.0, k) is not a for k in on_a)
+    assert all(ring.pick(101.0, k) is node for k, node in others.items())
+    assert all(ring.pick(100.0 + FAIL_TIMEOUT_S + 1, k) is a for k in on_a)
+    assert ring.pick_untried([a], 101.0, on_a[0]) in (b, c)
+    assert ring.pick_untried([a, b, c], 101.0, on_a[0]) is None
+
+
+def test_chash_leaves_out_zero_weights_and_keeps_a_single_node() -> None:
+    only = Node("only", 1, 1)
+    ring = ConsistentHash([only, Node("zero", 1, 0)])
+    ring.mark_failed(only, 0.0)
+    assert all(ring.pick(1.0, k) is only for k in KEYS[:50])

@@ -51,6 +51,45 @@ CASES: list[tuple[dict[str, Any], str]] = [
     ({"routes": [route(upstream={"nodes": {"no-port": 1}})]}, "$.routes[0].upstream"),
     # Weight 0 takes a node out of the rotation; one of them must stay in it.
     ({"routes": [route(upstream={"nodes": {"h:1": 0, "h:2": 0}})]}, "$.routes[0].upstream"),
+    ({"routes": [route(upstream={"nodes": {"h:1": 1}, "type": "chash"})]}, "$.routes[0].upstream"),
+    (
+        {"routes": [route(upstream={"nodes": {"h:1": 1}, "type": "chash", "key": "nope"})]},
+        "$.routes[0].upstream",
+    ),
+    (
+        {
+            "routes": [
+                route(
+                    upstream={
+                        "nodes": {"h:1": 1},
+                        "type": "chash",
+                        "hash_on": "header",
+                        "key": "x user",
+                    }
+                )
+            ]
+        },
+        "$.routes[0].upstream",
+    ),
+    (
+        {
+            "routes": [
+                route(
+                    upstream={
+                        "nodes": {"h:1": 1},
+                        "type": "chash",
+                        "hash_on": "vars_combinations",
+                        "key": "no-vars",
+                    }
+                )
+            ]
+        },
+        "$.routes[0].upstream",
+    ),
+    (
+        {"routes": [route(upstream={"nodes": {"h:1": 1}, "type": "chash", "hash_on": "ip"})]},
+        "$.routes[0].upstream.hash_on",
+    ),
     (
         {"upstreams": [{"id": "u", "nodes": [{"host": "h", "port": 1, "weight": 0}]}]},
         "$.upstreams[0]",
