@@ -46,6 +46,7 @@ from gateway.upstream.framing import (
     find_head_end,
     parse_response_head,
 )
+from gateway.upstream.health import TCP_FAILURE, TIMEOUT, Health
 from gateway.upstream.pool import PoolManager
 
 log = logging.getLogger("gateway")
@@ -144,6 +145,8 @@ async def forward(
                 except UpstreamError as exc:
                     now = trio.current_time()
                     upstream.balancer.mark_failed(node, now)
+                    if upstream.health is not None:
+                        _report_failure(upstream.health, node, exc)
                     if tried is None:
                         tried = [node]
                     next_node = (
@@ -166,6 +169,8 @@ async def forward(
                 await _exchange(
                     client, ctx, conn, method, head, framing is not None, chunked, upstream, pools
                 )
+                if upstream.health is not None and upstream.health.passive is not None:
+                    upstream.health.report_status(node, ctx.status, upstream.health.passive)
                 return
             except UpstreamError as exc:
                 conn.close()
@@ -178,12 +183,20 @@ async def forward(
                 ):
                     fresh_only = True  # RFC 9112 section 9.3.1: retry once on a new connection
                     continue
+                if upstream.health is not None:
+                    _report_failure(upstream.health, node, exc)
                 raise
             except BaseException:
                 conn.close()
                 raise
     finally:
         ctx.upstream_time = perf_counter() - started
+
+
+def _report_failure(health: Health, node: Node, exc: UpstreamError) -> None:
+    """A failed exchange with `node`, for passive health checks."""
+    if health.passive is not None:
+        health.report(node, TIMEOUT if exc.timeout else TCP_FAILURE, health.passive)
 
 
 def _request_head(

@@ -13,7 +13,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gateway.config.model import Config, Route, RouteTimeout, Service, Upstream, plugin_items
+from gateway.config.model import (
+    Checks,
+    Config,
+    Route,
+    RouteTimeout,
+    Service,
+    Upstream,
+    plugin_items,
+)
 from gateway.consumers import Consumer, ConsumerTable, Credential
 from gateway.context import RequestContext
 from gateway.expr import compile_vars
@@ -24,7 +32,48 @@ from gateway.plugins.template import Template
 from gateway.ratelimit import LimitRegistry
 from gateway.router import Router, RouteSpec
 from gateway.upstream.balancer import ConsistentHash, Node, RoundRobin
+from gateway.upstream.health import Health, Limits
+from gateway.upstream.prober import Probe
 from gateway.variables import getter
+
+
+def _limits(healthy: Any, unhealthy: Any, statuses: bool = True) -> Limits:
+    return Limits(
+        healthy.http_statuses if statuses else (),
+        unhealthy.http_statuses if statuses else (),
+        healthy.successes,
+        unhealthy.http_failures,
+        unhealthy.tcp_failures,
+        unhealthy.timeouts,
+    )
+
+
+def _health_checks(
+    upstream_id: str, checks: Checks, balancer: RoundRobin | ConsistentHash
+) -> tuple[Health, Probe]:
+    """The health state of an upstream with `checks` and what its active probes do."""
+    active, passive = checks.active, checks.passive
+    health = Health(
+        upstream_id,
+        balancer.nodes,
+        balancer,
+        _limits(active.healthy, active.unhealthy, active.type == "http"),
+        _limits(passive.healthy, passive.unhealthy, passive.type == "http") if passive else None,
+    )
+    probe = Probe(
+        health=health,
+        nodes=balancer.nodes,
+        http=active.type == "http",
+        timeout=active.timeout,
+        concurrency=active.concurrency,
+        host=active.host.encode("latin-1") if active.host else None,
+        port=active.port,
+        path=active.http_path.encode("ascii"),
+        headers=b"".join(line.encode() + b"\r\n" for line in active.req_headers),
+        healthy_interval=active.healthy.interval,
+        unhealthy_interval=active.unhealthy.interval,
+    )
+    return health, probe
 
 
 def hash_key(hash_on: str, key: str | None) -> Callable[[RequestContext], str]:
@@ -57,11 +106,13 @@ class CompiledUpstream:
         "balancer",
         "connect_timeout",
         "hash_key",
+        "health",
         "id",
         "idle_timeout",
         "max_requests",
         "pass_host",
         "pool_size",
+        "probe",
         "read_timeout",
         "retries",
         "send_timeout",
@@ -86,6 +137,10 @@ class CompiledUpstream:
         # node once; nginx's proxy_next_upstream error timeout).
         live = len(self.balancer.nodes)
         self.retries = live - 1 if conf.retries is None else min(conf.retries, live - 1)
+        self.health: Health | None = None
+        self.probe: Probe | None = None
+        if conf.checks is not None:
+            self.health, self.probe = _health_checks(self.id, conf.checks, self.balancer)
 
     def with_timeout(self, timeout: RouteTimeout | None) -> CompiledUpstream:
         """This upstream with a route's own timeouts; the nodes, their pools and their
@@ -214,6 +269,9 @@ class Runtime:
                 )
             )
         self.router: Router[CompiledRoute] = Router(specs)
+        # The active health checks of the upstreams routes use, one per upstream.
+        probes = {id(s.value.upstream.balancer): s.value.upstream.probe for s in specs}
+        self.probes = [probe for probe in probes.values() if probe is not None]
         # The counter stores this config uses; the server keeps only these after a swap.
         self.limit_stores = registry.take_used()
 

@@ -26,6 +26,7 @@ from gateway.errors import ConfigErrors
 from gateway.ratelimit import LimitRegistry
 from gateway.runtime import Runtime, compile_config
 from gateway.upstream.pool import PoolManager
+from gateway.upstream.prober import run_probes
 
 log = logging.getLogger("gateway")
 
@@ -157,6 +158,7 @@ class Gateway:
         self.draining = False
         self.connections: set[ClientConnection] = set()
         self._accept_scope: trio.CancelScope | None = None
+        self._probes_scope: trio.CancelScope | None = None
         self._stop_requested = False
 
     async def serve(
@@ -179,6 +181,7 @@ class Gateway:
                     for listener in listeners:
                         acceptors.start_soon(self._accept_loop, listener, connections, limiter)
                     acceptors.start_soon(self._reap_pools)
+                    acceptors.start_soon(self._run_probes)
                     log.info("gateway listening on %s", " ".join(addresses))
                     task_status.started(addresses)
                     if self._stop_requested:
@@ -252,6 +255,8 @@ class Gateway:
             self.access_log.close()
             self.access_log = access_log
         self.runtime = runtime
+        if self._probes_scope is not None:
+            self._probes_scope.cancel()  # `_run_probes` starts the new config's
         # Counters whose scope and conf did not change carry on; the rest are dropped.
         self.limits.retain(runtime.limit_stores)
         settle_memory()
@@ -311,6 +316,16 @@ class Gateway:
                 self.connections.discard(conn)
         finally:
             limiter.release()
+
+    async def _run_probes(self) -> None:
+        """The active health checks of the current config; a reload restarts them."""
+        while True:
+            with trio.CancelScope() as scope:
+                self._probes_scope = scope
+                async with trio.open_nursery() as nursery:
+                    for probe in self.runtime.probes:
+                        nursery.start_soon(run_probes, probe)
+                    await trio.sleep_forever()
 
     async def _reap_pools(self) -> None:
         while True:

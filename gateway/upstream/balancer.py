@@ -9,7 +9,9 @@ A node that could not be connected to is left out of the picks for `FAIL_TIMEOUT
 nginx does by default (`max_fails=1 fail_timeout=10s`), so that a dead or unreachable node
 costs one failed attempt per ten seconds instead of every other request (APISIX without
 health checks keeps picking it). An upstream of one node never leaves it out, and when every
-node failed lately they are all picked again rather than answering 502 unasked.
+node failed lately they are all picked again rather than answering 502 unasked. A node
+that health checks (`upstream.health`) find unhealthy is left out until they find it
+healthy, by the same rule.
 Consistent hashing: each node holds points on a ring in proportion to its weight; a key
 goes to the node of the first point at or after its hash, so one key keeps its node and
 taking a node out moves only that node's keys. A node left out passes its keys to the next
@@ -71,7 +73,15 @@ class _Balancer:
     def mark_failed(self, node: Node, now: float) -> None:
         """Leave `node` out of the picks for `FAIL_TIMEOUT_S` after `now` (a failed connect)."""
         if self._single is None:
-            self._down_until[self._index[node]] = now + FAIL_TIMEOUT_S
+            index = self._index[node]
+            if self._down_until[index] != math.inf:
+                self._down_until[index] = now + FAIL_TIMEOUT_S
+
+    def set_healthy(self, node: Node, healthy: bool) -> None:
+        """Health checks' verdict: an unhealthy node is left out until it is healthy again."""
+        index = self._index.get(node)
+        if index is not None:
+            self._down_until[index] = 0.0 if healthy else math.inf
 
     def pick_untried(self, tried: Sequence[Node], now: float, key: str = "") -> Node | None:
         """The next pick not in `tried` (a heavy node may keep winning the picks: then the

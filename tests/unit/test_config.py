@@ -53,6 +53,31 @@ CASES: list[tuple[dict[str, Any], str]] = [
     ({"routes": [route(upstream={"nodes": {"h:1": 0, "h:2": 0}})]}, "$.routes[0].upstream"),
     ({"routes": [route(upstream={"nodes": {"h:1": 1}, "type": "chash"})]}, "$.routes[0].upstream"),
     (
+        {"routes": [route(upstream={"nodes": {"h:1": 1}, "checks": {"passive": {}}})]},
+        "$.routes[0].upstream.checks",
+    ),
+    (
+        {
+            "routes": [
+                route(upstream={"nodes": {"h:1": 1}, "checks": {"active": {"type": "https"}}})
+            ]
+        },
+        "$.routes[0].upstream.checks.active.type",
+    ),
+    (
+        {
+            "routes": [
+                route(
+                    upstream={
+                        "nodes": {"h:1": 1},
+                        "checks": {"active": {"unhealthy": {"http_statuses": [99]}}},
+                    }
+                )
+            ]
+        },
+        "$.routes[0].upstream.checks.active.unhealthy.http_statuses[0]",
+    ),
+    (
         {"routes": [route(upstream={"nodes": {"h:1": 1}, "type": "chash", "key": "nope"})]},
         "$.routes[0].upstream",
     ),
