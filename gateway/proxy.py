@@ -160,6 +160,7 @@ async def forward(
                         "upstream %s failed for route %s: %s; trying %s",
                         node.label, route.id, exc, next_node.label,
                     )  # fmt: skip
+                    upstream.balancer.release(node)
                     node = next_node
                     tried.append(node)
                     head = _request_head(ctx, upstream, node, method, framing)
@@ -191,6 +192,7 @@ async def forward(
                 raise
     finally:
         ctx.upstream_time = perf_counter() - started
+        upstream.balancer.release(node)
 
 
 def _report_failure(health: Health, node: Node, exc: UpstreamError) -> None:

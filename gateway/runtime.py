@@ -31,10 +31,16 @@ from gateway.plugins import BY_NAME
 from gateway.plugins.template import Template
 from gateway.ratelimit import LimitRegistry
 from gateway.router import Router, RouteSpec
-from gateway.upstream.balancer import ConsistentHash, Node, RoundRobin
+from gateway.upstream.balancer import Balancer, ConsistentHash, LeastConn, Node, RoundRobin
 from gateway.upstream.health import Health, Limits
 from gateway.upstream.prober import Probe
 from gateway.variables import getter
+
+BALANCERS: dict[str, type[Balancer]] = {
+    "roundrobin": RoundRobin,
+    "chash": ConsistentHash,
+    "least_conn": LeastConn,
+}
 
 
 def _limits(healthy: Any, unhealthy: Any, statuses: bool = True) -> Limits:
@@ -48,9 +54,7 @@ def _limits(healthy: Any, unhealthy: Any, statuses: bool = True) -> Limits:
     )
 
 
-def _health_checks(
-    upstream_id: str, checks: Checks, balancer: RoundRobin | ConsistentHash
-) -> tuple[Health, Probe]:
+def _health_checks(upstream_id: str, checks: Checks, balancer: Balancer) -> tuple[Health, Probe]:
     """The health state of an upstream with `checks` and what its active probes do."""
     active, passive = checks.active, checks.passive
     health = Health(
@@ -122,7 +126,7 @@ class CompiledUpstream:
     def __init__(self, conf: Upstream, label: str) -> None:
         self.id = conf.id or label
         nodes = [Node(h, p, w) for h, p, w in conf.node_list()]
-        self.balancer = ConsistentHash(nodes) if conf.type == "chash" else RoundRobin(nodes)
+        self.balancer = BALANCERS[conf.type](nodes)
         # What a chash upstream hashes, read from the request; None for round robin.
         self.hash_key = hash_key(conf.hash_on, conf.key) if conf.type == "chash" else None
         self.connect_timeout = conf.timeout.connect

@@ -1,5 +1,6 @@
-"""Node choice for an upstream: weighted round robin (nginx's smooth variant) or
-consistent hashing on a request key (APISIX's `chash`).
+"""Node choice for an upstream: weighted round robin (nginx's smooth variant), consistent
+hashing on a request key (APISIX's `chash`) or the fewest requests in flight
+(`least_conn`).
 
 Round robin: each pick adds every node's weight to its running score, takes the highest,
 and subtracts the total from it: weights 5/1/1 give a a b a c a a, not a a a a a b c. Nodes
@@ -49,7 +50,7 @@ class Node:
         return f"Node({self.host}:{self.port}, weight={self.weight})"
 
 
-class _Balancer:
+class Balancer:
     """The nodes of weight above 0 and the time until which each is left out."""
 
     __slots__ = ("_down_until", "_index", "_nodes", "_single")
@@ -69,6 +70,9 @@ class _Balancer:
 
     def pick(self, now: float, key: str = "") -> Node:
         raise NotImplementedError
+
+    def release(self, node: Node) -> None:
+        """The request `pick` gave `node` is over (least_conn counts them)."""
 
     def mark_failed(self, node: Node, now: float) -> None:
         """Leave `node` out of the picks for `FAIL_TIMEOUT_S` after `now` (a failed connect)."""
@@ -98,7 +102,7 @@ class _Balancer:
         return untried[0] if untried else None
 
 
-class RoundRobin(_Balancer):
+class RoundRobin(Balancer):
     """Smooth weighted round robin; `pick` returns the next node."""
 
     __slots__ = ("_current", "_weights")
@@ -140,7 +144,7 @@ POINTS_PER_WEIGHT: Final = 160  # ketama's
 MAX_POINTS: Final = 40_000
 
 
-class ConsistentHash(_Balancer):
+class ConsistentHash(Balancer):
     """A ring of points, each node's share as its weight's; `pick` maps a key to a node."""
 
     __slots__ = ("_owners", "_points")
@@ -171,3 +175,50 @@ class ConsistentHash(_Balancer):
             if down_until[owner] <= now:
                 return self._nodes[owner]
         return self._nodes[owners[at % count]]
+
+
+class LeastConn(Balancer):
+    """APISIX's `least_conn`: the node with the fewest requests in flight for its weight,
+    (in flight + 1) / weight, the first in order on a tie."""
+
+    __slots__ = ("_active", "_weights")
+
+    def __init__(self, nodes: Sequence[Node]) -> None:
+        super().__init__(nodes)
+        self._weights = tuple(n.weight for n in self._nodes)
+        self._active = [0] * len(self._nodes)
+
+    def pick(self, now: float, key: str = "") -> Node:
+        """The least loaded node not left out at `now` (or of all, when every one is),
+        counted as busy until `release`."""
+        best = self._least(now, ())
+        if best < 0:
+            best = self._least(math.inf, ())
+        self._active[best] += 1
+        return self._nodes[best]
+
+    def pick_untried(self, tried: Sequence[Node], now: float, key: str = "") -> Node | None:
+        excluded = tuple(self._index[node] for node in tried)
+        best = self._least(now, excluded)
+        if best < 0:
+            best = self._least(math.inf, excluded)
+        if best < 0:
+            return None
+        self._active[best] += 1
+        return self._nodes[best]
+
+    def release(self, node: Node) -> None:
+        index = self._index.get(node)
+        if index is not None and self._active[index] > 0:
+            self._active[index] -= 1
+
+    def _least(self, now: float, excluded: Sequence[int]) -> int:
+        best = -1
+        best_score = math.inf
+        for i, weight in enumerate(self._weights):
+            if self._down_until[i] > now or i in excluded:
+                continue
+            score = (self._active[i] + 1) / weight
+            if score < best_score:
+                best, best_score = i, score
+        return best

@@ -15,9 +15,8 @@ Pure: no IO, no clock.
 from __future__ import annotations
 
 import logging
-from typing import Protocol
 
-from gateway.upstream.balancer import Node
+from gateway.upstream.balancer import Balancer, Node
 
 log = logging.getLogger("gateway.health")
 
@@ -52,10 +51,6 @@ class Limits:
         if status in self.unhealthy_statuses:
             return HTTP_FAILURE
         return None
-
-
-class Balancer(Protocol):
-    def set_healthy(self, node: Node, healthy: bool) -> None: ...
 
 
 class Health:

@@ -14,6 +14,7 @@ import trio
 
 from tests.helpers import (
     Received,
+    Response,
     Upstream,
     answering,
     config_for,
@@ -903,6 +904,49 @@ async def test_consistent_hashing_keeps_a_key_on_one_node(
         assert len(set(chosen)) > 1, key_of(0)
     # No value: the client's address is the key, so every request goes to one node.
     assert len({await node_for("/arg") for _ in range(6)}) == 1
+
+
+async def test_least_conn_sends_requests_to_the_node_with_fewest_in_flight(
+    nursery: trio.Nursery,
+) -> None:
+    """APISIX's `type: least_conn`: while one node holds a request, the next ones go to the
+    other node (round robin would send every other one to the busy node)."""
+    release = trio.Event()
+    arrived = trio.Event()
+
+    async def hold(req: Received) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        if req.target == b"/slow":
+            arrived.set()
+            await release.wait()
+        return 200, [], b"first"
+
+    async def fast(req: Received) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        return 200, [], b"second"
+
+    first = await nursery.start(Upstream(responder=hold).serve)
+    second = await nursery.start(Upstream(responder=fast, name="second").serve)
+    nodes = {first.address: 1, second.address: 1}
+    route = {"id": "r", "uri": "/*", "upstream": {"nodes": nodes, "type": "least_conn"}}
+    _, gw = await start_gateway(nursery, config_for([route]))
+    slow: list[Response] = []
+    answered = trio.Event()
+
+    async def slow_request() -> None:
+        slow.append(await request(gw, target="/slow"))
+        answered.set()
+
+    nursery.start_soon(slow_request)
+    with trio.fail_after(10):
+        await arrived.wait()
+    bodies = [(await request(gw, target="/x")).body for _ in range(4)]
+    assert bodies == [b"second"] * 4
+    release.set()
+    with trio.fail_after(10):
+        await answered.wait()
+    assert slow[0].body == b"first"
+    # Nothing in flight any more: a tie, which the first node in order wins.
+    bodies = [(await request(gw, target="/x")).body for _ in range(4)]
+    assert bodies == [b"first"] * 4
 
 
 async def test_pass_host_modes(nursery: trio.Nursery, upstream: Upstream) -> None:

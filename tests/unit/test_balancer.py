@@ -4,7 +4,13 @@ from collections import Counter
 
 import pytest
 
-from gateway.upstream.balancer import FAIL_TIMEOUT_S, ConsistentHash, Node, RoundRobin
+from gateway.upstream.balancer import (
+    FAIL_TIMEOUT_S,
+    ConsistentHash,
+    LeastConn,
+    Node,
+    RoundRobin,
+)
 
 
 def test_smooth_weighted_sequence_matches_nginx() -> None:
@@ -115,3 +121,35 @@ def test_chash_leaves_out_zero_weights_and_keeps_a_single_node() -> None:
     ring = ConsistentHash([only, Node("zero", 1, 0)])
     ring.mark_failed(only, 0.0)
     assert all(ring.pick(1.0, k) is only for k in KEYS[:50])
+
+
+# --- least_conn ---------------------------------------------------------------------------
+
+
+def test_least_conn_picks_the_node_with_fewest_requests_in_flight_for_its_weight() -> None:
+    a, b = Node("a", 1, 2), Node("b", 1, 1)
+    lc = LeastConn([a, b])
+    # (in flight + 1) / weight: a 0.5, b 1 -> a; a 1, b 1 -> a (first); a 1.5, b 1 -> b ...
+    held = [lc.pick(0.0) for _ in range(6)]
+    assert [n.host for n in held] == ["a", "a", "b", "a", "a", "b"]
+    for node in held[:4]:
+        if node is a:
+            lc.release(node)
+    assert lc.pick(0.0) is a
+    lc.release(a)
+
+
+def test_least_conn_counts_what_is_released_and_passes_over_failed_nodes() -> None:
+    a, b = Node("a", 1, 1), Node("b", 1, 1)
+    lc = LeastConn([a, b])
+    first = lc.pick(0.0)
+    assert first is a
+    assert lc.pick(0.0) is b
+    lc.release(b)
+    assert lc.pick(0.0) is b  # a still has one in flight
+    lc.release(a)
+    lc.release(b)
+    lc.mark_failed(a, 0.0)
+    assert lc.pick(1.0) is b
+    assert lc.pick_untried([b], 1.0) is a  # only a is left, out or not
+    assert lc.pick_untried([a, b], 1.0) is None
