@@ -70,6 +70,14 @@ def _split_msgspec_error(text: str) -> ConfigError:
 def parse(data: bytes, environ: Mapping[str, str] | None = None) -> Config:
     """Decode and validate config bytes; raises `ConfigErrors`."""
     try:
+        return _parse(data, environ)
+    except RecursionError:
+        # msgspec's decoder, or a check that walks nested rules, ran out of stack.
+        raise ConfigErrors([ConfigError("the config is nested too deeply", "$")]) from None
+
+
+def _parse(data: bytes, environ: Mapping[str, str] | None) -> Config:
+    try:
         raw = msgspec.json.decode(data)
     except msgspec.DecodeError as exc:
         raise ConfigErrors([ConfigError(f"invalid JSON: {exc}")]) from None

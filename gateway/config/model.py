@@ -180,14 +180,18 @@ Statuses = Annotated[
 ]
 
 
+# Between two probes of a node: APISIX takes whole seconds from 1; fractions down to 0.1.
+Interval = Annotated[float, msgspec.Meta(ge=0.1)]
+
+
 class ActiveHealthy(Conf, frozen=True, kw_only=True):
-    interval: Seconds = 1.0
+    interval: Interval = 1.0
     successes: Count = 2
     http_statuses: Statuses = (200, 302)
 
 
 class ActiveUnhealthy(Conf, frozen=True, kw_only=True):
-    interval: Seconds = 1.0
+    interval: Interval = 1.0
     http_statuses: Statuses = (429, 404, 500, 501, 502, 503, 504, 505)
     http_failures: Count = 5
     tcp_failures: Count = 2

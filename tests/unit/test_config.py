@@ -59,6 +59,19 @@ CASES: list[tuple[dict[str, Any], str]] = [
     (
         {
             "routes": [
+                route(
+                    upstream={
+                        "nodes": {"h:1": 1},
+                        "checks": {"active": {"healthy": {"interval": 0.01}}},
+                    }
+                )
+            ]
+        },
+        "$.routes[0].upstream.checks.active.healthy.interval",
+    ),
+    (
+        {
+            "routes": [
                 route(upstream={"nodes": {"h:1": 1}, "checks": {"active": {"type": "https"}}})
             ]
         },
@@ -510,6 +523,16 @@ def test_bad_config_names_the_path(snippet: dict[str, Any], path: str) -> None:
 def test_invalid_json_is_reported() -> None:
     with pytest.raises(ConfigErrors, match="invalid JSON"):
         parse(b"{not json")
+
+
+@pytest.mark.parametrize("where", ["desc", "vars"])
+def test_json_nested_too_deeply_is_a_config_error(where: str) -> None:
+    """Not a traceback from the decoder, nor from walking nested `vars` rules."""
+    depth = 100_000 if where == "desc" else 600
+    nested = '["OR", ' * depth + '["arg_a", "==", "1"]' + ', ["arg_b", "==", "1"]]' * depth
+    text = '{"routes": [{"id": "r", "uri": "/a", "upstream": {"nodes": {"h:1": 1}}, "%s": %s}]}'
+    with pytest.raises(ConfigErrors, match="nested too deeply"):
+        parse((text % (where, nested if where == "vars" else "[" + nested + "]")).encode())
 
 
 def test_env_references_are_resolved_and_never_literal() -> None:
