@@ -31,7 +31,14 @@ from gateway.plugins import BY_NAME
 from gateway.plugins.template import Template
 from gateway.ratelimit import LimitRegistry
 from gateway.router import Router, RouteSpec
-from gateway.upstream.balancer import Balancer, ConsistentHash, LeastConn, Node, RoundRobin
+from gateway.upstream.balancer import (
+    Balancer,
+    ConsistentHash,
+    LeastConn,
+    Node,
+    Prioritized,
+    RoundRobin,
+)
 from gateway.upstream.health import Health, Limits
 from gateway.upstream.prober import Probe
 from gateway.variables import getter
@@ -125,8 +132,12 @@ class CompiledUpstream:
 
     def __init__(self, conf: Upstream, label: str) -> None:
         self.id = conf.id or label
-        nodes = [Node(h, p, w) for h, p, w in conf.node_list()]
-        self.balancer = BALANCERS[conf.type](nodes)
+        nodes = [Node(*node) for node in conf.node_list()]
+        kind = BALANCERS[conf.type]
+        if len({node.priority for node in nodes if node.weight > 0}) > 1:
+            self.balancer: Balancer = Prioritized(nodes, kind)
+        else:
+            self.balancer = kind(nodes)
         # What a chash upstream hashes, read from the request; None for round robin.
         self.hash_key = hash_key(conf.hash_on, conf.key) if conf.type == "chash" else None
         self.connect_timeout = conf.timeout.connect

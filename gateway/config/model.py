@@ -168,6 +168,7 @@ class Node(Conf, frozen=True, kw_only=True):
     host: Host
     port: Port = 80
     weight: Annotated[int, msgspec.Meta(ge=0)] = 1
+    priority: int = 0  # APISIX: lower priorities stand in while every higher node is out
 
 
 Count = Annotated[int, msgspec.Meta(ge=0, le=254)]  # 0: that rule never applies
@@ -279,18 +280,18 @@ class Upstream(Conf, frozen=True, kw_only=True):
         if isinstance(self.nodes, dict):
             for address in self.nodes:
                 split_host_port(address)
-        if not any(weight > 0 for _, _, weight in self.node_list()):
+        if not any(weight > 0 for _, _, weight, _ in self.node_list()):
             raise ValueError("an upstream needs a node with a weight above 0")
         if self.pass_host == "rewrite" and not self.upstream_host:
             raise ValueError("pass_host `rewrite` needs `upstream_host`")
         if self.type == "chash":
             _check_hash_key(self.hash_on, self.key)
 
-    def node_list(self) -> list[tuple[str, int, int]]:
-        """(host, port, weight) for every node, in config order."""
+    def node_list(self) -> list[tuple[str, int, int, int]]:
+        """(host, port, weight, priority) for every node, in config order."""
         if isinstance(self.nodes, dict):
-            return [(*split_host_port(a), w) for a, w in self.nodes.items()]
-        return [(n.host, n.port, n.weight) for n in self.nodes]
+            return [(*split_host_port(a), w, 0) for a, w in self.nodes.items()]
+        return [(n.host, n.port, n.weight, n.priority) for n in self.nodes]
 
 
 class Route(Conf, frozen=True, kw_only=True):

@@ -35,12 +35,13 @@ FAIL_TIMEOUT_S: Final = 10.0
 class Node:
     """One upstream server: address, weight, and the pool key derived from them."""
 
-    __slots__ = ("address", "host", "host_header", "label", "port", "weight")
+    __slots__ = ("address", "host", "host_header", "label", "port", "priority", "weight")
 
-    def __init__(self, host: str, port: int, weight: int) -> None:
+    def __init__(self, host: str, port: int, weight: int, priority: int = 0) -> None:
         self.host = host
         self.port = port
         self.weight = weight
+        self.priority = priority
         self.address = (host, port)
         shown = f"[{host}]" if ":" in host else host
         self.label = f"{shown}:{port}"  # for logs, built once
@@ -53,9 +54,9 @@ class Node:
 class Balancer:
     """The nodes of weight above 0 and the time until which each is left out."""
 
-    __slots__ = ("_down_until", "_index", "_nodes", "_single")
+    __slots__ = ("_down_until", "_index", "_keep_alone", "_nodes", "_single")
 
-    def __init__(self, nodes: Sequence[Node]) -> None:
+    def __init__(self, nodes: Sequence[Node], *, keep_alone: bool = True) -> None:
         live = [n for n in nodes if n.weight > 0]
         if not live:
             raise ValueError("an upstream needs a node with a weight above 0")
@@ -63,6 +64,15 @@ class Balancer:
         self._down_until = [0.0] * len(live)  # the time until which each node is left out
         self._index = {node: i for i, node in enumerate(live)}
         self._single = live[0] if len(live) == 1 else None
+        # A node alone is never left out, unless other priority levels can stand in.
+        self._keep_alone = keep_alone and self._single is not None
+
+    def available(self, now: float) -> bool:
+        """Whether some node is not left out at `now`."""
+        return any(until <= now for until in self._down_until)
+
+    def available_node(self, node: Node, now: float) -> bool:
+        return self._down_until[self._index[node]] <= now
 
     @property
     def nodes(self) -> tuple[Node, ...]:
@@ -76,7 +86,7 @@ class Balancer:
 
     def mark_failed(self, node: Node, now: float) -> None:
         """Leave `node` out of the picks for `FAIL_TIMEOUT_S` after `now` (a failed connect)."""
-        if self._single is None:
+        if not self._keep_alone:
             index = self._index[node]
             if self._down_until[index] != math.inf:
                 self._down_until[index] = now + FAIL_TIMEOUT_S
@@ -107,8 +117,8 @@ class RoundRobin(Balancer):
 
     __slots__ = ("_current", "_weights")
 
-    def __init__(self, nodes: Sequence[Node]) -> None:
-        super().__init__(nodes)
+    def __init__(self, nodes: Sequence[Node], *, keep_alone: bool = True) -> None:
+        super().__init__(nodes, keep_alone=keep_alone)
         self._weights = tuple(n.weight for n in self._nodes)
         self._current = [0] * len(self._nodes)
 
@@ -149,8 +159,8 @@ class ConsistentHash(Balancer):
 
     __slots__ = ("_owners", "_points")
 
-    def __init__(self, nodes: Sequence[Node]) -> None:
-        super().__init__(nodes)
+    def __init__(self, nodes: Sequence[Node], *, keep_alone: bool = True) -> None:
+        super().__init__(nodes, keep_alone=keep_alone)
         units = [n.weight // math.gcd(*(m.weight for m in self._nodes)) for n in self._nodes]
         per_unit = max(1, min(POINTS_PER_WEIGHT, MAX_POINTS // sum(units)))
         ring = sorted(
@@ -183,8 +193,8 @@ class LeastConn(Balancer):
 
     __slots__ = ("_active", "_weights")
 
-    def __init__(self, nodes: Sequence[Node]) -> None:
-        super().__init__(nodes)
+    def __init__(self, nodes: Sequence[Node], *, keep_alone: bool = True) -> None:
+        super().__init__(nodes, keep_alone=keep_alone)
         self._weights = tuple(n.weight for n in self._nodes)
         self._active = [0] * len(self._nodes)
 
@@ -198,7 +208,7 @@ class LeastConn(Balancer):
         return self._nodes[best]
 
     def pick_untried(self, tried: Sequence[Node], now: float, key: str = "") -> Node | None:
-        excluded = tuple(self._index[node] for node in tried)
+        excluded = tuple(self._index[node] for node in tried if node in self._index)
         best = self._least(now, excluded)
         if best < 0:
             best = self._least(math.inf, excluded)
@@ -222,3 +232,50 @@ class LeastConn(Balancer):
             if score < best_score:
                 best, best_score = i, score
         return best
+
+
+class Prioritized(Balancer):
+    """APISIX's node `priority`: the nodes of the highest priority that has one not left
+    out take the requests, balanced among themselves by `kind`; lower ones stand in while
+    every higher node is left out (a failed connect, a health check)."""
+
+    __slots__ = ("_level_of", "_levels")
+
+    def __init__(self, nodes: Sequence[Node], kind: type[Balancer]) -> None:
+        super().__init__(nodes)
+        by_priority: dict[int, list[Node]] = {}
+        for node in self._nodes:
+            by_priority.setdefault(node.priority, []).append(node)
+        self._levels = tuple(
+            kind(level, keep_alone=False)
+            for _, level in sorted(by_priority.items(), key=lambda item: -item[0])
+        )
+        self._level_of = {node: level for level in self._levels for node in level.nodes}
+
+    def pick(self, now: float, key: str = "") -> Node:
+        for level in self._levels:
+            if level.available(now):
+                return level.pick(now, key)
+        return self._levels[0].pick(now, key)  # every node is out: the first level's
+
+    def pick_untried(self, tried: Sequence[Node], now: float, key: str = "") -> Node | None:
+        for level in self._levels:
+            untried_up = any(
+                node not in tried and level.available_node(node, now) for node in level.nodes
+            )
+            if untried_up:
+                return level.pick_untried(tried, now, key)
+        for level in self._levels:
+            node = level.pick_untried(tried, now, key)
+            if node is not None:
+                return node
+        return None
+
+    def release(self, node: Node) -> None:
+        self._level_of[node].release(node)
+
+    def mark_failed(self, node: Node, now: float) -> None:
+        self._level_of[node].mark_failed(node, now)
+
+    def set_healthy(self, node: Node, healthy: bool) -> None:
+        self._level_of[node].set_healthy(node, healthy)

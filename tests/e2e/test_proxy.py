@@ -949,6 +949,25 @@ async def test_least_conn_sends_requests_to_the_node_with_fewest_in_flight(
     assert bodies == [b"first"] * 4
 
 
+async def test_node_priority_sends_to_the_highest_level_that_answers(
+    nursery: trio.Nursery, upstream: Upstream, second_upstream: Upstream
+) -> None:
+    """APISIX's node `priority`: a node of a lower priority stands in only while every node
+    above it is out. Here the highest one refuses connections, so the request goes on to
+    the next level, whose node then takes every request; the backup gets none."""
+    dead = free_port()
+    nodes = [
+        {"host": "127.0.0.1", "port": second_upstream.port, "priority": 0},
+        {"host": "127.0.0.1", "port": dead, "priority": 2},
+        {"host": "127.0.0.1", "port": upstream.port, "priority": 1},
+    ]
+    route = {"id": "r", "uri": "/*", "upstream": {"nodes": nodes}}
+    _, gw = await start_gateway(nursery, config_for([route]))
+    assert [(await request(gw)).status for _ in range(6)] == [200] * 6
+    assert len(upstream.received) == 6
+    assert len(second_upstream.received) == 0
+
+
 async def test_pass_host_modes(nursery: trio.Nursery, upstream: Upstream) -> None:
     node = {upstream.address: 1}
     cfg = config_for(

@@ -9,6 +9,7 @@ from gateway.upstream.balancer import (
     ConsistentHash,
     LeastConn,
     Node,
+    Prioritized,
     RoundRobin,
 )
 
@@ -153,3 +154,38 @@ def test_least_conn_counts_what_is_released_and_passes_over_failed_nodes() -> No
     assert lc.pick(1.0) is b
     assert lc.pick_untried([b], 1.0) is a  # only a is left, out or not
     assert lc.pick_untried([a, b], 1.0) is None
+
+
+# --- node priority --------------------------------------------------------------------------
+
+
+def test_priority_levels_stand_in_for_each_other_in_order() -> None:
+    a, b = Node("a", 1, 1, priority=10), Node("b", 1, 1, priority=10)
+    c, d = Node("c", 1, 1, priority=0), Node("d", 1, 1, priority=-5)
+    lb = Prioritized([c, a, d, b], RoundRobin)
+    assert {lb.pick(0.0).host for _ in range(6)} == {"a", "b"}
+    lb.mark_failed(a, 0.0)
+    assert {lb.pick(1.0).host for _ in range(4)} == {"b"}
+    lb.mark_failed(b, 0.0)
+    assert {lb.pick(1.0).host for _ in range(4)} == {"c"}
+    lb.mark_failed(c, 0.0)  # the last node of a level is left out too
+    assert lb.pick(1.0) is d
+    lb.mark_failed(d, 0.0)
+    assert lb.pick(1.0) in (a, b)  # every node is out: the first level's
+    assert lb.pick(FAIL_TIMEOUT_S + 1) in (a, b)
+
+
+def test_priority_retries_go_down_the_levels_and_health_reaches_the_level() -> None:
+    a, b = Node("a", 1, 1, priority=1), Node("b", 1, 1)
+    lb = Prioritized([a, b], LeastConn)
+    first = lb.pick(0.0)
+    assert first is a
+    lb.mark_failed(a, 0.0)
+    assert lb.pick_untried([a], 0.0) is b
+    assert lb.pick_untried([a, b], 0.0) is None
+    lb.release(a)
+    lb.release(b)
+    lb.set_healthy(b, False)
+    assert lb.pick(1.0) is a  # both out: the first level's
+    lb.set_healthy(a, True)
+    assert lb.pick(1.0) is a
