@@ -152,6 +152,10 @@ async def forward(
                     next_node = (
                         upstream.balancer.pick_untried(tried, now, key)
                         if len(tried) <= upstream.retries
+                        and (
+                            upstream.retry_timeout == 0
+                            or perf_counter() - started < upstream.retry_timeout
+                        )
                         else None
                     )
                     if next_node is None:

@@ -126,6 +126,7 @@ class CompiledUpstream:
         "probe",
         "read_timeout",
         "retries",
+        "retry_timeout",
         "send_timeout",
         "upstream_host",
     )
@@ -152,6 +153,7 @@ class CompiledUpstream:
         # node once; nginx's proxy_next_upstream error timeout).
         live = len(self.balancer.nodes)
         self.retries = live - 1 if conf.retries is None else min(conf.retries, live - 1)
+        self.retry_timeout = conf.retry_timeout  # 0: no bound
         self.health: Health | None = None
         self.probe: Probe | None = None
         if conf.checks is not None:

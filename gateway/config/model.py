@@ -272,6 +272,7 @@ class Upstream(Conf, frozen=True, kw_only=True):
     pass_host: Literal["pass", "node", "rewrite"] = "pass"
     upstream_host: HostHeader | None = None
     retries: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    retry_timeout: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     checks: Checks | None = None
 
     def __post_init__(self) -> None:

@@ -636,6 +636,30 @@ async def test_an_unreachable_node_is_left_out_after_its_timeout(
     assert statuses == [504, 200, 200, 200, 200]
 
 
+async def test_retry_timeout_bounds_the_time_spent_on_other_nodes(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    """APISIX's `retry_timeout`: once it has passed since the first try, a failed connect
+    is the answer (504 here) instead of a try on the next node."""
+    with socket.socket() as blackhole, socket.socket() as filler:
+        blackhole.bind(("127.0.0.1", 0))
+        blackhole.listen(0)
+        filler.connect(blackhole.getsockname())
+        nodes = {f"127.0.0.1:{blackhole.getsockname()[1]}": 1, upstream.address: 1}
+        timeout = {"connect": 1, "send": 5, "read": 5}
+        routes = [
+            {
+                "id": rid,
+                "uri": f"/{rid}",
+                "upstream": {"nodes": nodes, "timeout": timeout, **extra},
+            }
+            for rid, extra in (("bounded", {"retry_timeout": 0.5}), ("unbounded", {}))
+        ]
+        _, gw = await start_gateway(nursery, config_for(routes))
+        assert (await request(gw, target="/bounded")).status == 504
+        assert (await request(gw, target="/unbounded")).status == 200
+
+
 class TwoAddressResolver(trio.abc.HostnameResolver):
     """Resolves `name` to two loopback addresses, the first with nothing listening, as a
     name with an IPv6 and an IPv4 address does when the upstream listens on one only.
