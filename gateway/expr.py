@@ -17,12 +17,12 @@ Compiled once at load into one callable; a bad rule raises ValueError naming whe
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import re
 from collections.abc import Callable
 from typing import Any
 
+from gateway.addresses import in_networks, networks
 from gateway.context import RequestContext
 from gateway.variables import getter, known
 
@@ -178,20 +178,10 @@ def _ipmatch(value: Any) -> Test:
     if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
         raise ValueError(f"`ipmatch` takes an address or a list of them, got {value!r}")
     try:
-        nets = tuple(ipaddress.ip_network(a, strict=False) for a in addresses)
+        nets = networks(addresses)
     except ValueError as exc:
         raise ValueError(f"`ipmatch`: {exc}") from None
-
-    def test(var: str | None) -> bool:
-        if var is None:
-            return False
-        try:
-            address = ipaddress.ip_address(var)
-        except ValueError:
-            return False
-        return any(address in net for net in nets)
-
-    return test
+    return lambda var: in_networks(var, nets)
 
 
 _OPERATORS: dict[str, Callable[[Any], Test]] = {

@@ -16,10 +16,11 @@ length, and one pattern match per parameter route tried.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
+
+from gateway.addresses import in_networks, networks
 
 T = TypeVar("T")
 
@@ -41,24 +42,6 @@ def split_uri(uri: str) -> tuple[bytes, bool, re.Pattern[bytes] | None]:
             parts.append(re.escape(segment))
     pattern = re.compile("/".join(parts).encode(), re.DOTALL)
     return uri[:first].encode(), True, pattern
-
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def networks(remote_addrs: Sequence[str]) -> tuple[Network, ...]:
-    """A route's `remote_addrs` (addresses or CIDR networks); raises ValueError."""
-    return tuple(ipaddress.ip_network(a, strict=False) for a in remote_addrs)
-
-
-def _client_address(remote: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        address = ipaddress.ip_address(remote)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
 
 
 class _Candidate(Generic[T]):
@@ -103,7 +86,7 @@ class _Candidate(Generic[T]):
             return False
         if not self.any_host and not self._host_matches(host):
             return False
-        if self.networks and not self._remote_matches(remote):
+        if self.networks and not in_networks(remote, self.networks):
             return False
         if self.vars is not None and not self.vars(request):
             return False
@@ -115,10 +98,6 @@ class _Candidate(Generic[T]):
         return any(
             host.endswith(suffix) and len(host) > len(suffix) for suffix in self.wildcard_hosts
         )
-
-    def _remote_matches(self, remote: str) -> bool:
-        address = _client_address(remote)
-        return address is not None and any(address in net for net in self.networks)
 
 
 class RouteSpec(Generic[T]):

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from gateway import variables
+from gateway.addresses import networks
 from gateway.config.fields import HEADER_TEXT, HOST, TOKEN, Host, HostHeader, Labels
 from gateway.expr import compile_vars
 from gateway.http.methods import HttpMethod
@@ -21,7 +22,6 @@ from gateway.http.path import PathError, route_path
 from gateway.pipeline import AuthPlugin, Conf, Plugin
 from gateway.plugins import PLUGINS
 from gateway.plugins.template import Template
-from gateway.router import networks
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_.-]+\Z")]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]

@@ -72,6 +72,7 @@ PURE = [
     "upstream/balancer.py",
     "upstream/health.py",
     "expr.py",
+    "addresses.py",
     "variables.py",
     "config",
     "plugins",
