@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import msgspec
 
@@ -137,6 +137,40 @@ class AuthPlugin(Plugin):
     def attach(ctx: RequestContext, credential: Credential) -> None:
         ctx.consumer = credential.consumer
         ctx.credential = credential
+
+    def use_anonymous(self, consumer: Consumer) -> None:
+        """APISIX's `anonymous_consumer`: a request this plugin would turn away with 401
+        goes on as `consumer` (no credential), whose own plugins then apply."""
+        anonymous = Credential(None, consumer)
+        inner = self.rewrite  # type: ignore[attr-defined]
+
+        def settle(ctx: RequestContext, reply: Reply | None) -> Reply | None:
+            if reply is None or reply.status != 401:
+                return reply
+            self.attach(ctx, anonymous)
+            return None
+
+        if inspect.iscoroutinefunction(inner):
+
+            async def rewrite_async(ctx: RequestContext) -> Reply | None:
+                return settle(ctx, await inner(ctx))
+
+            setattr(self, "rewrite", rewrite_async)  # noqa: B010 (subclasses type their own)
+        else:
+            setattr(self, "rewrite", lambda ctx: settle(ctx, inner(ctx)))  # noqa: B010
+
+
+P = TypeVar("P", bound=Plugin)
+
+
+def build(plugin: type[P], conf: Any, env: PluginEnv) -> P:
+    """The instance of `plugin` for `conf`, with its `anonymous_consumer` when it names one
+    (the config check makes sure that consumer exists)."""
+    instance = plugin(conf, env)
+    anonymous = getattr(conf, "anonymous_consumer", None)
+    if anonymous is not None and isinstance(instance, AuthPlugin):
+        instance.use_anonymous(env.consumers.by_name[anonymous])
+    return instance
 
 
 class Chain:

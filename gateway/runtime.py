@@ -26,7 +26,7 @@ from gateway.consumers import Consumer, ConsumerTable, Credential
 from gateway.context import RequestContext
 from gateway.expr import compile_vars
 from gateway.oidc import IdpRegistry
-from gateway.pipeline import AuthPlugin, Chain, Plugin, PluginEnv, disabled
+from gateway.pipeline import AuthPlugin, Chain, Plugin, PluginEnv, build, disabled
 from gateway.plugins import BY_NAME
 from gateway.plugins.template import Template
 from gateway.ratelimit import LimitRegistry
@@ -208,7 +208,7 @@ def instantiate(plugins: Any, env: PluginEnv, scope: str) -> dict[str, Plugin]:
     if not items:
         return {}
     scoped = env.for_scope(scope)
-    return {name: BY_NAME[name](conf, scoped) for name, conf in items}
+    return {name: build(BY_NAME[name], conf, scoped) for name, conf in items}
 
 
 def build_consumers(config: Config, env: PluginEnv) -> None:

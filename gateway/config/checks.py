@@ -122,22 +122,54 @@ def check(config: Config) -> list[ConfigError]:
                     )
                 )
     errors += _duplicate_secrets(config)
+    errors += _anonymous_consumers(config)
     if config.server.workers > 1:
         errors += _local_limits(config)
     return errors
 
 
-def _local_limits(config: Config) -> list[ConfigError]:
-    """With several workers, `policy: local` would give each process its own quota."""
+def _route_level_plugins(config: Config) -> list[tuple[str, object]]:
+    """(JSON path, plugins) of every resource whose plugins run on routes: routes,
+    services and global rules."""
     places: list[tuple[str, object]] = []
     places += [(f"$.routes[{i}].plugins", r.plugins) for i, r in enumerate(config.routes)]
     places += [(f"$.services[{i}].plugins", s.plugins) for i, s in enumerate(config.services)]
+    places += [
+        (f"$.global_rules[{i}].plugins", g.plugins) for i, g in enumerate(config.global_rules)
+    ]
+    return places
+
+
+def _anonymous_consumers(config: Config) -> list[ConfigError]:
+    """An auth plugin's `anonymous_consumer` (also inside multi-auth) names a consumer."""
+    usernames = {c.username for c in config.consumers}
+    errors = []
+    for base, plugins in _route_level_plugins(config):
+        for name, conf in plugin_items(plugins):
+            entries = [(f"{base}.{name}", conf)]
+            if name == "multi-auth":
+                entries = [
+                    (f"{base}.{name}.auth_plugins[{k}].{plugin.name}", entry)
+                    for k, (plugin, entry) in enumerate(conf.confs())
+                ]
+            for path, entry in entries:
+                anonymous = getattr(entry, "anonymous_consumer", None)
+                if anonymous is not None and anonymous not in usernames:
+                    errors.append(
+                        ConfigError(
+                            f"anonymous_consumer {anonymous!r} names no consumer",
+                            f"{path}.anonymous_consumer",
+                        )
+                    )
+    return errors
+
+
+def _local_limits(config: Config) -> list[ConfigError]:
+    """With several workers, `policy: local` would give each process its own quota."""
+    places = _route_level_plugins(config)
     places += [(f"$.consumers[{i}].plugins", c.plugins) for i, c in enumerate(config.consumers)]
     places += [
         (f"$.consumer_groups[{i}].plugins", g.plugins) for i, g in enumerate(config.consumer_groups)
-    ]
-    places += [
-        (f"$.global_rules[{i}].plugins", g.plugins) for i, g in enumerate(config.global_rules)
     ]
     return [
         ConfigError(

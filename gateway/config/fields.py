@@ -30,3 +30,6 @@ LabelValue = Annotated[
     str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[^\s\x00-\x1f\x7f]+\Z")
 ]
 Labels = Annotated[dict[str, LabelValue], msgspec.Meta(max_length=16)]
+
+# A consumer's name (APISIX's pattern), also where a plugin names one (`anonymous_consumer`).
+Username = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[a-zA-Z0-9_-]+\Z")]

@@ -15,7 +15,7 @@ import msgspec
 
 from gateway import variables
 from gateway.addresses import networks
-from gateway.config.fields import HEADER_TEXT, HOST, TOKEN, Host, HostHeader, Labels
+from gateway.config.fields import HEADER_TEXT, HOST, TOKEN, Host, HostHeader, Labels, Username
 from gateway.expr import compile_vars
 from gateway.http.methods import HttpMethod
 from gateway.http.path import PathError, route_path
@@ -385,9 +385,6 @@ class Service(Conf, frozen=True, kw_only=True):
 class GlobalRule(Conf, frozen=True, kw_only=True):
     id: Id
     plugins: Plugins
-
-
-Username = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[a-zA-Z0-9_-]+\Z")]
 
 
 class Credential(Conf, frozen=True, kw_only=True):

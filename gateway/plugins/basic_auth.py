@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from gateway.config.fields import Realm
+from gateway.config.fields import Realm, Username
 from gateway.consumers import Credential
 from gateway.context import RequestContext
 from gateway.http.replies import Reply, message
@@ -29,6 +29,7 @@ _DUMMY = hashlib.sha256(b"no such user").digest()
 class BasicAuthConf(PluginConf, frozen=True, kw_only=True):
     hide_credentials: bool = False
     realm: Realm = "basic"
+    anonymous_consumer: Username | None = None  # APISIX: who a failed request becomes
 
 
 class BasicAuthCredential(PluginConf, frozen=True, kw_only=True):

@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from gateway.config.fields import TOKEN, Realm
+from gateway.config.fields import TOKEN, Realm, Username
 from gateway.consumers import Credential
 from gateway.context import RequestContext
 from gateway.http.replies import Reply, message, status_reply
@@ -53,6 +53,7 @@ class HmacAuthConf(PluginConf, frozen=True, kw_only=True):
     max_req_body_size: Annotated[int, msgspec.Meta(ge=1)] = DEFAULT_MAX_BODY
     hide_credentials: bool = False
     realm: Realm = "hmac"
+    anonymous_consumer: Username | None = None  # APISIX: who a failed request becomes
 
 
 class HmacAuthCredential(PluginConf, frozen=True, kw_only=True):

@@ -21,7 +21,7 @@ from jwt.api_jwt import PyJWT
 from jwt.exceptions import InvalidKeyError, PyJWTError
 from jwt.utils import base64url_decode
 
-from gateway.config.fields import HeaderName, Realm
+from gateway.config.fields import HeaderName, Realm, Username
 from gateway.consumers import Credential
 from gateway.context import RequestContext
 from gateway.http.replies import Reply, message
@@ -57,6 +57,7 @@ class JwtAuthConf(PluginConf, frozen=True, kw_only=True):
     key_claim_name: Annotated[str, msgspec.Meta(min_length=1)] = "key"
     claims_to_verify: list[Literal["exp", "nbf"]] = []
     realm: Realm = "jwt"
+    anonymous_consumer: Username | None = None  # APISIX: who a failed request becomes
 
 
 class JwtAuthCredential(PluginConf, frozen=True, kw_only=True):

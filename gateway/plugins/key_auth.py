@@ -17,7 +17,7 @@ from urllib.parse import unquote_to_bytes
 
 import msgspec
 
-from gateway.config.fields import HeaderName, Realm
+from gateway.config.fields import HeaderName, Realm, Username
 from gateway.consumers import Credential
 from gateway.context import RequestContext
 from gateway.http.replies import Reply, message
@@ -31,6 +31,7 @@ class KeyAuthConf(PluginConf, frozen=True, kw_only=True):
     query: Annotated[str, msgspec.Meta(min_length=1)] = "apikey"
     hide_credentials: bool = False
     realm: Realm = "key"
+    anonymous_consumer: Username | None = None  # APISIX: who a failed request becomes
 
 
 class KeyAuthCredential(PluginConf, frozen=True, kw_only=True):

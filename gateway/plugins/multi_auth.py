@@ -14,7 +14,7 @@ import msgspec
 
 from gateway.context import RequestContext
 from gateway.http.replies import Reply, message
-from gateway.pipeline import AuthPlugin, PluginConf, PluginEnv, disabled
+from gateway.pipeline import AuthPlugin, PluginConf, PluginEnv, build, disabled
 
 
 def _auth_plugins() -> dict[str, type[AuthPlugin]]:
@@ -55,7 +55,7 @@ class MultiAuth(AuthPlugin):
 
     def __init__(self, conf: MultiAuthConf, env: PluginEnv) -> None:
         super().__init__(conf, env)
-        self.plugins = [plugin(c, env) for plugin, c in conf.confs() if not disabled(c)]
+        self.plugins = [build(plugin, c, env) for plugin, c in conf.confs() if not disabled(c)]
         self.hooks = [
             (p.rewrite, inspect.iscoroutinefunction(p.rewrite))  # type: ignore[attr-defined]
             for p in self.plugins

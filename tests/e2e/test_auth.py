@@ -770,3 +770,46 @@ async def test_consumer_plugins_override_group_plugins_and_run_after_auth(
     ).status == 200
     assert upstream.received[-1].header(b"x-from") == b"group"
     assert upstream.received[-1].header(b"x-group") == b"1"
+
+
+async def test_anonymous_consumer_takes_requests_that_fail_authentication(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    """APISIX's `anonymous_consumer`: a request the plugin would turn away with 401 (no
+    key, a wrong key, a bad password) goes on as that consumer, whose own plugins then
+    apply (here a quota of two); a valid credential still names its own consumer."""
+    consumers = [
+        consumer("alice", ("alice-key", "key-auth", {"key": "alice-key"})),
+        consumer(
+            "anon",
+            plugins={"limit-count": {"count": 2, "time_window": 60, "rejected_code": 429}},
+        ),
+        consumer("bob", ("bob-basic", "basic-auth", {"username": "bob", "password": "pw"})),
+    ]
+    routes = [
+        route(upstream, {"key-auth": {"anonymous_consumer": "anon"}}, uri="/key"),
+        {
+            **route(upstream, {"basic-auth": {"anonymous_consumer": "anon"}}, uri="/basic"),
+            "id": "b",
+        },
+    ]
+    gw = await gateway(nursery, routes, consumers=consumers)
+    first = await request(gw, target="/key")
+    assert first.status == 200
+    sent = upstream.received[-1]
+    assert sent.header(b"x-consumer-username") == b"anon"
+    assert sent.header(b"x-credential-identifier") is None
+    assert first.header(b"x-ratelimit-remaining") == b"1"
+    wrong = await request(gw, target="/basic", headers=[("authorization", "Basic Ym9iOm5v")])
+    assert wrong.status == 200
+    assert upstream.received[-1].header(b"x-consumer-username") == b"anon"
+    assert (await request(gw, target="/key", headers=[("apikey", "nope")])).status == 429
+    alice = await request(gw, target="/key", headers=[("apikey", "alice-key")])
+    assert alice.status == 200
+    assert upstream.received[-1].header(b"x-consumer-username") == b"alice"
+    assert alice.header(b"x-ratelimit-limit") is None
+    good = base64.b64encode(b"bob:pw").decode()
+    bob = await request(gw, target="/basic", headers=[("authorization", f"Basic {good}")])
+    assert bob.status == 200
+    assert upstream.received[-1].header(b"x-consumer-username") == b"bob"
+    assert len(upstream.received) == 4

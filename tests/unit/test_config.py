@@ -505,6 +505,28 @@ CASES: list[tuple[dict[str, Any], str]] = [
         },
         "$.routes[0].plugins.openid-connect",
     ),
+    # anonymous_consumer must name a consumer, on a route or in a multi-auth entry.
+    (
+        {"routes": [route(plugins={"key-auth": {"anonymous_consumer": "nobody"}})]},
+        "$.routes[0].plugins.key-auth.anonymous_consumer",
+    ),
+    (
+        {
+            "routes": [
+                route(
+                    plugins={
+                        "multi-auth": {
+                            "auth_plugins": [
+                                {"key-auth": {}},
+                                {"jwt-auth": {"anonymous_consumer": "nobody"}},
+                            ]
+                        }
+                    }
+                )
+            ]
+        },
+        "$.routes[0].plugins.multi-auth.auth_plugins[1].jwt-auth.anonymous_consumer",
+    ),
     # APISIX's `_meta`: only `disable` is taken.
     (
         {"routes": [route(plugins={"key-auth": {"_meta": {"priority": 1}}})]},
