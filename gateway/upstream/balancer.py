@@ -54,13 +54,14 @@ class Node:
 class Balancer:
     """The nodes of weight above 0 and the time until which each is left out."""
 
-    __slots__ = ("_down_until", "_index", "_keep_alone", "_nodes", "_single")
+    __slots__ = ("_down_until", "_index", "_keep_alone", "_nodes", "_single", "_weights")
 
     def __init__(self, nodes: Sequence[Node], *, keep_alone: bool = True) -> None:
         live = [n for n in nodes if n.weight > 0]
         if not live:
             raise ValueError("an upstream needs a node with a weight above 0")
         self._nodes = tuple(live)
+        self._weights = tuple(n.weight for n in live)
         self._down_until = [0.0] * len(live)  # the time until which each node is left out
         self._index = {node: i for i, node in enumerate(live)}
         self._single = live[0] if len(live) == 1 else None
@@ -115,11 +116,10 @@ class Balancer:
 class RoundRobin(Balancer):
     """Smooth weighted round robin; `pick` returns the next node."""
 
-    __slots__ = ("_current", "_weights")
+    __slots__ = ("_current",)
 
     def __init__(self, nodes: Sequence[Node], *, keep_alone: bool = True) -> None:
         super().__init__(nodes, keep_alone=keep_alone)
-        self._weights = tuple(n.weight for n in self._nodes)
         self._current = [0] * len(self._nodes)
 
     def pick(self, now: float, key: str = "") -> Node:
@@ -161,7 +161,8 @@ class ConsistentHash(Balancer):
 
     def __init__(self, nodes: Sequence[Node], *, keep_alone: bool = True) -> None:
         super().__init__(nodes, keep_alone=keep_alone)
-        units = [n.weight // math.gcd(*(m.weight for m in self._nodes)) for n in self._nodes]
+        common = math.gcd(*self._weights)
+        units = [weight // common for weight in self._weights]
         per_unit = max(1, min(POINTS_PER_WEIGHT, MAX_POINTS // sum(units)))
         ring = sorted(
             (zlib.crc32(f"{node.label}-{i}".encode()), index)
@@ -191,11 +192,10 @@ class LeastConn(Balancer):
     """APISIX's `least_conn`: the node with the fewest requests in flight for its weight,
     (in flight + 1) / weight, the first in order on a tie."""
 
-    __slots__ = ("_active", "_weights")
+    __slots__ = ("_active",)
 
     def __init__(self, nodes: Sequence[Node], *, keep_alone: bool = True) -> None:
         super().__init__(nodes, keep_alone=keep_alone)
-        self._weights = tuple(n.weight for n in self._nodes)
         self._active = [0] * len(self._nodes)
 
     def pick(self, now: float, key: str = "") -> Node:

@@ -29,6 +29,12 @@ def on_route(plugin: str, conf: dict[str, Any], field: str = "") -> tuple[dict[s
     return {"routes": [route(plugins={plugin: conf})]}, path
 
 
+def on_upstream(fields: dict[str, Any], field: str = "") -> tuple[dict[str, Any], str]:
+    """A case: a route's inline upstream of one node with `fields`, refused at `field`."""
+    path = "$.routes[0].upstream" + (f".{field}" if field else "")
+    return {"routes": [route(upstream={"nodes": {"h:1": 1}, **fields})]}, path
+
+
 def labelled(labels: dict[str, str]) -> dict[str, Any]:
     return {"consumers": [{"username": "a", "labels": labels}]}
 
@@ -51,82 +57,21 @@ CASES: list[tuple[dict[str, Any], str]] = [
     ({"routes": [route(upstream={"nodes": {"no-port": 1}})]}, "$.routes[0].upstream"),
     # Weight 0 takes a node out of the rotation; one of them must stay in it.
     ({"routes": [route(upstream={"nodes": {"h:1": 0, "h:2": 0}})]}, "$.routes[0].upstream"),
-    ({"routes": [route(upstream={"nodes": {"h:1": 1}, "type": "chash"})]}, "$.routes[0].upstream"),
-    (
-        {"routes": [route(upstream={"nodes": {"h:1": 1}, "checks": {"passive": {}}})]},
-        "$.routes[0].upstream.checks",
+    # chash needs a key that names what it hashes.
+    on_upstream({"type": "chash"}),
+    on_upstream({"type": "chash", "key": "nope"}),
+    on_upstream({"type": "chash", "hash_on": "header", "key": "x user"}),
+    on_upstream({"type": "chash", "hash_on": "vars_combinations", "key": "no-vars"}),
+    on_upstream({"type": "chash", "hash_on": "ip"}, "hash_on"),
+    # Health checks: passive ones need active ones; probes are plain HTTP or TCP.
+    on_upstream({"checks": {"passive": {}}}, "checks"),
+    on_upstream(
+        {"checks": {"active": {"healthy": {"interval": 0.01}}}}, "checks.active.healthy.interval"
     ),
-    (
-        {
-            "routes": [
-                route(
-                    upstream={
-                        "nodes": {"h:1": 1},
-                        "checks": {"active": {"healthy": {"interval": 0.01}}},
-                    }
-                )
-            ]
-        },
-        "$.routes[0].upstream.checks.active.healthy.interval",
-    ),
-    (
-        {
-            "routes": [
-                route(upstream={"nodes": {"h:1": 1}, "checks": {"active": {"type": "https"}}})
-            ]
-        },
-        "$.routes[0].upstream.checks.active.type",
-    ),
-    (
-        {
-            "routes": [
-                route(
-                    upstream={
-                        "nodes": {"h:1": 1},
-                        "checks": {"active": {"unhealthy": {"http_statuses": [99]}}},
-                    }
-                )
-            ]
-        },
-        "$.routes[0].upstream.checks.active.unhealthy.http_statuses[0]",
-    ),
-    (
-        {"routes": [route(upstream={"nodes": {"h:1": 1}, "type": "chash", "key": "nope"})]},
-        "$.routes[0].upstream",
-    ),
-    (
-        {
-            "routes": [
-                route(
-                    upstream={
-                        "nodes": {"h:1": 1},
-                        "type": "chash",
-                        "hash_on": "header",
-                        "key": "x user",
-                    }
-                )
-            ]
-        },
-        "$.routes[0].upstream",
-    ),
-    (
-        {
-            "routes": [
-                route(
-                    upstream={
-                        "nodes": {"h:1": 1},
-                        "type": "chash",
-                        "hash_on": "vars_combinations",
-                        "key": "no-vars",
-                    }
-                )
-            ]
-        },
-        "$.routes[0].upstream",
-    ),
-    (
-        {"routes": [route(upstream={"nodes": {"h:1": 1}, "type": "chash", "hash_on": "ip"})]},
-        "$.routes[0].upstream.hash_on",
+    on_upstream({"checks": {"active": {"type": "https"}}}, "checks.active.type"),
+    on_upstream(
+        {"checks": {"active": {"unhealthy": {"http_statuses": [99]}}}},
+        "checks.active.unhealthy.http_statuses[0]",
     ),
     (
         {"upstreams": [{"id": "u", "nodes": [{"host": "h", "port": 1, "weight": 0}]}]},
