@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from gateway.config.health import Checks
 from gateway.config.model import (
-    Checks,
     Config,
     Route,
     RouteTimeout,

@@ -15,7 +15,8 @@ import msgspec
 
 from gateway import variables
 from gateway.addresses import networks
-from gateway.config.fields import HEADER_TEXT, HOST, TOKEN, Host, HostHeader, Labels, Username
+from gateway.config.fields import HOST, TOKEN, Host, HostHeader, Labels, Port, Seconds, Username
+from gateway.config.health import Checks
 from gateway.expr import compile_vars
 from gateway.http.methods import HttpMethod
 from gateway.http.path import PathError, route_path
@@ -24,8 +25,6 @@ from gateway.plugins import PLUGINS
 from gateway.plugins.template import Template
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_.-]+\Z")]
-Seconds = Annotated[float, msgspec.Meta(gt=0)]
-Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 
 _HOST_PORT = re.compile(rf"^({HOST}):([0-9]{{1,5}})\Z")
 _HOSTNAME = re.compile(r"^(\*\.)?[a-zA-Z0-9_-]+(\.[a-zA-Z0-9_-]+)*\Z|^\*\Z")
@@ -169,76 +168,6 @@ class Node(Conf, frozen=True, kw_only=True):
     port: Port = 80
     weight: Annotated[int, msgspec.Meta(ge=0)] = 1
     priority: int = 0  # APISIX: lower priorities stand in while every higher node is out
-
-
-Count = Annotated[int, msgspec.Meta(ge=0, le=254)]  # 0: that rule never applies
-# `Name: value`, as a probe sends it.
-HeaderLine = Annotated[
-    str, msgspec.Meta(pattern=TOKEN.removesuffix(r"\Z") + ":" + HEADER_TEXT.pattern[1:])
-]
-Statuses = Annotated[
-    tuple[Annotated[int, msgspec.Meta(ge=200, le=599)], ...], msgspec.Meta(min_length=1)
-]
-
-
-# Between two probes of a node: APISIX takes whole seconds from 1; fractions down to 0.1.
-Interval = Annotated[float, msgspec.Meta(ge=0.1)]
-
-
-class ActiveHealthy(Conf, frozen=True, kw_only=True):
-    interval: Interval = 1.0
-    successes: Count = 2
-    http_statuses: Statuses = (200, 302)
-
-
-class ActiveUnhealthy(Conf, frozen=True, kw_only=True):
-    interval: Interval = 1.0
-    http_statuses: Statuses = (429, 404, 500, 501, 502, 503, 504, 505)
-    http_failures: Count = 5
-    tcp_failures: Count = 2
-    timeouts: Count = 3
-
-
-class ActiveCheck(Conf, frozen=True, kw_only=True):
-    """APISIX's `checks.active`: probes each node on its own."""
-
-    type: Literal["http", "tcp"] = "http"
-    timeout: Seconds = 1.0
-    concurrency: Annotated[int, msgspec.Meta(ge=1)] = 10
-    host: HostHeader | None = None
-    port: Port | None = None
-    http_path: Annotated[str, msgspec.Meta(pattern=r"^/[\x21-\x7e]*\Z")] = "/"
-    req_headers: list[HeaderLine] = []
-    healthy: ActiveHealthy = msgspec.field(default_factory=ActiveHealthy)
-    unhealthy: ActiveUnhealthy = msgspec.field(default_factory=ActiveUnhealthy)
-
-
-class PassiveHealthy(Conf, frozen=True, kw_only=True):
-    http_statuses: Statuses = (*range(200, 209), 226, *range(300, 309))
-    successes: Count = 5
-
-
-class PassiveUnhealthy(Conf, frozen=True, kw_only=True):
-    http_statuses: Statuses = (429, 500, 503)
-    http_failures: Count = 5
-    tcp_failures: Count = 2
-    timeouts: Count = 7
-
-
-class PassiveCheck(Conf, frozen=True, kw_only=True):
-    """APISIX's `checks.passive`: judges nodes by the proxied requests' outcomes."""
-
-    type: Literal["http", "tcp"] = "http"
-    healthy: PassiveHealthy = msgspec.field(default_factory=PassiveHealthy)
-    unhealthy: PassiveUnhealthy = msgspec.field(default_factory=PassiveUnhealthy)
-
-
-class Checks(Conf, frozen=True, kw_only=True):
-    """APISIX's `checks`: `active` is required, as there (a node that passive checks take
-    out would otherwise never come back)."""
-
-    active: ActiveCheck
-    passive: PassiveCheck | None = None
 
 
 def _check_hash_key(hash_on: str, key: str | None) -> None:
