@@ -151,6 +151,19 @@ class RoundRobin(Balancer):
 
 
 POINTS_PER_WEIGHT: Final = 160  # ketama's
+
+
+def _hash(data: bytes) -> int:
+    """CRC-32 spread by MurmurHash3's finaliser: CRC-32 alone maps keys that differ in a
+    character or two (`u1`, `u2`, ...) to related values, which crowd onto one node."""
+    h = zlib.crc32(data)
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+    return h ^ (h >> 16)
+
+
 MAX_POINTS: Final = 40_000
 
 
@@ -165,7 +178,7 @@ class ConsistentHash(Balancer):
         units = [weight // common for weight in self._weights]
         per_unit = max(1, min(POINTS_PER_WEIGHT, MAX_POINTS // sum(units)))
         ring = sorted(
-            (zlib.crc32(f"{node.label}-{i}".encode()), index)
+            (_hash(f"{node.label}-{i}".encode()), index)
             for index, (node, unit) in enumerate(zip(self._nodes, units, strict=True))
             for i in range(unit * per_unit)
         )
@@ -177,7 +190,7 @@ class ConsistentHash(Balancer):
         is not left out at `now` (the first owner, when every node is)."""
         if self._single is not None:
             return self._single
-        at = bisect.bisect_left(self._points, zlib.crc32(key.encode()))
+        at = bisect.bisect_left(self._points, _hash(key.encode()))
         owners = self._owners
         count = len(owners)
         down_until = self._down_until

@@ -95,6 +95,17 @@ def test_chash_sends_one_key_to_one_node_and_spreads_keys_by_weight() -> None:
     assert 0.4 < share["c"] < 0.6
 
 
+@pytest.mark.parametrize(
+    ("ports", "prefix"),
+    [((45403, 43231, 59552), "u"), ((48806, 38170, 30429), "key"), ((47863, 33017, 40238), "key")],
+)
+def test_chash_spreads_keys_that_differ_in_a_character(ports: tuple[int, ...], prefix: str) -> None:
+    """Node labels and keys alike differ in a character or two (ports, `u1`, `u2`): with
+    CRC-32 alone these twelve keys all fell on one node."""
+    ring = ConsistentHash([Node("127.0.0.1", port, 1) for port in ports])
+    assert len({ring.pick(0.0, f"{prefix}{i}").port for i in range(12)}) > 1
+
+
 def test_chash_moves_only_the_keys_of_a_removed_node() -> None:
     nodes = [Node("a", 1, 1), Node("b", 1, 1), Node("c", 1, 1)]
     before = ConsistentHash(nodes)
