@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 from gateway.config.health import Checks
 from gateway.config.model import (
     Config,
@@ -70,6 +72,7 @@ def _health_checks(upstream_id: str, checks: Checks, balancer: Balancer) -> tupl
         balancer,
         _limits(active.healthy, active.unhealthy, active.type == "http"),
         _limits(passive.healthy, passive.unhealthy, passive.type == "http") if passive else None,
+        key=upstream_id.encode() + b"\0" + msgspec.json.encode(checks),
     )
     probe = Probe(
         health=health,
@@ -291,6 +294,15 @@ class Runtime:
         self.probes = [probe for probe in probes.values() if probe is not None]
         # The counter stores this config uses; the server keeps only these after a swap.
         self.limit_stores = registry.take_used()
+
+    def carry_over_health(self, previous: Runtime) -> None:
+        """Nodes the previous config's health checks found unhealthy stay so here, for the
+        upstreams whose id and checks did not change."""
+        old = {probe.health.key: probe.health for probe in previous.probes}
+        for probe in self.probes:
+            before = old.get(probe.health.key)
+            if before is not None:
+                probe.health.carry_over(before)
 
     def _compile_route(
         self, route: Route, service: Service | None, global_plugins: list[Plugin]

@@ -254,6 +254,7 @@ class Gateway:
         if access_log is not None:
             self.access_log.close()
             self.access_log = access_log
+        runtime.carry_over_health(self.runtime)
         self.runtime = runtime
         if self._probes_scope is not None:
             self._probes_scope.cancel()  # `_run_probes` starts the new config's

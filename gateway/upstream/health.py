@@ -56,7 +56,7 @@ class Limits:
 class Health:
     """The health of one upstream's nodes; transitions go to its balancer."""
 
-    __slots__ = ("_balancer", "_counts", "_healthy", "active", "passive", "upstream_id")
+    __slots__ = ("_balancer", "_counts", "_healthy", "active", "key", "passive", "upstream_id")
 
     def __init__(
         self,
@@ -65,8 +65,11 @@ class Health:
         balancer: Balancer,
         active: Limits,
         passive: Limits | None,
+        key: bytes = b"",
     ) -> None:
         self.upstream_id = upstream_id
+        # Equal for the same upstream with the same checks in two configs (see carry_over).
+        self.key = key
         self._balancer = balancer
         self.active = active
         self.passive = passive
@@ -76,6 +79,19 @@ class Health:
 
     def healthy(self, node: Node) -> bool:
         return self._healthy[node]
+
+    def carry_over(self, old: Health) -> None:
+        """Take over what `old` (the previous config's) knows of the nodes both have, by
+        address: a reload does not send requests to a node already found unhealthy."""
+        by_address = {node.address: node for node in old._healthy}
+        for node in self._healthy:
+            before = by_address.get(node.address)
+            if before is None:
+                continue
+            self._counts[node][:] = old._counts[before]
+            if not old._healthy[before]:
+                self._healthy[node] = False
+                self._balancer.set_healthy(node, False)
 
     def report_status(self, node: Node, status: int, limits: Limits) -> None:
         outcome = limits.outcome_of(status)

@@ -156,3 +156,38 @@ async def test_a_reload_starts_the_new_configs_probes(
     seen = first.probes
     await second.wait_probes(3)
     assert first.probes <= seen + 1  # at most one probe was already on its way
+
+
+async def test_a_reload_keeps_what_the_checks_found(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """A node found unhealthy stays out after a reload that leaves its upstream's checks as
+    they were (here a route is added); it is not sent requests again until probes run."""
+    sick, good = Probed("sick", status=500), Probed("good")
+    for up in (sick, good):
+        await nursery.start(up.server.serve)
+    checks = {
+        "active": {
+            "http_path": "/health",
+            "healthy": {"interval": 300},
+            "unhealthy": {"interval": 300},
+        },
+        "passive": {"unhealthy": {"http_statuses": [500], "http_failures": 1}},
+    }
+    upstream = {
+        "id": "u",
+        "nodes": {sick.server.address: 1, good.server.address: 1},
+        "checks": checks,
+    }
+    routes = [{"id": "r", "uri": "/*", "upstream_id": "u"}]
+    config = config_for(routes, upstreams=[upstream])
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    registry = LimitRegistry()
+    gateway = Gateway(str(path), compile_config(load(str(path)), limits=registry), registry)
+    gw = (await nursery.start(gateway.serve))[0]
+    assert [(await request(gw, target="/x")).status for _ in range(4)] == [500, 200, 200, 200]
+    assert sick.served() == 1
+    config["routes"].append({"id": "more", "uri": "/more", "upstream_id": "u"})
+    path.write_text(json.dumps(config))
+    assert gateway.reload()
+    assert [(await request(gw, target="/x")).status for _ in range(4)] == [200] * 4
+    assert sick.served() == 1

@@ -101,3 +101,20 @@ def test_consistent_hash_passes_an_unhealthy_nodes_keys_on() -> None:
     for _ in range(3):
         health.report_status(A, 500, health.active)
     assert all(ring.pick(0.0, k) is B for k in on_a)
+
+
+def test_carry_over_takes_state_by_address() -> None:
+    _, health, rules = setup()
+    for _ in range(3):
+        health.report_status(A, 500, rules)
+    health.report_status(B, 500, rules)
+    health.report_status(B, 500, rules)
+    a2, b2, c2 = Node("a", 1, 1), Node("b", 1, 1), Node("c", 1, 1)
+    rr2 = RoundRobin([a2, b2, c2])
+    health2 = Health("u", (a2, b2, c2), rr2, rules, None)
+    health2.carry_over(health)
+    assert not health2.healthy(a2)
+    assert {rr2.pick(0.0).host for _ in range(6)} == {"b", "c"}
+    health2.report_status(b2, 500, rules)  # the third failure in a row, two of them before
+    assert not health2.healthy(b2)
+    assert health2.healthy(c2)
