@@ -27,6 +27,7 @@ import msgspec
 
 from gateway.consumers import Consumer, ConsumerTable, Credential
 from gateway.context import RequestContext
+from gateway.expr import compile_vars
 from gateway.http.replies import Reply
 
 PHASES = ("rewrite", "access", "before_proxy")
@@ -38,9 +39,15 @@ class Conf(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True
 
 
 class PluginMeta(Conf, frozen=True, kw_only=True):
-    """APISIX's `_meta` of a plugin conf; of its fields only `disable` is taken."""
+    """APISIX's `_meta` of a plugin conf; of its fields `disable` and `filter` are taken."""
 
     disable: bool = False
+    # Route `vars` rules: the plugin runs only for the requests they hold for.
+    filter: list[Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.filter is not None:
+            compile_vars(self.filter)
 
 
 class PluginConf(Conf, frozen=True, kw_only=True):
@@ -170,7 +177,34 @@ def build(plugin: type[P], conf: Any, env: PluginEnv) -> P:
     anonymous = getattr(conf, "anonymous_consumer", None)
     if anonymous is not None and isinstance(instance, AuthPlugin):
         instance.use_anonymous(env.consumers.by_name[anonymous])
+    meta = getattr(conf, "meta", None)
+    if meta is not None and meta.filter is not None:
+        _only_when(instance, compile_vars(meta.filter))
     return instance
+
+
+def _only_when(plugin: Plugin, check: Callable[[RequestContext], bool]) -> None:
+    """`_meta.filter`: each of the plugin's hooks runs only when `check` holds."""
+    for phase in ("rewrite", "access", "before_proxy", "log"):
+        hook = getattr(plugin, phase, None)
+        if hook is None:
+            continue
+        if inspect.iscoroutinefunction(hook):
+
+            async def gated_async(ctx: RequestContext, hook: Any = hook) -> Any:
+                return await hook(ctx) if check(ctx) else None
+
+            setattr(plugin, phase, gated_async)
+        else:
+            setattr(plugin, phase, lambda ctx, hook=hook: hook(ctx) if check(ctx) else None)
+    header_filter = getattr(plugin, "header_filter", None)
+    if header_filter is not None:
+
+        def gated_filter(ctx: RequestContext, status: int, headers: list[Header]) -> None:
+            if check(ctx):
+                header_filter(ctx, status, headers)
+
+        setattr(plugin, "header_filter", gated_filter)  # noqa: B010
 
 
 class Chain:

@@ -227,7 +227,7 @@ def build_consumers(config: Config, env: PluginEnv) -> None:
         policies = dict(group_plugins.get(conf.group_id, {})) if conf.group_id else {}
         scoped = env.for_scope(f"consumer:{conf.username}")
         policies.update(
-            (name, BY_NAME[name](c, scoped))
+            (name, build(BY_NAME[name], c, scoped))
             for name, c in own
             if not issubclass(BY_NAME[name], AuthPlugin)
         )

@@ -123,6 +123,7 @@ def check(config: Config) -> list[ConfigError]:
                 )
     errors += _duplicate_secrets(config)
     errors += _anonymous_consumers(config)
+    errors += _credential_filters(config)
     if config.server.workers > 1:
         errors += _local_limits(config)
     return errors
@@ -159,6 +160,28 @@ def _anonymous_consumers(config: Config) -> list[ConfigError]:
                         ConfigError(
                             f"anonymous_consumer {anonymous!r} names no consumer",
                             f"{path}.anonymous_consumer",
+                        )
+                    )
+    return errors
+
+
+def _credential_filters(config: Config) -> list[ConfigError]:
+    """A credential is looked up, never run: `_meta.filter` has no phase to gate there."""
+    errors = []
+    for i, consumer in enumerate(config.consumers):
+        places = [(f"$.consumers[{i}].plugins", consumer.plugins)]
+        places += [
+            (f"$.consumers[{i}].credentials[{j}].plugins", c.plugins)
+            for j, c in enumerate(consumer.credentials)
+        ]
+        for base, plugins in places:
+            for name, conf in plugin_items(plugins):
+                meta = getattr(conf, "meta", None)
+                if issubclass(BY_NAME[name], AuthPlugin) and meta and meta.filter is not None:
+                    errors.append(
+                        ConfigError(
+                            "a credential takes `_meta.disable`, not `_meta.filter`",
+                            f"{base}.{name}._meta.filter",
                         )
                     )
     return errors

@@ -132,6 +132,46 @@ async def test_plugin_meta_disable_turns_a_plugin_off(
     assert len(upstream.received) == 4
 
 
+async def test_plugin_meta_filter_runs_a_plugin_only_for_matching_requests(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    """APISIX's `_meta.filter` (route `vars` rules): a plugin whose filter does not hold
+    for a request does not run for it, in any phase."""
+    limited = {
+        "count": 1,
+        "time_window": 60,
+        "_meta": {"filter": [["http_x_tier", "==", "free"]]},
+    }
+    route = {
+        "id": "r",
+        "uri": "/*",
+        "upstream": {"nodes": {upstream.address: 1}},
+        "plugins": {"limit-count": limited},
+    }
+    _, gw = await start_gateway(nursery, config_for([route]))
+    paid = [await request(gw, headers=[("x-tier", "paid")]) for _ in range(3)]
+    assert [r.status for r in paid] == [200] * 3
+    assert all(r.header(b"x-ratelimit-limit") is None for r in paid)
+    free = [await request(gw, headers=[("x-tier", "free")]) for _ in range(2)]
+    assert [r.status for r in free] == [200, 503]
+    assert free[0].header(b"x-ratelimit-remaining") == b"0"
+    assert (await request(gw)).status == 200
+
+
+async def test_meta_filter_on_a_consumers_own_plugin(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    """A consumer's own limit-count with `_meta.filter` counts only the requests the filter
+    holds for."""
+    limited = {"count": 1, "time_window": 60, "_meta": {"filter": [["uri", "~~", "^/batch"]]}}
+    consumers = [key_consumer("bot", "bot-key", plugins={"limit-count": limited})]
+    _, gw = await start_gateway(nursery, config_for([auth_route(upstream)], consumers=consumers))
+    key = [("apikey", "bot-key")]
+    assert await statuses(gw, 3, headers=key) == [200, 200, 200]
+    batch = [(await request(gw, target="/batch/x", headers=key)).status for _ in range(2)]
+    assert batch == [200, 503]
+
+
 async def test_rejected_msg_code_and_hidden_headers(
     nursery: trio.Nursery, upstream: Upstream
 ) -> None:

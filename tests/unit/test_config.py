@@ -472,10 +472,24 @@ CASES: list[tuple[dict[str, Any], str]] = [
         },
         "$.routes[0].plugins.multi-auth.auth_plugins[1].jwt-auth.anonymous_consumer",
     ),
-    # APISIX's `_meta`: only `disable` is taken.
+    # APISIX's `_meta`: `disable` and `filter` are taken.
     (
         {"routes": [route(plugins={"key-auth": {"_meta": {"priority": 1}}})]},
         "$.routes[0].plugins.key-auth._meta",
+    ),
+    on_route("key-auth", {"_meta": {"filter": [["arg_a", "===", "1"]]}}, "_meta"),
+    (
+        {
+            "consumers": [
+                cred(
+                    "a",
+                    "a-1",
+                    "key-auth",
+                    {"key": "k", "_meta": {"filter": [["arg_a", "==", "1"]]}},
+                )
+            ]
+        },
+        "$.consumers[0].credentials[0].plugins.key-auth._meta.filter",
     ),
 ]
 
