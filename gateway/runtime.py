@@ -96,20 +96,12 @@ def hash_key(hash_on: str, key: str | None) -> Callable[[RequestContext], str]:
     if hash_on == "consumer":
         return lambda ctx: ctx.consumer.username if ctx.consumer is not None else ctx.remote_addr
     assert key is not None  # the config checks it
-    if hash_on == "header":
-        name = key.lower().encode("latin-1")
-
-        def from_header(ctx: RequestContext) -> str:
-            value = ctx.header(name)
-            return value.decode("latin-1") if value else ctx.remote_addr
-
-        return from_header
-    if hash_on == "cookie":
-        return lambda ctx: ctx.cookies.get(key) or ctx.remote_addr
     if hash_on == "vars_combinations":
         template = Template(key)
         return lambda ctx: template.render(ctx) or ctx.remote_addr
-    read = getter(key)
+    # As APISIX reads them: a header or cookie through its `http_` / `cookie_` variable.
+    prefix = {"header": "http_", "cookie": "cookie_"}.get(hash_on, "")
+    read = getter(prefix + key)
     return lambda ctx: read(ctx) or ctx.remote_addr
 
 

@@ -7,6 +7,7 @@ prints every line the same way. All problems are collected, not just the first.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from gateway.config.model import Config, plugin_items
 from gateway.errors import ConfigError
@@ -165,9 +166,10 @@ def _anonymous_consumers(config: Config) -> list[ConfigError]:
     return errors
 
 
-def _credential_filters(config: Config) -> list[ConfigError]:
-    """A credential is looked up, never run: `_meta.filter` has no phase to gate there."""
-    errors = []
+def _credential_confs(config: Config) -> list[tuple[str, str, type[AuthPlugin], Any]]:
+    """(JSON path, plugin name, plugin, conf) of every credential: each consumer's
+    credentials and the auth plugins directly in its `plugins` (the legacy form)."""
+    found = []
     for i, consumer in enumerate(config.consumers):
         places = [(f"$.consumers[{i}].plugins", consumer.plugins)]
         places += [
@@ -176,15 +178,21 @@ def _credential_filters(config: Config) -> list[ConfigError]:
         ]
         for base, plugins in places:
             for name, conf in plugin_items(plugins):
-                meta = getattr(conf, "meta", None)
-                if issubclass(BY_NAME[name], AuthPlugin) and meta and meta.filter is not None:
-                    errors.append(
-                        ConfigError(
-                            "a credential takes `_meta.disable`, not `_meta.filter`",
-                            f"{base}.{name}._meta.filter",
-                        )
-                    )
-    return errors
+                plugin = BY_NAME[name]
+                if issubclass(plugin, AuthPlugin):
+                    found.append((f"{base}.{name}", name, plugin, conf))
+    return found
+
+
+def _credential_filters(config: Config) -> list[ConfigError]:
+    """A credential is looked up, never run: `_meta.filter` has no phase to gate there."""
+    return [
+        ConfigError(
+            "a credential takes `_meta.disable`, not `_meta.filter`", f"{path}._meta.filter"
+        )
+        for path, _, _, conf in _credential_confs(config)
+        if conf.meta is not None and conf.meta.filter is not None
+    ]
 
 
 def _local_limits(config: Config) -> list[ConfigError]:
@@ -212,23 +220,10 @@ def _duplicate_secrets(config: Config) -> list[ConfigError]:
     printed (it may be a secret)."""
     errors = []
     seen: dict[tuple[str, str], str] = {}
-    for i, consumer in enumerate(config.consumers):
-        places = [(f"$.consumers[{i}].plugins", consumer.plugins)]
-        places += [
-            (f"$.consumers[{i}].credentials[{j}].plugins", c.plugins)
-            for j, c in enumerate(consumer.credentials)
-        ]
-        for base, plugins in places:
-            for name, conf in plugin_items(plugins):
-                plugin = BY_NAME[name]
-                if not issubclass(plugin, AuthPlugin):
-                    continue
-                for key in plugin.unique_keys(conf):
-                    path = f"{base}.{name}"
-                    first = seen.setdefault((name, key), path)
-                    if first != path:
-                        what = key.partition(":")[0]
-                        errors.append(
-                            ConfigError(f"{name} {what} already used (first at {first})", path)
-                        )
+    for path, name, plugin, conf in _credential_confs(config):
+        for key in plugin.unique_keys(conf):
+            first = seen.setdefault((name, key), path)
+            if first != path:
+                what = key.partition(":")[0]
+                errors.append(ConfigError(f"{name} {what} already used (first at {first})", path))
     return errors

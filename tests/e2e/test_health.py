@@ -56,6 +56,18 @@ def checked(nodes: list[str], checks: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def passive_only(http_failures: int) -> dict[str, Any]:
+    """Checks where passive ones decide: the active probes (required) wait 300 s."""
+    return {
+        "active": {
+            "http_path": "/health",
+            "healthy": {"interval": 300},
+            "unhealthy": {"interval": 300},
+        },
+        "passive": {"unhealthy": {"http_statuses": [500], "http_failures": http_failures}},
+    }
+
+
 ACTIVE = {
     "http_path": "/health",
     "healthy": {"interval": 0.1, "successes": 2},
@@ -94,14 +106,7 @@ async def test_passive_checks_judge_the_proxied_answers(nursery: trio.Nursery) -
     good, flaky = Probed("good"), Probed("flaky", status=500)
     for up in (good, flaky):
         await nursery.start(up.server.serve)
-    checks = {
-        "active": {
-            "http_path": "/health",
-            "healthy": {"interval": 300},
-            "unhealthy": {"interval": 300},
-        },
-        "passive": {"unhealthy": {"http_statuses": [500], "http_failures": 2}},
-    }
+    checks = passive_only(http_failures=2)
     route = checked([good.server.address, flaky.server.address], checks)
     _, gw = await start_gateway(nursery, config_for([route]))
     statuses = [(await request(gw, target="/x")).status for _ in range(10)]
@@ -164,14 +169,7 @@ async def test_a_reload_keeps_what_the_checks_found(nursery: trio.Nursery, tmp_p
     sick, good = Probed("sick", status=500), Probed("good")
     for up in (sick, good):
         await nursery.start(up.server.serve)
-    checks = {
-        "active": {
-            "http_path": "/health",
-            "healthy": {"interval": 300},
-            "unhealthy": {"interval": 300},
-        },
-        "passive": {"unhealthy": {"http_statuses": [500], "http_failures": 1}},
-    }
+    checks = passive_only(http_failures=1)
     upstream = {
         "id": "u",
         "nodes": {sick.server.address: 1, good.server.address: 1},
