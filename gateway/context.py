@@ -50,6 +50,7 @@ class RequestContext:
         "query",
         "remote_addr",
         "remote_port",
+        "request_origin",
         "request_target",
         "response_headers",
         "route",
@@ -101,6 +102,8 @@ class RequestContext:
         self.body: bytes | None = None
         self.body_reader: BodyReader | None = None
         self._cookies: dict[str, str] | None = None
+        # The client's Origin as cors read it before other plugins could rewrite headers.
+        self.request_origin: bytes | None = None
         # Headers plugins add to the response, whoever produces it (upstream or gateway).
         self.response_headers: list[Header] | None = None
         self.status = 0

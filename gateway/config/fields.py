@@ -18,6 +18,7 @@ HeaderName = Annotated[str, msgspec.Meta(pattern=TOKEN)]
 # A header value: no control characters but tab (RFC 9110 field-value). Text outside ASCII
 # goes out as its UTF-8 bytes.
 HEADER_TEXT = re.compile(r"^[^\x00-\x08\x0a-\x1f\x7f]*\Z")
+HeaderText = Annotated[str, msgspec.Meta(pattern=HEADER_TEXT.pattern)]
 # Sent inside `realm="..."`: no quote or backslash either.
 Realm = Annotated[str, msgspec.Meta(min_length=1, pattern=r'^[^\x00-\x1f\x7f"\\]+\Z')]
 # An ASCII host name or IP address (a name outside ASCII is written as IDNA punycode).

@@ -6,6 +6,7 @@ from gateway.pipeline import Plugin
 from gateway.plugins.attach_consumer_label import AttachConsumerLabel
 from gateway.plugins.basic_auth import BasicAuth
 from gateway.plugins.consumer_restriction import ConsumerRestriction
+from gateway.plugins.cors import Cors
 from gateway.plugins.hmac_auth import HmacAuth
 from gateway.plugins.jwt_auth import JwtAuth
 from gateway.plugins.key_auth import KeyAuth
@@ -15,6 +16,7 @@ from gateway.plugins.openid_connect import OpenIdConnect
 from gateway.plugins.proxy_rewrite import ProxyRewrite
 
 PLUGINS: tuple[type[Plugin], ...] = (
+    Cors,
     MultiAuth,
     OpenIdConnect,
     HmacAuth,
