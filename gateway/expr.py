@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from gateway.addresses import in_networks, networks
+from gateway.addresses import NetworkSet
 from gateway.context import RequestContext
 from gateway.variables import getter, known
 
@@ -178,10 +178,10 @@ def _ipmatch(value: Any) -> Test:
     if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
         raise ValueError(f"`ipmatch` takes an address or a list of them, got {value!r}")
     try:
-        nets = networks(addresses)
+        nets = NetworkSet(addresses)
     except ValueError as exc:
         raise ValueError(f"`ipmatch`: {exc}") from None
-    return lambda var: in_networks(var, nets)
+    return lambda var: var in nets
 
 
 _OPERATORS: dict[str, Callable[[Any], Test]] = {

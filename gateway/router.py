@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
-from gateway.addresses import in_networks, networks
+from gateway.addresses import NetworkSet
 
 T = TypeVar("T")
 
@@ -77,7 +77,7 @@ class _Candidate(Generic[T]):
         # "*.example.com" -> b".example.com"; a bare "*" matches every host.
         self.wildcard_hosts = tuple(h[1:].lower().encode() for h in hosts if h.startswith("*"))
         self.any_host = not hosts
-        self.networks = networks(remote_addrs)
+        self.networks = NetworkSet(remote_addrs)
         self.priority = priority
         self.order = order
 
@@ -86,7 +86,7 @@ class _Candidate(Generic[T]):
             return False
         if not self.any_host and not self._host_matches(host):
             return False
-        if self.networks and not in_networks(remote, self.networks):
+        if self.networks and remote not in self.networks:
             return False
         if self.vars is not None and not self.vars(request):
             return False
