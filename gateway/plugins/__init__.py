@@ -8,6 +8,7 @@ from gateway.plugins.basic_auth import BasicAuth
 from gateway.plugins.consumer_restriction import ConsumerRestriction
 from gateway.plugins.cors import Cors
 from gateway.plugins.hmac_auth import HmacAuth
+from gateway.plugins.ip_restriction import IpRestriction
 from gateway.plugins.jwt_auth import JwtAuth
 from gateway.plugins.key_auth import KeyAuth
 from gateway.plugins.limit_count import LimitCount
@@ -17,6 +18,7 @@ from gateway.plugins.proxy_rewrite import ProxyRewrite
 
 PLUGINS: tuple[type[Plugin], ...] = (
     Cors,
+    IpRestriction,
     MultiAuth,
     OpenIdConnect,
     HmacAuth,

@@ -688,3 +688,56 @@ async def test_attach_consumer_label(nursery: trio.Nursery, upstream: Upstream) 
     got = upstream.received[-1]
     assert got.header(b"x-consumer-team") == "チーム".encode()
     assert got.header(b"x-consumer-custom-id") == "jü-1".encode()
+
+
+# --- ip-restriction ---------------------------------------------------------------------
+
+
+async def test_ip_restriction(nursery: trio.Nursery, upstream: Upstream) -> None:
+    """The client here is 127.0.0.1. A refused request reaches neither the upstream nor a
+    later plugin's quota; authentication (rewrite) still answers first."""
+    node = {"nodes": {upstream.address: 1}}
+    lists = {
+        "elsewhere": {"whitelist": ["10.0.0.0/8", "2001:db8::/32"]},
+        "loopback": {"whitelist": ["192.0.2.1", "127.0.0.0/8"]},
+        "banned": {
+            "blacklist": ["203.0.113.0/24", "127.0.0.1"],
+            "message": "go away",
+            "response_code": 404,
+        },
+        "other-banned": {"blacklist": ["127.0.0.2"]},
+    }
+    limit = {"count": 1, "time_window": 60, "key": "remote_addr"}
+    routes = [
+        {
+            "id": rid,
+            "uri": f"/{rid}",
+            "upstream": node,
+            "plugins": {"ip-restriction": conf, "limit-count": limit},
+        }
+        for rid, conf in lists.items()
+    ]
+    routes.append(
+        {
+            "id": "auth",
+            "uri": "/auth",
+            "upstream": node,
+            "plugins": {"key-auth": {}, "ip-restriction": {"blacklist": ["127.0.0.1"]}},
+        }
+    )
+    consumers = [key_consumer("app", "app-key")]
+    _, gw = await start_gateway(nursery, config_for(routes, consumers=consumers))
+    # Twice: a refusal comes before limit-count (count 1) and spends none of its quota.
+    for _ in range(2):
+        resp = await request(gw, target="/elsewhere")
+        assert (resp.status, resp.json()) == (403, {"message": "Your IP address is not allowed"})
+        assert resp.body.endswith(b"}\n")
+        resp = await request(gw, target="/banned")
+        assert (resp.status, resp.json()) == (404, {"message": "go away"})
+    assert upstream.received == []
+    assert (await request(gw, target="/loopback")).status == 200
+    assert (await request(gw, target="/other-banned")).status == 200
+    assert (await request(gw, target="/loopback")).status == 503  # limit-count refuses
+    assert (await request(gw, target="/auth")).status == 401
+    assert (await request(gw, target="/auth", headers=[("apikey", "app-key")])).status == 403
+    assert len(upstream.received) == 2

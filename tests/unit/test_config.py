@@ -129,6 +129,14 @@ CASES: list[tuple[dict[str, Any], str]] = [
     on_route("cors", {"timing_allow_origins_by_regex": [""]}, "timing_allow_origins_by_regex[0]"),
     # Plugin metadata is not part of the config: refused rather than never matching.
     on_route("cors", {"allow_origins_by_metadata": ["EXAMPLE"]}),
+    # ip-restriction: exactly one list, of addresses or CIDRs.
+    on_route("ip-restriction", {}),
+    on_route("ip-restriction", {"whitelist": ["10.0.0.1"], "blacklist": ["10.0.0.2"]}),
+    on_route("ip-restriction", {"whitelist": []}, "whitelist"),
+    on_route("ip-restriction", {"whitelist": ["10.0.0.0/33"]}),
+    on_route("ip-restriction", {"blacklist": ["example.com"]}),
+    on_route("ip-restriction", {"blacklist": ["::1"], "response_code": 401}, "response_code"),
+    on_route("ip-restriction", {"blacklist": ["::1"], "message": ""}, "message"),
     on_route("proxy-rewrite", {"host": "a\r\nb"}, "host"),
     on_route("proxy-rewrite", {"headers": {"set": {"X-A": "a\r\nX-B: 1"}}}),
     on_route("proxy-rewrite", {"headers": {"X A": "1"}}),
