@@ -55,6 +55,11 @@ class LimitCountConf(PluginConf, frozen=True, kw_only=True):
     redis_password: str | None = None
     redis_database: Annotated[int, msgspec.Meta(ge=0)] = 0
     redis_timeout: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    redis_ssl: bool = False
+    redis_ssl_verify: bool = False
+    # The client's pool: at most this many connections, each closed after this idle time.
+    redis_keepalive_pool: Annotated[int, msgspec.Meta(ge=1)] = 100
+    redis_keepalive_timeout: Annotated[int, msgspec.Meta(ge=1000)] = 10000  # ms
     redis_cluster_nodes: (
         Annotated[
             list[Annotated[str, msgspec.Meta(pattern=r"^.+:[0-9]{1,5}\Z")]],
@@ -63,6 +68,8 @@ class LimitCountConf(PluginConf, frozen=True, kw_only=True):
         | None
     ) = None
     redis_cluster_name: str | None = None
+    redis_cluster_ssl: bool = False
+    redis_cluster_ssl_verify: bool = False
 
     def __post_init__(self) -> None:
         if self.policy != "local" and self.redis_host is None and not self.redis_cluster_nodes:

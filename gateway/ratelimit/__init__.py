@@ -10,6 +10,7 @@ changed conf gets a fresh store; stores no config uses any more are dropped.
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Any
 
 import msgspec
@@ -17,6 +18,7 @@ import msgspec
 from gateway.ratelimit.local import Decision, FixedWindowStore, SlidingWindowStore
 from gateway.ratelimit.redis import (
     RedisClients,
+    RedisTarget,
     RedisUnavailable,
     RedisWindowStore,
     SyncedRedisStore,
@@ -58,17 +60,24 @@ class LimitRegistry:
             cls = SlidingWindowStore if sliding else FixedWindowStore
             return cls(conf.count, conf.time_window)
         host, port = conf.redis_host, conf.redis_port
-        if conf.policy == "redis-cluster" and conf.redis_cluster_nodes:
+        cluster = conf.policy == "redis-cluster"
+        if cluster and conf.redis_cluster_nodes:
             # Any node introduces the client to the whole cluster.
             host, _, node_port = conf.redis_cluster_nodes[0].rpartition(":")
             port = int(node_port)
         handle = self.redis.handle(
-            host,
-            port,
-            conf.redis_username,
-            conf.redis_password,
-            conf.redis_database,
-            conf.policy == "redis-cluster",
+            RedisTarget(
+                host,
+                port,
+                conf.redis_username,
+                conf.redis_password,
+                conf.redis_database,
+                cluster,
+                conf.redis_cluster_ssl if cluster else conf.redis_ssl,
+                conf.redis_cluster_ssl_verify if cluster else conf.redis_ssl_verify,
+                conf.redis_keepalive_pool,
+                math.ceil(conf.redis_keepalive_timeout / 1000),
+            )
         )
         digest = hashlib.sha256(scope.encode() + b"\0" + encoded).hexdigest()[:32]
         prefix = f"gateway:limit-count:{digest}:"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import coredis
 import trio
@@ -81,25 +81,59 @@ class RedisUnavailable(Exception):
     """Redis could not answer in time (down, refused, timed out, or a script error)."""
 
 
+class RedisTarget(NamedTuple):
+    """Where and how to reach one Redis: equal targets share one client."""
+
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    database: int
+    cluster: bool
+    ssl: bool
+    ssl_verify: bool
+    pool_size: int
+    idle_timeout_s: int
+
+    def __repr__(self) -> str:  # never the password
+        return f"RedisTarget({self.host}:{self.port}, ssl={self.ssl})"
+
+
 class RedisHandle:
     """A coredis client as configured by a limit-count conf; usable once entered."""
 
-    def __init__(self, key: tuple[Any, ...], cluster: bool) -> None:
-        self.key = key
-        self.cluster = cluster
+    def __init__(self, target: RedisTarget) -> None:
+        self.target = target
         self.client: Any = None
         self._scripts: dict[str, Any] = {}
 
     def create(self) -> Any:
-        host, port, username, password, database, _ = self.key
+        """The client for the target. With `ssl` and without `ssl_verify` the server's
+        certificate is not checked (APISIX's default); with it, the certificate must chain
+        to the system's CAs (`SSL_CERT_FILE` names another list) and name the host."""
+        target = self.target
         common: dict[str, Any] = {
-            "username": username,
-            "password": password,
+            "username": target.username,
+            "password": target.password,
             "decode_responses": False,
+            "max_connections": target.pool_size,
         }
-        if self.cluster:
-            return coredis.RedisCluster(host=host, port=port, **common)
-        return coredis.Redis(host=host, port=port, db=database, **common)
+        if target.ssl:
+            common["ssl"] = True
+            common["ssl_cert_reqs"] = "required" if target.ssl_verify else "none"
+            common["ssl_check_hostname"] = target.ssl_verify
+        if target.cluster:
+            # The pool bound per node, as lua-resty-redis keeps one pool per host:port.
+            return coredis.RedisCluster(
+                host=target.host, port=target.port, max_connections_per_node=True, **common
+            )
+        return coredis.Redis(
+            host=target.host,
+            port=target.port,
+            db=target.database,
+            max_idle_time=target.idle_timeout_s,
+            **common,
+        )
 
     async def run_script(self, source: str, key: str, args: list[int]) -> list[int]:
         """Run a Lua script on one key; raises RedisUnavailable. The caller sets the timeout."""
@@ -120,7 +154,7 @@ class RedisClients:
     """Every Redis client the current configs use, kept open by `run` in the server nursery."""
 
     def __init__(self) -> None:
-        self._handles: dict[tuple[Any, ...], RedisHandle] = {}
+        self._handles: dict[RedisTarget, RedisHandle] = {}
         self._pending: list[RedisHandle] = []
         self._pending_syncs: list[SyncedRedisStore] = []
         self._wakeup = trio.Event()
@@ -130,19 +164,10 @@ class RedisClients:
         self._pending_syncs.append(store)
         self._wakeup.set()
 
-    def handle(
-        self,
-        host: str,
-        port: int,
-        username: str | None,
-        password: str | None,
-        database: int,
-        cluster: bool,
-    ) -> RedisHandle:
-        key = (host, port, username, password, database, cluster)
-        handle = self._handles.get(key)
+    def handle(self, target: RedisTarget) -> RedisHandle:
+        handle = self._handles.get(target)
         if handle is None:
-            handle = self._handles[key] = RedisHandle(key, cluster)
+            handle = self._handles[target] = RedisHandle(target)
             self._pending.append(handle)
             self._wakeup.set()
         return handle
@@ -166,14 +191,15 @@ class RedisClients:
 
     @staticmethod
     async def _hold(handle: RedisHandle, *, task_status: trio.TaskStatus[None]) -> None:
-        client = handle.create()
         try:
+            client = handle.create()
             async with client:
                 handle.client = client
                 task_status.started()
                 await trio.sleep_forever()
         except Exception as exc:  # entering failed: report and keep the gateway up
-            log.error("redis client %s:%s failed: %r", handle.key[0], handle.key[1], exc)
+            target = handle.target
+            log.error("redis client %s:%s failed: %r", target.host, target.port, exc)
             handle.client = None
             task_status.started()
 

@@ -129,6 +129,17 @@ CASES: list[tuple[dict[str, Any], str]] = [
     on_route("cors", {"timing_allow_origins_by_regex": [""]}, "timing_allow_origins_by_regex[0]"),
     # Plugin metadata is not part of the config: refused rather than never matching.
     on_route("cors", {"allow_origins_by_metadata": ["EXAMPLE"]}),
+    on_route(
+        "limit-count",
+        {"count": 1, "time_window": 1, "redis_keepalive_timeout": 999},
+        "redis_keepalive_timeout",
+    ),
+    on_route(
+        "limit-count",
+        {"count": 1, "time_window": 1, "redis_keepalive_pool": 0},
+        "redis_keepalive_pool",
+    ),
+    on_route("limit-count", {"count": 1, "time_window": 1, "redis_ssl": "yes"}, "redis_ssl"),
     # ip-restriction: exactly one list, of addresses or CIDRs.
     on_route("ip-restriction", {}),
     on_route("ip-restriction", {"whitelist": ["10.0.0.1"], "blacklist": ["10.0.0.2"]}),
