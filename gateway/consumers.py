@@ -24,7 +24,7 @@ class Consumer:
         username: str,
         labels: dict[str, str],
         group_id: str | None,
-        plugins: dict[str, Plugin],
+        plugins: dict[str, Plugin | None],
     ) -> None:
         self.username = username
         self.username_bytes = username.encode()
@@ -32,6 +32,8 @@ class Consumer:
         self.label_bytes = {name: value.encode() for name, value in labels.items()}
         self.group_id = group_id
         self.custom_id = self.label_bytes.get("custom_id") or None
+        # Policies merged over a route's (group's, then the consumer's own); None: the
+        # plugin is turned off by a `_meta.disable` conf at this level.
         self.plugins = plugins
 
     def __repr__(self) -> str:

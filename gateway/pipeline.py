@@ -257,7 +257,8 @@ class Chain:
         if chain is None:
             own = consumer.plugins
             kept = [p for p in self.plugins if p.name not in own]
-            chain = Chain([*kept, *own.values()], merged=own.values())
+            added = [p for p in own.values() if p is not None]
+            chain = Chain([*kept, *added], merged=added)
             self._by_consumer[consumer.username] = chain
         return chain
 

@@ -18,6 +18,7 @@ import msgspec
 from gateway.config.health import Checks
 from gateway.config.model import (
     Config,
+    PluginConfig,
     Route,
     RouteTimeout,
     Service,
@@ -206,26 +207,51 @@ def instantiate(plugins: Any, env: PluginEnv, scope: str) -> dict[str, Plugin]:
     return {name: build(BY_NAME[name], conf, scoped) for name, conf in items}
 
 
+def merge(
+    levels: list[tuple[list[tuple[str, Any]], str]], env: PluginEnv
+) -> dict[str, Plugin | None]:
+    """The plugins of several levels, lowest first, each ((name, conf) pairs, scope): a
+    higher level's conf replaces a lower one's, and only then are the confs `_meta.disable`
+    turns off left out (as APISIX merges, then filters), so a disabled conf turns the
+    plugin off where it overrides it. A name maps to None when that is so."""
+    confs: dict[str, tuple[Any, str]] = {}
+    for items, scope in levels:
+        for name, conf in items:
+            confs[name] = (conf, scope)
+    envs: dict[str, PluginEnv] = {}
+    merged: dict[str, Plugin | None] = {}
+    for name, (conf, scope) in confs.items():
+        if disabled(conf):
+            merged[name] = None
+            continue
+        scoped = envs.get(scope)
+        if scoped is None:
+            scoped = envs[scope] = env.for_scope(scope)
+        merged[name] = build(BY_NAME[name], conf, scoped)
+    return merged
+
+
 def build_consumers(config: Config, env: PluginEnv) -> None:
     """Fill `env.consumers`: consumers with their policy plugins, and each auth plugin's
     credential index (credentials and the legacy form alike)."""
     table = env.consumers
     group_plugins = {
-        g.id: instantiate(g.plugins, env, f"consumer_group:{g.id}") for g in config.consumer_groups
+        g.id: merge([(plugin_items(g.plugins), f"consumer_group:{g.id}")], env)
+        for g in config.consumer_groups
     }
     entries: dict[str, list[tuple[Any, Credential]]] = {}
     for conf in config.consumers:
-        own = enabled_items(conf.plugins)
         policies = dict(group_plugins.get(conf.group_id, {})) if conf.group_id else {}
-        scoped = env.for_scope(f"consumer:{conf.username}")
-        policies.update(
-            (name, build(BY_NAME[name], c, scoped))
-            for name, c in own
+        policy_items = [
+            (name, c)
+            for name, c in plugin_items(conf.plugins)
             if not issubclass(BY_NAME[name], AuthPlugin)
-        )
+        ]
+        own = merge([(policy_items, f"consumer:{conf.username}")], env)
+        policies.update(own)
         consumer = Consumer(conf.username, dict(conf.labels), conf.group_id, policies)
         table.by_name[consumer.username] = consumer
-        for name, c in own:
+        for name, c in enabled_items(conf.plugins):
             if issubclass(BY_NAME[name], AuthPlugin):
                 entries.setdefault(name, []).append((c, Credential(None, consumer)))
         for cred in conf.credentials:
@@ -262,10 +288,12 @@ class Runtime:
             global_plugins.extend(instantiate(rule.plugins, env, f"global:{rule.id}").values())
         self.global_chain = Chain(global_plugins)
         services = {s.id: s for s in config.services}
+        plugin_configs = {p.id: p for p in config.plugin_configs}
         specs = []
         for route in config.routes:
             service = services.get(route.service_id) if route.service_id else None
-            compiled = self._compile_route(route, service, global_plugins)
+            shared = plugin_configs.get(route.plugin_config_id) if route.plugin_config_id else None
+            compiled = self._compile_route(route, service, shared, global_plugins)
             if route.status == 0:
                 continue
             hosts = route.host_list or (service.hosts if service and service.hosts else [])
@@ -297,13 +325,23 @@ class Runtime:
                 probe.health.carry_over(before)
 
     def _compile_route(
-        self, route: Route, service: Service | None, global_plugins: list[Plugin]
+        self,
+        route: Route,
+        service: Service | None,
+        shared: PluginConfig | None,
+        global_plugins: list[Plugin],
     ) -> CompiledRoute:
-        merged: dict[str, Plugin] = {}
+        """The route's chain: its service's plugins, overridden by its plugin config's
+        (which APISIX merges into the route's, the route's own winning), overridden by the
+        route's. A plugin config's plugins belong to the route: their counters are its."""
+        levels = []
         if service is not None:
-            merged.update(instantiate(service.plugins, self.env, f"service:{service.id}"))
-        merged.update(instantiate(route.plugins, self.env, f"route:{route.id}"))
-        chain = Chain([*global_plugins, *merged.values()])
+            levels.append((plugin_items(service.plugins), f"service:{service.id}"))
+        if shared is not None:
+            levels.append((plugin_items(shared.plugins), f"route:{route.id}"))
+        levels.append((plugin_items(route.plugins), f"route:{route.id}"))
+        merged = [p for p in merge(levels, self.env).values() if p is not None]
+        chain = Chain([*global_plugins, *merged])
         upstream = self._route_upstream(route, service).with_timeout(route.timeout)
         websocket = route.enable_websocket or bool(service and service.enable_websocket)
         return CompiledRoute(route.id, route.service_id, chain, upstream, websocket)

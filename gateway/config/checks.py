@@ -48,6 +48,10 @@ def check(config: Config) -> list[ConfigError]:
         ((s.id, f"$.services[{i}].id") for i, s in enumerate(config.services)), "service id"
     )
     errors += _duplicates(
+        ((p.id, f"$.plugin_configs[{i}].id") for i, p in enumerate(config.plugin_configs)),
+        "plugin config id",
+    )
+    errors += _duplicates(
         ((g.id, f"$.global_rules[{i}].id") for i, g in enumerate(config.global_rules)),
         "global rule id",
     )
@@ -61,6 +65,7 @@ def check(config: Config) -> list[ConfigError]:
     )
 
     services = {s.id: s for s in config.services}
+    plugin_configs = {p.id for p in config.plugin_configs}
     for i, svc in enumerate(config.services):
         if svc.upstream_id is not None and svc.upstream_id not in upstream_ids:
             errors.append(
@@ -75,6 +80,13 @@ def check(config: Config) -> list[ConfigError]:
                 ConfigError(
                     f"upstream_id {route.upstream_id!r} names no upstream",
                     f"$.routes[{i}].upstream_id",
+                )
+            )
+        if route.plugin_config_id is not None and route.plugin_config_id not in plugin_configs:
+            errors.append(
+                ConfigError(
+                    f"plugin_config_id {route.plugin_config_id!r} names no plugin config",
+                    f"$.routes[{i}].plugin_config_id",
                 )
             )
         service = services.get(route.service_id) if route.service_id is not None else None
@@ -132,10 +144,13 @@ def check(config: Config) -> list[ConfigError]:
 
 def _route_level_plugins(config: Config) -> list[tuple[str, object]]:
     """(JSON path, plugins) of every resource whose plugins run on routes: routes,
-    services and global rules."""
+    services, plugin configs and global rules."""
     places: list[tuple[str, object]] = []
     places += [(f"$.routes[{i}].plugins", r.plugins) for i, r in enumerate(config.routes)]
     places += [(f"$.services[{i}].plugins", s.plugins) for i, s in enumerate(config.services)]
+    places += [
+        (f"$.plugin_configs[{i}].plugins", p.plugins) for i, p in enumerate(config.plugin_configs)
+    ]
     places += [
         (f"$.global_rules[{i}].plugins", g.plugins) for i, g in enumerate(config.global_rules)
     ]

@@ -242,6 +242,7 @@ class Route(Conf, frozen=True, kw_only=True):
     upstream: Upstream | None = None
     upstream_id: Id | None = None
     service_id: Id | None = None
+    plugin_config_id: Id | None = None
     enable_websocket: bool = False
     remote_addr: str | None = None
     remote_addrs: Annotated[list[str], msgspec.Meta(min_length=1)] | None = None
@@ -311,6 +312,16 @@ class Service(Conf, frozen=True, kw_only=True):
             raise ValueError("a service takes `upstream` or `upstream_id`, not both")
 
 
+class PluginConfig(Conf, frozen=True, kw_only=True):
+    """APISIX's plugin config: plugins that routes take by `plugin_config_id`."""
+
+    id: Id
+    name: str | None = None
+    desc: str | None = None
+    labels: Labels = {}
+    plugins: Plugins
+
+
 class GlobalRule(Conf, frozen=True, kw_only=True):
     id: Id
     plugins: Plugins
@@ -343,6 +354,7 @@ class Config(Conf, frozen=True, kw_only=True):
     server: Server = msgspec.field(default_factory=Server)
     routes: list[Route] = []
     services: list[Service] = []
+    plugin_configs: list[PluginConfig] = []
     upstreams: list[Upstream] = []
     consumers: list[Consumer] = []
     consumer_groups: list[ConsumerGroup] = []

@@ -140,6 +140,16 @@ CASES: list[tuple[dict[str, Any], str]] = [
         "redis_keepalive_pool",
     ),
     on_route("limit-count", {"count": 1, "time_window": 1, "redis_ssl": "yes"}, "redis_ssl"),
+    ({"routes": [route(plugin_config_id="nope")]}, "$.routes[0].plugin_config_id"),
+    (
+        {"plugin_configs": [{"id": "p", "plugins": {}}, {"id": "p", "plugins": {}}]},
+        "$.plugin_configs[1].id",
+    ),
+    ({"plugin_configs": [{"id": "p"}]}, "$.plugin_configs[0]"),
+    (
+        {"plugin_configs": [{"id": "p", "plugins": {"key-auth": {"x": 1}}}]},
+        "$.plugin_configs[0].plugins.key-auth",
+    ),
     # ip-restriction: exactly one list, of addresses or CIDRs.
     on_route("ip-restriction", {}),
     on_route("ip-restriction", {"whitelist": ["10.0.0.1"], "blacklist": ["10.0.0.2"]}),
