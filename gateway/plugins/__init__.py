@@ -15,8 +15,10 @@ from gateway.plugins.limit_count import LimitCount
 from gateway.plugins.multi_auth import MultiAuth
 from gateway.plugins.openid_connect import OpenIdConnect
 from gateway.plugins.proxy_rewrite import ProxyRewrite
+from gateway.plugins.real_ip import RealIp
 
 PLUGINS: tuple[type[Plugin], ...] = (
+    RealIp,
     Cors,
     IpRestriction,
     MultiAuth,

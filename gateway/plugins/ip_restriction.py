@@ -3,7 +3,7 @@
 Exactly one of `whitelist` and `blacklist`, each a list of addresses and CIDR networks
 (IPv4 and IPv6). It runs in the access phase at priority 3000: after authentication,
 before consumer-restriction and limit-count, so a refused request spends no quota. The
-address is the peer's (APISIX's `remote_addr`); forwarding headers are never trusted.
+address is APISIX's `remote_addr`: the peer's, or the one real-ip took from a trusted proxy.
 """
 
 from __future__ import annotations

@@ -150,6 +150,12 @@ CASES: list[tuple[dict[str, Any], str]] = [
         {"plugin_configs": [{"id": "p", "plugins": {"key-auth": {"x": 1}}}]},
         "$.plugin_configs[0].plugins.key-auth",
     ),
+    # real-ip: (ours) only from trusted proxies, never from any client.
+    on_route("real-ip", {"source": "http_x_forwarded_for"}),
+    on_route("real-ip", {"trusted_addresses": ["10.0.0.0/8"]}),
+    on_route("real-ip", {"source": "http_x", "trusted_addresses": ["10.0.0.0/33"]}),
+    on_route("real-ip", {"source": "nonsense", "trusted_addresses": ["::1"]}),
+    on_route("real-ip", {"source": "", "trusted_addresses": ["::1"]}, "source"),
     # ip-restriction: exactly one list, of addresses or CIDRs.
     on_route("ip-restriction", {}),
     on_route("ip-restriction", {"whitelist": ["10.0.0.1"], "blacklist": ["10.0.0.2"]}),
