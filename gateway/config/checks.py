@@ -211,7 +211,8 @@ def _credential_filters(config: Config) -> list[ConfigError]:
 
 
 def _local_limits(config: Config) -> list[ConfigError]:
-    """With several workers, `policy: local` would give each process its own quota."""
+    """With several workers, `policy: local` would give each process its own quota (or
+    bucket)."""
     places = _route_level_plugins(config)
     places += [(f"$.consumers[{i}].plugins", c.plugins) for i, c in enumerate(config.consumers)]
     places += [
@@ -219,13 +220,13 @@ def _local_limits(config: Config) -> list[ConfigError]:
     ]
     return [
         ConfigError(
-            f"limit-count `policy: local` counts per process, and server.workers is "
+            f"{name} `policy: local` counts per process, and server.workers is "
             f"{config.server.workers}: use `policy: redis` to share one quota",
-            f"{base}.limit-count.policy",
+            f"{base}.{name}.policy",
         )
         for base, plugins in places
         for name, conf in plugin_items(plugins)
-        if name == "limit-count" and conf.policy == "local"
+        if name in ("limit-count", "limit-req") and conf.policy == "local"
     ]
 
 

@@ -12,6 +12,7 @@ from gateway.plugins.ip_restriction import IpRestriction
 from gateway.plugins.jwt_auth import JwtAuth
 from gateway.plugins.key_auth import KeyAuth
 from gateway.plugins.limit_count import LimitCount
+from gateway.plugins.limit_req import LimitReq
 from gateway.plugins.multi_auth import MultiAuth
 from gateway.plugins.openid_connect import OpenIdConnect
 from gateway.plugins.proxy_rewrite import ProxyRewrite
@@ -31,6 +32,7 @@ PLUGINS: tuple[type[Plugin], ...] = (
     AttachConsumerLabel,
     ProxyRewrite,
     LimitCount,
+    LimitReq,
 )
 
 BY_NAME: dict[str, type[Plugin]] = {p.name: p for p in PLUGINS}

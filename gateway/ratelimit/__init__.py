@@ -1,9 +1,10 @@
-"""Rate-limit counter stores: in process (`local`) or in Redis (`redis`), and the registry
-that hands them to limit-count plugins so that counters survive a reload.
+"""Rate-limit stores: in process (`local`) or in Redis (`redis`), and the registry that
+hands them to limit-count (counters) and limit-req (leaky buckets) so that they survive a
+reload.
 
-A store is identified by the resource that holds the limit-count conf (route, service,
+A store is identified by the resource that holds the plugin conf (route, service,
 consumer, consumer group, or a shared `group` name) plus the conf itself. A reload that
-compiles the same scope and conf gets the same store back, so its counters carry on; a
+compiles the same scope and conf gets the same store back, so its counts carry on; a
 changed conf gets a fresh store; stores no config uses any more are dropped.
 """
 
@@ -14,15 +15,19 @@ import math
 from typing import Any
 
 import msgspec
+import trio
 
+from gateway.ratelimit.bucket import LeakyBucketStore
 from gateway.ratelimit.local import Decision, FixedWindowStore, SlidingWindowStore
 from gateway.ratelimit.redis import (
     RedisClients,
+    RedisHandle,
     RedisTarget,
     RedisUnavailable,
     RedisWindowStore,
     SyncedRedisStore,
 )
+from gateway.ratelimit.redis_bucket import RedisBucketStore
 
 __all__ = [
     "Decision",
@@ -35,6 +40,12 @@ __all__ = [
 ]
 
 _ENCODE = msgspec.json.Encoder().encode
+
+
+def _prefix(plugin: str, scope: str, encoded: bytes) -> str:
+    """The Redis key prefix of one store: its scope and conf, hashed."""
+    digest = hashlib.sha256(scope.encode() + b"\0" + encoded).hexdigest()[:32]
+    return f"gateway:{plugin}:{digest}:"
 
 
 class LimitRegistry:
@@ -54,18 +65,38 @@ class LimitRegistry:
             store = self._stores[key] = self._create(scope, conf, key[1])
         return store
 
-    def _create(self, scope: str, conf: Any, encoded: bytes) -> Any:
-        sliding = conf.window_type == "sliding"
-        if conf.policy == "local":
-            cls = SlidingWindowStore if sliding else FixedWindowStore
-            return cls(conf.count, conf.time_window)
+    def buckets(self, scope: str, conf: Any) -> Any:
+        """limit-req's leaky buckets for `scope` and `conf`, created on first use."""
+        key = (scope, b"limit-req:" + _ENCODE(conf))
+        self._used.add(key)
+        store = self._stores.get(key)
+        if store is None:
+            if conf.policy == "local":
+                store = LeakyBucketStore(conf.rate, conf.burst)
+            else:
+                store = RedisBucketStore(
+                    self._redis_handle(conf),
+                    _prefix("limit-req", scope, key[1]),
+                    conf.rate,
+                    conf.burst,
+                    conf.redis_timeout / 1000,
+                )
+            self._stores[key] = store
+        return store
+
+    @staticmethod
+    async def sleep(seconds: float) -> None:
+        """limit-req's wait for a request within its burst."""
+        await trio.sleep(seconds)
+
+    def _redis_handle(self, conf: Any) -> RedisHandle:
         host, port = conf.redis_host, conf.redis_port
         cluster = conf.policy == "redis-cluster"
         if cluster and conf.redis_cluster_nodes:
             # Any node introduces the client to the whole cluster.
             host, _, node_port = conf.redis_cluster_nodes[0].rpartition(":")
             port = int(node_port)
-        handle = self.redis.handle(
+        return self.redis.handle(
             RedisTarget(
                 host,
                 port,
@@ -79,8 +110,14 @@ class LimitRegistry:
                 math.ceil(conf.redis_keepalive_timeout / 1000),
             )
         )
-        digest = hashlib.sha256(scope.encode() + b"\0" + encoded).hexdigest()[:32]
-        prefix = f"gateway:limit-count:{digest}:"
+
+    def _create(self, scope: str, conf: Any, encoded: bytes) -> Any:
+        sliding = conf.window_type == "sliding"
+        if conf.policy == "local":
+            cls = SlidingWindowStore if sliding else FixedWindowStore
+            return cls(conf.count, conf.time_window)
+        handle = self._redis_handle(conf)
+        prefix = _prefix("limit-count", scope, encoded)
         if conf.sync_interval is not None:
             synced = SyncedRedisStore(
                 handle,

@@ -135,7 +135,9 @@ class RedisHandle:
             **common,
         )
 
-    async def run_script(self, source: str, key: str, args: list[int]) -> list[int]:
+    async def run_script(
+        self, source: str, key: str, args: list[int] | list[int | float]
+    ) -> list[int]:
         """Run a Lua script on one key; raises RedisUnavailable. The caller sets the timeout."""
         client = self.client
         if client is None:

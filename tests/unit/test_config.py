@@ -156,6 +156,20 @@ CASES: list[tuple[dict[str, Any], str]] = [
     on_route("real-ip", {"source": "http_x", "trusted_addresses": ["10.0.0.0/33"]}),
     on_route("real-ip", {"source": "nonsense", "trusted_addresses": ["::1"]}),
     on_route("real-ip", {"source": "", "trusted_addresses": ["::1"]}, "source"),
+    # limit-req: APISIX's required fields and bounds.
+    on_route("limit-req", {"rate": 1, "burst": 0}),
+    on_route("limit-req", {"rate": 0, "burst": 0, "key": "remote_addr"}, "rate"),
+    on_route("limit-req", {"rate": 1, "burst": -1, "key": "remote_addr"}, "burst"),
+    on_route("limit-req", {"rate": 1, "burst": 0, "key": "x", "key_type": "constant"}, "key_type"),
+    on_route("limit-req", {"rate": 1, "burst": 0, "key": "no_such_var"}),
+    on_route("limit-req", {"rate": 1, "burst": 0, "key": "remote_addr", "policy": "redis"}),
+    (
+        {
+            "server": {"workers": 2},
+            "routes": [route(plugins={"limit-req": {"rate": 1, "burst": 0, "key": "remote_addr"}})],
+        },
+        "$.routes[0].plugins.limit-req.policy",
+    ),
     # ip-restriction: exactly one list, of addresses or CIDRs.
     on_route("ip-restriction", {}),
     on_route("ip-restriction", {"whitelist": ["10.0.0.1"], "blacklist": ["10.0.0.2"]}),

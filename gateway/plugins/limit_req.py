@@ -1,0 +1,92 @@
+"""limit-req: hold requests to `rate` per second per key, with `burst` more waiting, as
+APISIX's plugin (resty.limit.req's leaky bucket) does.
+
+A request more than `burst` over the rate is refused with `rejected_code` (503); one within
+the burst waits until the rate lets it through (`excess / rate` seconds; answered at once
+with `nodelay`). A refused request changes nothing. Buckets are scoped like limit-count's
+counters: the resource holding the conf, and the conf. `policy: redis` / `redis-cluster`
+keep them in Redis (one atomic script per request); when Redis fails the request gets 500,
+or passes with `allow_degradation`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Literal
+
+import msgspec
+
+from gateway.context import RequestContext
+from gateway.http.replies import Reply, error_msg, status_reply
+from gateway.pipeline import Plugin, PluginEnv
+from gateway.plugins.rate_limits import RedisPolicyConf, check_key, key_reader
+from gateway.ratelimit import RedisUnavailable
+
+log = logging.getLogger("gateway")
+
+# resty.limit.req and APISIX skip waits below a millisecond.
+MIN_DELAY_S = 0.001
+
+
+class LimitReqConf(RedisPolicyConf, frozen=True, kw_only=True):
+    rate: Annotated[float, msgspec.Meta(gt=0)]
+    burst: Annotated[float, msgspec.Meta(ge=0)]
+    key: Annotated[str, msgspec.Meta(min_length=1)]
+    key_type: Literal["var", "var_combination"] = "var"
+    rejected_code: Annotated[int, msgspec.Meta(ge=200, le=599)] = 503
+    rejected_msg: Annotated[str, msgspec.Meta(min_length=1)] | None = None
+    nodelay: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_key(self.key_type, self.key)
+
+
+class LimitReq(Plugin):
+    name = "limit-req"
+    priority = 1001
+    Conf = LimitReqConf
+
+    def __init__(self, conf: LimitReqConf, env: PluginEnv) -> None:
+        super().__init__(conf, env)
+        self.store = env.limits.buckets(env.scope, conf)
+        self.sleep = env.limits.sleep
+        self.now = env.monotonic
+        self.key = key_reader(conf.key_type, conf.key)
+        self.nodelay = conf.nodelay
+        self.degrade = conf.allow_degradation
+        if conf.rejected_msg is not None:
+            self.rejected = error_msg(conf.rejected_code, conf.rejected_msg)
+        else:
+            self.rejected = status_reply(conf.rejected_code)
+        self.failed = status_reply(500)
+        if conf.policy != "local":
+            self.access = self._access_redis  # type: ignore[method-assign]
+        elif conf.nodelay:
+            self.access = self._access_nodelay  # type: ignore[method-assign,assignment]
+
+    async def access(self, ctx: RequestContext) -> Reply | None:
+        """The local bucket's answer, waiting out the delay within the burst."""
+        delay = self.store.incoming(self.key(ctx), self.now())
+        if delay is None:
+            return self.rejected
+        if delay >= MIN_DELAY_S:
+            await self.sleep(delay)
+        return None
+
+    def _access_nodelay(self, ctx: RequestContext) -> Reply | None:
+        if self.store.incoming(self.key(ctx), self.now()) is None:
+            return self.rejected
+        return None
+
+    async def _access_redis(self, ctx: RequestContext) -> Reply | None:
+        try:
+            delay = await self.store.incoming(self.key(ctx))
+        except RedisUnavailable as exc:
+            log.error("limit-req: redis failed: %s", exc)
+            return None if self.degrade else self.failed
+        if delay is None:
+            return self.rejected
+        if delay >= MIN_DELAY_S and not self.nodelay:
+            await self.sleep(delay)
+        return None
