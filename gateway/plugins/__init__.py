@@ -17,9 +17,11 @@ from gateway.plugins.multi_auth import MultiAuth
 from gateway.plugins.openid_connect import OpenIdConnect
 from gateway.plugins.proxy_rewrite import ProxyRewrite
 from gateway.plugins.real_ip import RealIp
+from gateway.plugins.request_id import RequestId
 
 PLUGINS: tuple[type[Plugin], ...] = (
     RealIp,
+    RequestId,
     Cors,
     IpRestriction,
     MultiAuth,

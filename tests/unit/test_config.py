@@ -170,6 +170,14 @@ CASES: list[tuple[dict[str, Any], str]] = [
         },
         "$.routes[0].plugins.limit-req.policy",
     ),
+    on_route("request-id", {"algorithm": "snowflake"}, "algorithm"),
+    on_route("request-id", {"header_name": "X Id"}, "header_name"),
+    on_route("request-id", {"algorithm": "range_id", "range_id": {"length": 0}}, "range_id.length"),
+    on_route(
+        "request-id",
+        {"algorithm": "range_id", "range_id": {"char_set": "a\n"}},
+        "range_id.char_set",
+    ),
     # ip-restriction: exactly one list, of addresses or CIDRs.
     on_route("ip-restriction", {}),
     on_route("ip-restriction", {"whitelist": ["10.0.0.1"], "blacklist": ["10.0.0.2"]}),
