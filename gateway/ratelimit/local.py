@@ -18,6 +18,13 @@ from typing import NamedTuple
 RECLAIM_PER_CALL = 8
 
 
+def seconds_left(seconds: float) -> int:
+    """Whole seconds until a window ends, at least 1. The float subtraction that gives
+    `seconds` can land a hair above a whole number ((now + 5) - now = 5.000000000001):
+    such a hair is not a second more."""
+    return max(1, math.ceil(seconds - 1e-6))
+
+
 class Decision(NamedTuple):
     allowed: bool
     remaining: int  # after this request; never below 0
@@ -52,7 +59,7 @@ class FixedWindowStore:
             counter = _Fixed(0, now + self.window)
             self._counters[key] = counter
             self._expiries.append((counter.expires, key))
-        reset = max(1, math.ceil(counter.expires - now))
+        reset = seconds_left(counter.expires - now)
         if counter.count + cost > self.limit:
             return Decision(False, 0, reset)
         counter.count += cost
@@ -109,7 +116,7 @@ class SlidingWindowStore:
         elapsed = now - index * window
         weight = 1.0 - elapsed / window
         estimate = counter.previous * weight + counter.current
-        reset = max(1, math.ceil((index + 1) * window - now))
+        reset = seconds_left((index + 1) * window - now)
         if estimate + cost > self.limit:
             return Decision(False, 0, reset)
         counter.current += cost

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import coredis
 import trio
 
-from gateway.ratelimit.local import Decision
+from gateway.ratelimit.local import Decision, seconds_left
 
 log = logging.getLogger("gateway")
 
@@ -152,16 +152,25 @@ class RedisHandle:
         return [int(x) for x in result]
 
 
+class BackgroundStore(Protocol):
+    """A store with a task of its own (pushing counts, giving places back), run in the
+    clients' nursery until `stop`."""
+
+    async def run_sync(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 class RedisClients:
     """Every Redis client the current configs use, kept open by `run` in the server nursery."""
 
     def __init__(self) -> None:
         self._handles: dict[RedisTarget, RedisHandle] = {}
         self._pending: list[RedisHandle] = []
-        self._pending_syncs: list[SyncedRedisStore] = []
+        self._pending_syncs: list[BackgroundStore] = []
         self._wakeup = trio.Event()
 
-    def add_sync(self, store: SyncedRedisStore) -> None:
+    def add_sync(self, store: BackgroundStore) -> None:
         """Run `store`'s periodic push in the background (until the store is dropped)."""
         self._pending_syncs.append(store)
         self._wakeup.set()
@@ -339,7 +348,7 @@ class SyncedRedisStore:
         entry = self.entries.get(key)
         if entry is None or entry.expires <= now:
             entry = self.entries[key] = _Pending(now + self.window)
-        reset = max(1, math.ceil(entry.expires - now))
+        reset = seconds_left(entry.expires - now)
         if entry.known + entry.pending + cost > self.limit:
             return Decision(False, 0, reset)
         entry.pending += cost

@@ -53,3 +53,12 @@ def test_expired_keys_are_reclaimed(
     for i in range(60_000):
         store.incoming(f"later-{i % 10}", 1, 10.0 + i * 0.0001)
     assert len(store) < 100
+
+
+def test_reset_is_the_window_not_a_float_hair_above_it() -> None:
+    # (now + 5) - now is 5.000000000000909 here: still a 5 s window, not 6.
+    now = 8191.610680565681
+    assert (now + 5.0) - now > 5.0
+    assert FixedWindowStore(2, 5).incoming("k", 1, now).reset == 5
+    window = SlidingWindowStore(2, 5)
+    assert window.incoming("k", 1, 5.0 * 1000).reset == 5
