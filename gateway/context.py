@@ -7,7 +7,7 @@ first use and cached. Nothing here does IO.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote_plus
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ class RequestContext:
         "headers",
         "host",
         "http_version",
+        "leases",
         "method",
         "path",
         "query",
@@ -102,6 +103,8 @@ class RequestContext:
         self.body: bytes | None = None
         self.body_reader: BodyReader | None = None
         self._cookies: dict[str, str] | None = None
+        # limit-conn's places taken by this request, (store, key), given back at its end.
+        self.leases: list[tuple[Any, str]] | None = None  # Any: a store of ratelimit
         # The client's Origin as cors read it before other plugins could rewrite headers.
         self.request_origin: bytes | None = None
         # Headers plugins add to the response, whoever produces it (upstream or gateway).

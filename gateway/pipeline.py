@@ -184,8 +184,12 @@ def build(plugin: type[P], conf: Any, env: PluginEnv) -> P:
 
 
 def _only_when(plugin: Plugin, check: Callable[[RequestContext], bool]) -> None:
-    """`_meta.filter`: each of the plugin's hooks runs only when `check` holds."""
-    for phase in ("rewrite", "access", "before_proxy", "log"):
+    """`_meta.filter`: each of the plugin's hooks runs only when `check` holds (but for
+    a `log` that gives back what the plugin took: it must always run)."""
+    phases = ["rewrite", "access", "before_proxy"]
+    if not getattr(plugin, "log_gives_back", False):
+        phases.append("log")
+    for phase in phases:
         hook = getattr(plugin, phase, None)
         if hook is None:
             continue

@@ -226,7 +226,7 @@ def _local_limits(config: Config) -> list[ConfigError]:
         )
         for base, plugins in places
         for name, conf in plugin_items(plugins)
-        if name in ("limit-count", "limit-req") and conf.policy == "local"
+        if name in ("limit-count", "limit-req", "limit-conn") and conf.policy == "local"
     ]
 
 

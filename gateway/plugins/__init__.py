@@ -11,6 +11,7 @@ from gateway.plugins.hmac_auth import HmacAuth
 from gateway.plugins.ip_restriction import IpRestriction
 from gateway.plugins.jwt_auth import JwtAuth
 from gateway.plugins.key_auth import KeyAuth
+from gateway.plugins.limit_conn import LimitConn
 from gateway.plugins.limit_count import LimitCount
 from gateway.plugins.limit_req import LimitReq
 from gateway.plugins.multi_auth import MultiAuth
@@ -33,6 +34,7 @@ PLUGINS: tuple[type[Plugin], ...] = (
     ConsumerRestriction,
     AttachConsumerLabel,
     ProxyRewrite,
+    LimitConn,
     LimitCount,
     LimitReq,
 )

@@ -1,6 +1,6 @@
 """Rate-limit stores: in process (`local`) or in Redis (`redis`), and the registry that
-hands them to limit-count (counters) and limit-req (leaky buckets) so that they survive a
-reload.
+hands them to limit-count (counters), limit-req (leaky buckets) and limit-conn (requests
+in flight) so that they survive a reload.
 
 A store is identified by the resource that holds the plugin conf (route, service,
 consumer, consumer group, or a shared `group` name) plus the conf itself. A reload that
@@ -18,6 +18,7 @@ import msgspec
 import trio
 
 from gateway.ratelimit.bucket import LeakyBucketStore
+from gateway.ratelimit.conn import ConnCounts
 from gateway.ratelimit.local import Decision, FixedWindowStore, SlidingWindowStore
 from gateway.ratelimit.redis import (
     RedisClients,
@@ -28,6 +29,7 @@ from gateway.ratelimit.redis import (
     SyncedRedisStore,
 )
 from gateway.ratelimit.redis_bucket import RedisBucketStore
+from gateway.ratelimit.redis_conn import RedisConnCounts
 
 __all__ = [
     "Decision",
@@ -81,6 +83,29 @@ class LimitRegistry:
                     conf.burst,
                     conf.redis_timeout / 1000,
                 )
+            self._stores[key] = store
+        return store
+
+    def conns(self, scope: str, conf: Any) -> Any:
+        """limit-conn's counts of requests in flight for `scope` and `conf`."""
+        key = (scope, b"limit-conn:" + _ENCODE(conf))
+        self._used.add(key)
+        store = self._stores.get(key)
+        if store is None:
+            counts = ConnCounts(
+                conf.conn, conf.burst, conf.default_conn_delay, not conf.only_use_default_delay
+            )
+            if conf.policy == "local":
+                store = counts
+            else:
+                store = RedisConnCounts(
+                    self._redis_handle(conf),
+                    _prefix("limit-conn", scope, key[1]),
+                    counts,
+                    conf.key_ttl,
+                    conf.redis_timeout / 1000,
+                )
+                self.redis.add_sync(store)
             self._stores[key] = store
         return store
 
@@ -143,7 +168,7 @@ class LimitRegistry:
         """Drop every store the live config no longer uses."""
         for key in [k for k in self._stores if k not in keys]:
             store = self._stores.pop(key)
-            if isinstance(store, SyncedRedisStore):
+            if isinstance(store, SyncedRedisStore | RedisConnCounts):
                 store.stop()
 
     def __len__(self) -> int:

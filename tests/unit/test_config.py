@@ -178,6 +178,17 @@ CASES: list[tuple[dict[str, Any], str]] = [
         {"algorithm": "range_id", "range_id": {"char_set": "a\n"}},
         "range_id.char_set",
     ),
+    on_route("limit-conn", {"conn": 1, "burst": 0, "key": "remote_addr"}),
+    on_route(
+        "limit-conn",
+        {"conn": 0, "burst": 0, "default_conn_delay": 0.1, "key": "remote_addr"},
+        "conn",
+    ),
+    on_route(
+        "limit-conn",
+        {"conn": 1, "burst": 0, "default_conn_delay": 0, "key": "remote_addr"},
+        "default_conn_delay",
+    ),
     # ip-restriction: exactly one list, of addresses or CIDRs.
     on_route("ip-restriction", {}),
     on_route("ip-restriction", {"whitelist": ["10.0.0.1"], "blacklist": ["10.0.0.2"]}),
