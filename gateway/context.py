@@ -53,6 +53,7 @@ class RequestContext:
         "remote_port",
         "request_origin",
         "request_target",
+        "response_body",
         "response_headers",
         "route",
         "server_port",
@@ -109,6 +110,8 @@ class RequestContext:
         self.request_origin: bytes | None = None
         # Headers plugins add to the response, whoever produces it (upstream or gateway).
         self.response_headers: list[Header] | None = None
+        # A body a header filter put in place of the answer's own (response-rewrite).
+        self.response_body: bytes | None = None
         self.status = 0
         self.upstream_uri: bytes | None = None
         self.upstream_host: bytes | None = None

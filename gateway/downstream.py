@@ -399,16 +399,20 @@ class ClientConnection:
         if ctx.response_headers:
             headers.extend(ctx.response_headers)
         chain = ctx.chain
+        body = reply.body
         if chain is not None and chain.header_filters:
             run_header_filters(chain, ctx, reply.status, headers)
-        headers.append((b"content-length", str(len(reply.body)).encode()))
+            if ctx.response_body is not None:  # response-rewrite's
+                body = ctx.response_body
+        headers.append((b"content-length", str(len(body)).encode()))
         # An unread request body cannot be skipped safely: close instead of guessing.
         unread = False
         if self.body is not None:
             self.body.skip_buffered()
             unread = not self.body.complete()
-        head, writer = self.start_response(reply.status, reason(reply.status), headers, unread)
-        await self.send(head + writer.piece(reply.body))
+        status = ctx.status  # a header filter may have changed it
+        head, writer = self.start_response(status, reason(status), headers, unread)
+        await self.send(head + writer.piece(body))
         return writer.keep_alive
 
     def start_switching(self, headers: list[Header], reason: bytes) -> bytes:

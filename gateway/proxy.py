@@ -381,6 +381,11 @@ async def _exchange(
         headers.extend(ctx.response_headers)
     if filter_chain is not None:
         run_header_filters(filter_chain, ctx, status, headers)
+        status = ctx.status  # a filter may change it, or the body (response-rewrite)
+        if ctx.response_body is not None:
+            await _send_replaced(client, ctx.response_body, status, headers, whole)
+            conn.close()  # its body goes unread
+            return
     # The body bytes that came with the head are checked before the head is accepted: a
     # body that cannot be framed from its first byte is a 502, not a head and a cut.
     pieces = _feed(body, buffer)
@@ -422,6 +427,18 @@ async def _exchange(
         )
     else:
         conn.close()
+
+
+async def _send_replaced(
+    client: Client, body: bytes, status: int, headers: list[Header], whole: bool
+) -> None:
+    """The answer with a header filter's body in place of the upstream's."""
+    headers[:] = [h for h in headers if h[0] != b"content-length" and h[0] != b"transfer-encoding"]
+    headers.append((b"content-length", str(len(body)).encode()))
+    head, writer = client.start_response(
+        status, reason(status), headers, close=not whole and not client.body_complete
+    )
+    await client.send_parts([head, writer.piece(body), writer.end()])
 
 
 def _feed(body: BodyReader, data: bytes) -> list[bytes]:

@@ -44,6 +44,8 @@ _FIXED: dict[str, Getter] = {
     "route_id": _route_id,
     "service_id": _service_id,
     "consumer_name": _consumer_name,
+    # The answer's status once there is one (response-rewrite's `vars`), nginx's `$status`.
+    "status": lambda ctx: str(ctx.status) if ctx.status else None,
 }
 
 

@@ -19,6 +19,7 @@ from gateway.plugins.openid_connect import OpenIdConnect
 from gateway.plugins.proxy_rewrite import ProxyRewrite
 from gateway.plugins.real_ip import RealIp
 from gateway.plugins.request_id import RequestId
+from gateway.plugins.response_rewrite import ResponseRewrite
 
 PLUGINS: tuple[type[Plugin], ...] = (
     RealIp,
@@ -34,6 +35,7 @@ PLUGINS: tuple[type[Plugin], ...] = (
     ConsumerRestriction,
     AttachConsumerLabel,
     ProxyRewrite,
+    ResponseRewrite,
     LimitConn,
     LimitCount,
     LimitReq,

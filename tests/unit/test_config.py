@@ -189,6 +189,12 @@ CASES: list[tuple[dict[str, Any], str]] = [
         {"conn": 1, "burst": 0, "default_conn_delay": 0, "key": "remote_addr"},
         "default_conn_delay",
     ),
+    on_route("response-rewrite", {"status_code": 199}, "status_code"),
+    on_route("response-rewrite", {"body": "not base64!", "body_base64": True}),
+    on_route("response-rewrite", {"headers": {"add": ["no-colon"]}}),
+    on_route("response-rewrite", {"headers": {"set": {"X-A": "a\r\nB: c"}}}),
+    on_route("response-rewrite", {"filters": [{"regex": "a", "replace": "b"}]}),
+    on_route("response-rewrite", {"vars": [["status", "===", 1]]}),
     # ip-restriction: exactly one list, of addresses or CIDRs.
     on_route("ip-restriction", {}),
     on_route("ip-restriction", {"whitelist": ["10.0.0.1"], "blacklist": ["10.0.0.2"]}),

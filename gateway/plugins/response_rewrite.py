@@ -1,0 +1,128 @@
+"""response-rewrite: change the answer's status, headers and body, as APISIX's plugin does.
+
+Priority 899, header filter: it applies to every answer of the route, the upstream's and
+the gateway's own (a 401 included), when its `vars` hold (rules as route `vars`, which may
+read the answer's `status`). `status_code` replaces the status; `body` (`body_base64`:
+given in base64) replaces the body, and the headers that described the old one (ETag,
+Last-Modified, Content-Encoding, the framing) go with it; the upstream's unread body is
+dropped with its connection. `headers` is APISIX's `{add: ["Name: value"], set: {...},
+remove: [...]}` (applied in that order) or a plain object to set; values take `$variables`.
+APISIX's `filters` (regex replacements in the body) would hold whole bodies in memory and
+are refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any
+
+import msgspec
+
+from gateway.config.fields import HEADER_TEXT, TOKEN
+from gateway.context import RequestContext
+from gateway.expr import compile_vars
+from gateway.pipeline import Conf, Header, Plugin, PluginConf, PluginEnv
+from gateway.plugins.template import Template
+
+_NAME = TOKEN
+HeaderName = Annotated[str, msgspec.Meta(pattern=_NAME)]
+Value = str | int | float
+# "Name: value", as APISIX's pattern (a value not ending in `/`), without control characters.
+AddLine = Annotated[
+    str, msgspec.Meta(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+:[^\x00-\x08\x0a-\x1f\x7f]*\Z")
+]
+BODY_HEADERS = frozenset(
+    (b"etag", b"last-modified", b"content-encoding", b"content-length", b"transfer-encoding")
+)
+
+
+class HeaderOps(Conf, frozen=True, kw_only=True):
+    add: Annotated[list[AddLine], msgspec.Meta(min_length=1)] | None = None
+    set: Annotated[dict[HeaderName, Value], msgspec.Meta(min_length=1)] | None = None
+    remove: Annotated[list[HeaderName], msgspec.Meta(min_length=1)] | None = None
+
+
+class ResponseRewriteConf(PluginConf, frozen=True, kw_only=True):
+    status_code: Annotated[int, msgspec.Meta(ge=200, le=598)] | None = None
+    body: str | None = None
+    body_base64: bool = False
+    # Either {add, set, remove} or a plain object of headers to set (checked below).
+    headers: dict[str, Any] | None = None
+    vars: list[Any] | None = None
+
+    def ops(self) -> HeaderOps:
+        if not self.headers:
+            return HeaderOps()
+        if set(self.headers) <= {"add", "set", "remove"}:
+            return msgspec.convert(self.headers, HeaderOps)
+        return HeaderOps(set=msgspec.convert(self.headers, dict[HeaderName, Value]))
+
+    def __post_init__(self) -> None:
+        try:
+            ops = self.ops()
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"invalid headers: {exc}") from None
+        for value in (ops.set or {}).values():
+            if HEADER_TEXT.match(str(value)) is None:
+                raise ValueError("invalid headers: a control character in a value")
+        if self.body_base64:
+            if self.body is None:
+                raise ValueError("`body_base64` needs `body`")
+            try:
+                base64.b64decode(self.body, validate=True)
+            except binascii.Error:
+                raise ValueError("`body` is not base64") from None
+        if self.vars is not None:
+            compile_vars(self.vars)
+
+
+def _template(value: Value) -> Template:
+    text = str(value)
+    # Held as its UTF-8 bytes, one character per byte, as request variables are.
+    return Template(text.encode().decode("latin-1"))
+
+
+class ResponseRewrite(Plugin):
+    name = "response-rewrite"
+    priority = 899
+    Conf = ResponseRewriteConf
+
+    def __init__(self, conf: ResponseRewriteConf, env: PluginEnv) -> None:
+        super().__init__(conf, env)
+        self.when = compile_vars(conf.vars) if conf.vars is not None else None
+        self.status = conf.status_code
+        self.body: bytes | None = None
+        if conf.body is not None:
+            self.body = base64.b64decode(conf.body) if conf.body_base64 else conf.body.encode()
+        ops = conf.ops()
+        adds = []
+        for line in ops.add or ():
+            name, _, value = line.partition(":")
+            adds.append((name.strip().lower().encode(), _template(value.strip())))
+        self.add = tuple(adds)
+        self.remove = frozenset(name.lower().encode() for name in ops.remove or ())
+        # add, then set (replacing what add put there too), then remove (the same).
+        self.set = tuple(
+            (name.lower().encode(), _template(value))
+            for name, value in (ops.set or {}).items()
+            if name.lower().encode() not in self.remove
+        )
+        dropped = {name for name, _ in self.set} | self.remove
+        if self.body is not None:
+            dropped |= BODY_HEADERS  # the old body's own headers go with it
+        self.dropped = frozenset(dropped)
+
+    def header_filter(self, ctx: RequestContext, status: int, headers: list[Header]) -> None:
+        if self.when is not None and not self.when(ctx):
+            return
+        if self.status is not None:
+            ctx.status = self.status
+        if self.body is not None:
+            ctx.response_body = self.body
+        for name, value in self.add:
+            headers.append((name, value.render(ctx).encode("latin-1")))
+        if self.dropped:
+            headers[:] = [h for h in headers if h[0].lower() not in self.dropped]
+        for name, value in self.set:
+            headers.append((name, value.render(ctx).encode("latin-1")))
