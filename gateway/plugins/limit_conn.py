@@ -13,35 +13,30 @@ back). When Redis fails the request gets 500, or passes with `allow_degradation`
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Literal
+from typing import Annotated
 
 import msgspec
 
 from gateway.context import RequestContext
-from gateway.http.replies import Reply, error_msg, status_reply
+from gateway.http.replies import Reply, status_reply
 from gateway.pipeline import Plugin, PluginEnv
-from gateway.plugins.rate_limits import RedisPolicyConf, check_key, key_reader
+from gateway.plugins.rate_limits import (
+    MIN_DELAY_S,
+    KeyedLimitConf,
+    key_reader,
+    rejected_reply,
+)
 from gateway.ratelimit import RedisUnavailable
 
 log = logging.getLogger("gateway")
 
-MIN_DELAY_S = 0.001
 
-
-class LimitConnConf(RedisPolicyConf, frozen=True, kw_only=True):
+class LimitConnConf(KeyedLimitConf, frozen=True, kw_only=True):
     conn: Annotated[int, msgspec.Meta(gt=0)]
     burst: Annotated[int, msgspec.Meta(ge=0)]
     default_conn_delay: Annotated[float, msgspec.Meta(gt=0)]
     only_use_default_delay: bool = False
-    key: Annotated[str, msgspec.Meta(min_length=1)]
-    key_type: Literal["var", "var_combination"] = "var"
-    rejected_code: Annotated[int, msgspec.Meta(ge=200, le=599)] = 503
-    rejected_msg: Annotated[str, msgspec.Meta(min_length=1)] | None = None
     key_ttl: Annotated[int, msgspec.Meta(gt=0)] = 3600  # s; the redis policies
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_key(self.key_type, self.key)
 
 
 class LimitConn(Plugin):
@@ -60,10 +55,7 @@ class LimitConn(Plugin):
         self.redis = conf.policy != "local"
         self.degrade = conf.allow_degradation
         self.learn = not conf.only_use_default_delay
-        if conf.rejected_msg is not None:
-            self.rejected = error_msg(conf.rejected_code, conf.rejected_msg)
-        else:
-            self.rejected = status_reply(conf.rejected_code)
+        self.rejected = rejected_reply(conf.rejected_code, conf.rejected_msg)
         self.failed = status_reply(500)
 
     async def access(self, ctx: RequestContext) -> Reply | None:

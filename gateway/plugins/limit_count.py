@@ -18,9 +18,9 @@ from typing import Annotated, Literal
 import msgspec
 
 from gateway.context import RequestContext
-from gateway.http.replies import Reply, error_msg, status_reply
+from gateway.http.replies import Reply, error_msg
 from gateway.pipeline import Plugin, PluginEnv
-from gateway.plugins.rate_limits import RedisPolicyConf, check_key, key_reader
+from gateway.plugins.rate_limits import RedisPolicyConf, check_key, key_reader, rejected_reply
 from gateway.ratelimit import Decision, RedisUnavailable
 
 log = logging.getLogger("gateway")
@@ -66,10 +66,7 @@ class LimitCount(Plugin):
         self.show_headers = conf.show_limit_quota_header
         self.degrade = conf.allow_degradation
         self.rejected_code = conf.rejected_code
-        if conf.rejected_msg is not None:
-            self.rejected = error_msg(conf.rejected_code, conf.rejected_msg)
-        else:
-            self.rejected = status_reply(conf.rejected_code)
+        self.rejected = rejected_reply(conf.rejected_code, conf.rejected_msg)
         self.failed = error_msg(500, "failed to limit count")
         self.key = key_reader(conf.key_type, conf.key)
         if conf.policy != "local":

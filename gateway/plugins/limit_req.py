@@ -12,34 +12,28 @@ or passes with `allow_degradation`.
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Literal
+from typing import Annotated
 
 import msgspec
 
 from gateway.context import RequestContext
-from gateway.http.replies import Reply, error_msg, status_reply
+from gateway.http.replies import Reply, status_reply
 from gateway.pipeline import Plugin, PluginEnv
-from gateway.plugins.rate_limits import RedisPolicyConf, check_key, key_reader
+from gateway.plugins.rate_limits import (
+    MIN_DELAY_S,
+    KeyedLimitConf,
+    key_reader,
+    rejected_reply,
+)
 from gateway.ratelimit import RedisUnavailable
 
 log = logging.getLogger("gateway")
 
-# resty.limit.req and APISIX skip waits below a millisecond.
-MIN_DELAY_S = 0.001
 
-
-class LimitReqConf(RedisPolicyConf, frozen=True, kw_only=True):
+class LimitReqConf(KeyedLimitConf, frozen=True, kw_only=True):
     rate: Annotated[float, msgspec.Meta(gt=0)]
     burst: Annotated[float, msgspec.Meta(ge=0)]
-    key: Annotated[str, msgspec.Meta(min_length=1)]
-    key_type: Literal["var", "var_combination"] = "var"
-    rejected_code: Annotated[int, msgspec.Meta(ge=200, le=599)] = 503
-    rejected_msg: Annotated[str, msgspec.Meta(min_length=1)] | None = None
     nodelay: bool = False
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_key(self.key_type, self.key)
 
 
 class LimitReq(Plugin):
@@ -55,10 +49,7 @@ class LimitReq(Plugin):
         self.key = key_reader(conf.key_type, conf.key)
         self.nodelay = conf.nodelay
         self.degrade = conf.allow_degradation
-        if conf.rejected_msg is not None:
-            self.rejected = error_msg(conf.rejected_code, conf.rejected_msg)
-        else:
-            self.rejected = status_reply(conf.rejected_code)
+        self.rejected = rejected_reply(conf.rejected_code, conf.rejected_msg)
         self.failed = status_reply(500)
         if conf.policy != "local":
             self.access = self._access_redis  # type: ignore[method-assign]

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from gateway.context import RequestContext
+from gateway.http.replies import Reply, error_msg, status_reply
 from gateway.pipeline import PluginConf
 from gateway.variables import Getter, getter
 
@@ -24,6 +25,8 @@ _REQUEST_VARIABLE = re.compile(r"http_[A-Za-z0-9_-]+|arg_.+")
 _KEY_VARIABLES = frozenset(("remote_addr", "consumer_name", "route_id", "service_id"))
 
 KeyReader = Callable[[RequestContext], str]
+# resty.limit.req / resty.limit.conn and APISIX skip waits below a millisecond.
+MIN_DELAY_S = 0.001
 
 
 class RedisPolicyConf(PluginConf, frozen=True, kw_only=True):
@@ -56,6 +59,24 @@ class RedisPolicyConf(PluginConf, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if self.policy != "local" and self.redis_host is None and not self.redis_cluster_nodes:
             raise ValueError(f"policy `{self.policy}` needs `redis_host`")
+
+
+class KeyedLimitConf(RedisPolicyConf, frozen=True, kw_only=True):
+    """limit-req's and limit-conn's common fields: a required key, and the refusal."""
+
+    key: Annotated[str, msgspec.Meta(min_length=1)]
+    key_type: Literal["var", "var_combination"] = "var"
+    rejected_code: Annotated[int, msgspec.Meta(ge=200, le=599)] = 503
+    rejected_msg: Annotated[str, msgspec.Meta(min_length=1)] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_key(self.key_type, self.key)
+
+
+def rejected_reply(code: int, text: str | None) -> Reply:
+    """A limit's refusal: `{"error_msg": rejected_msg}`, or the status's own text."""
+    return error_msg(code, text) if text is not None else status_reply(code)
 
 
 def check_key(key_type: str, key: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -59,54 +60,24 @@ class LimitRegistry:
         self._used: set[tuple[str, bytes]] = set()
 
     def store(self, scope: str, conf: Any) -> Any:
-        """The store for `scope` and `conf`, created on first use."""
-        key = (scope, _ENCODE(conf))
-        self._used.add(key)
-        store = self._stores.get(key)
-        if store is None:
-            store = self._stores[key] = self._create(scope, conf, key[1])
-        return store
+        """limit-count's counters for `scope` and `conf`, created on first use."""
+        return self._get(scope, "limit-count", conf, self._counters)
 
     def buckets(self, scope: str, conf: Any) -> Any:
         """limit-req's leaky buckets for `scope` and `conf`, created on first use."""
-        key = (scope, b"limit-req:" + _ENCODE(conf))
-        self._used.add(key)
-        store = self._stores.get(key)
-        if store is None:
-            if conf.policy == "local":
-                store = LeakyBucketStore(conf.rate, conf.burst)
-            else:
-                store = RedisBucketStore(
-                    self._redis_handle(conf),
-                    _prefix("limit-req", scope, key[1]),
-                    conf.rate,
-                    conf.burst,
-                    conf.redis_timeout / 1000,
-                )
-            self._stores[key] = store
-        return store
+        return self._get(scope, "limit-req", conf, self._buckets)
 
     def conns(self, scope: str, conf: Any) -> Any:
         """limit-conn's counts of requests in flight for `scope` and `conf`."""
-        key = (scope, b"limit-conn:" + _ENCODE(conf))
+        return self._get(scope, "limit-conn", conf, self._conns)
+
+    def _get(self, scope: str, plugin: str, conf: Any, create: Callable[[Any, str], Any]) -> Any:
+        encoded = _ENCODE(conf)
+        key = (scope, plugin.encode() + b":" + encoded)
         self._used.add(key)
         store = self._stores.get(key)
         if store is None:
-            counts = ConnCounts(
-                conf.conn, conf.burst, conf.default_conn_delay, not conf.only_use_default_delay
-            )
-            if conf.policy == "local":
-                store = counts
-            else:
-                store = RedisConnCounts(
-                    self._redis_handle(conf),
-                    _prefix("limit-conn", scope, key[1]),
-                    counts,
-                    conf.key_ttl,
-                    conf.redis_timeout / 1000,
-                )
-                self.redis.add_sync(store)
-            self._stores[key] = store
+            store = self._stores[key] = create(conf, _prefix(plugin, scope, encoded))
         return store
 
     @staticmethod
@@ -136,27 +107,37 @@ class LimitRegistry:
             )
         )
 
-    def _create(self, scope: str, conf: Any, encoded: bytes) -> Any:
+    def _counters(self, conf: Any, prefix: str) -> Any:
         sliding = conf.window_type == "sliding"
         if conf.policy == "local":
             cls = SlidingWindowStore if sliding else FixedWindowStore
             return cls(conf.count, conf.time_window)
         handle = self._redis_handle(conf)
-        prefix = _prefix("limit-count", scope, encoded)
+        timeout = conf.redis_timeout / 1000
         if conf.sync_interval is not None:
             synced = SyncedRedisStore(
-                handle,
-                prefix,
-                conf.count,
-                conf.time_window,
-                conf.redis_timeout / 1000,
-                conf.sync_interval,
+                handle, prefix, conf.count, conf.time_window, timeout, conf.sync_interval
             )
             self.redis.add_sync(synced)
             return synced
-        return RedisWindowStore(
-            handle, prefix, conf.count, conf.time_window, sliding, conf.redis_timeout / 1000
+        return RedisWindowStore(handle, prefix, conf.count, conf.time_window, sliding, timeout)
+
+    def _buckets(self, conf: Any, prefix: str) -> Any:
+        if conf.policy == "local":
+            return LeakyBucketStore(conf.rate, conf.burst)
+        handle = self._redis_handle(conf)
+        return RedisBucketStore(handle, prefix, conf.rate, conf.burst, conf.redis_timeout / 1000)
+
+    def _conns(self, conf: Any, prefix: str) -> Any:
+        counts = ConnCounts(
+            conf.conn, conf.burst, conf.default_conn_delay, not conf.only_use_default_delay
         )
+        if conf.policy == "local":
+            return counts
+        handle = self._redis_handle(conf)
+        store = RedisConnCounts(handle, prefix, counts, conf.key_ttl, conf.redis_timeout / 1000)
+        self.redis.add_sync(store)
+        return store
 
     def take_used(self) -> frozenset[tuple[str, bytes]]:
         """The stores asked for since the last call (one compile's worth)."""
