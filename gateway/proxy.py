@@ -48,6 +48,7 @@ from gateway.upstream.framing import (
 )
 from gateway.upstream.health import TCP_FAILURE, TIMEOUT, Health
 from gateway.upstream.pool import PoolManager
+from gateway.upstream.tls import TlsConnection, tls_server_name
 
 log = logging.getLogger("gateway")
 
@@ -138,10 +139,22 @@ async def forward(
     try:
         while True:
             # The request's start is recent enough to judge which pooled connections idled out.
-            conn = None if fresh_only else pools.checkout(node, ctx.start)
+            if upstream.tls is None:
+                pool_key: tuple[str | int | None, ...] = node.address
+            else:
+                server_name = tls_server_name(
+                    _host_header(ctx, upstream, node.host_header, ctx.header(b"host"))
+                )
+                pool_key = (*node.address, server_name)
+            conn = None if fresh_only else pools.checkout(pool_key, ctx.start)
             if conn is None:
                 try:
-                    conn = await UpstreamConnection.wait_open(node, upstream.connect_timeout)
+                    if upstream.tls is None:
+                        conn = await UpstreamConnection.wait_open(node, upstream.connect_timeout)
+                    else:
+                        conn = await TlsConnection.wait_open_tls(
+                            node, upstream.connect_timeout, upstream.tls, server_name
+                        )
                 except UpstreamError as exc:
                     now = trio.current_time()
                     upstream.balancer.mark_failed(node, now)

@@ -44,6 +44,7 @@ from gateway.upstream.balancer import (
 )
 from gateway.upstream.health import Health, Limits
 from gateway.upstream.prober import Probe
+from gateway.upstream.tls import client_context
 from gateway.variables import getter
 
 BALANCERS: dict[str, type[Balancer]] = {
@@ -124,6 +125,7 @@ class CompiledUpstream:
         "retries",
         "retry_timeout",
         "send_timeout",
+        "tls",
         "upstream_host",
     )
 
@@ -144,6 +146,12 @@ class CompiledUpstream:
         self.idle_timeout = conf.keepalive_pool.idle_timeout
         self.max_requests = conf.keepalive_pool.requests
         self.pass_host = conf.pass_host
+        # `scheme: https`: the TLS settings every connection of this upstream uses.
+        self.tls = (
+            client_context(conf.tls is not None and conf.tls.verify)
+            if conf.scheme == "https"
+            else None
+        )
         self.upstream_host = conf.upstream_host.encode("latin-1") if conf.upstream_host else None
         # Other nodes tried after one that cannot be connected to (APISIX's default: each
         # node once; nginx's proxy_next_upstream error timeout).

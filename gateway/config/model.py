@@ -186,6 +186,13 @@ def _check_hash_key(hash_on: str, key: str | None) -> None:
             raise ValueError(f"chash key {key!r} must combine known `$variables`")
 
 
+class UpstreamTls(Conf, frozen=True, kw_only=True):
+    """APISIX's upstream `tls`: of its fields `verify` is taken (client certificates are
+    refused by name)."""
+
+    verify: bool = False
+
+
 class Upstream(Conf, frozen=True, kw_only=True):
     id: Id | None = None
     name: str | None = None
@@ -195,7 +202,8 @@ class Upstream(Conf, frozen=True, kw_only=True):
     type: Literal["roundrobin", "chash", "least_conn"] = "roundrobin"
     hash_on: Literal["vars", "header", "cookie", "consumer", "vars_combinations"] = "vars"
     key: str | None = None
-    scheme: Literal["http"] = "http"
+    scheme: Literal["http", "https"] = "http"
+    tls: UpstreamTls | None = None
     timeout: Timeout = msgspec.field(default_factory=Timeout)
     keepalive_pool: KeepalivePool = msgspec.field(default_factory=KeepalivePool)
     pass_host: Literal["pass", "node", "rewrite"] = "pass"
@@ -216,6 +224,13 @@ class Upstream(Conf, frozen=True, kw_only=True):
             raise ValueError("pass_host `rewrite` needs `upstream_host`")
         if self.type == "chash":
             _check_hash_key(self.hash_on, self.key)
+        if self.tls is not None and self.scheme != "https":
+            raise ValueError("`tls` applies to `scheme: https`")
+        active = self.checks.active if self.checks is not None else None
+        if self.scheme == "https" and active is not None and active.type == "http":
+            raise ValueError(
+                "active `http` checks would probe an https upstream in plain text: use `type: tcp`"
+            )
 
     def node_list(self) -> list[tuple[str, int, int, int]]:
         """(host, port, weight, priority) for every node, in config order."""

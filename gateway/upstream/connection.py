@@ -1,7 +1,7 @@
 """One TCP connection to an upstream node (framing is in `upstream/framing.py`).
 
 This is the IO boundary on the upstream side: trio, h11 and OSError exceptions become
-`UpstreamError` here (see `_fail`). Nothing here takes a timeout: the proxy wraps each wait
+`UpstreamError` here (see `fail`). Nothing here takes a timeout: the proxy wraps each wait
 in the upstream's connect, send or read timeout.
 """
 
@@ -31,7 +31,7 @@ class ConnState(enum.Enum):
     CLOSED = "closed"
 
 
-def _fail(phase: UpstreamPhase, exc: BaseException, *, reused: bool, responded: bool) -> NoReturn:
+def fail(phase: UpstreamPhase, exc: BaseException, *, reused: bool, responded: bool) -> NoReturn:
     """Translate an IO exception into the gateway's UpstreamError."""
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
     raise UpstreamError(phase, reason, reused=reused, responded=responded) from exc
@@ -56,6 +56,7 @@ class UpstreamConnection:
         "early_answer",
         "idle_expires",
         "node",
+        "pool_key",
         "requests",
         "reused",
         "state",
@@ -64,6 +65,8 @@ class UpstreamConnection:
 
     def __init__(self, node: Node, sock: socket.socket, stream: trio.SocketStream) -> None:
         self.node = node
+        # Its pool: the node's address, and for TLS the server name too.
+        self.pool_key: tuple[str | int | None, ...] = node.address
         self._sock = sock
         self._io = FastSocket(sock)
         self._poll = select.poll()
@@ -99,11 +102,11 @@ class UpstreamConnection:
                 try:
                     infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
                 except OSError as exc:
-                    _fail(UpstreamPhase.CONNECT, exc, reused=False, responded=False)
+                    fail(UpstreamPhase.CONNECT, exc, reused=False, responded=False)
                 addresses = [(info[0], (str(info[4][0]), int(info[4][1]))) for info in infos]
                 if not addresses:
                     no_address = OSError(errno.EHOSTUNREACH, "no address")
-                    _fail(UpstreamPhase.CONNECT, no_address, reused=False, responded=False)
+                    fail(UpstreamPhase.CONNECT, no_address, reused=False, responded=False)
             if not addresses:  # the name did not resolve in time
                 raise UpstreamError(UpstreamPhase.CONNECT, "timed out", timeout=True)
         failure: OSError | None = None
@@ -117,7 +120,7 @@ class UpstreamConnection:
             failure = None  # this one timed out
         if failure is None:
             raise UpstreamError(UpstreamPhase.CONNECT, "timed out", timeout=True)
-        _fail(UpstreamPhase.CONNECT, failure, reused=False, responded=False)
+        fail(UpstreamPhase.CONNECT, failure, reused=False, responded=False)
 
     @classmethod
     async def _wait_connect(
@@ -149,14 +152,14 @@ class UpstreamConnection:
         try:
             return self._io.send_some(data)
         except OSError as exc:
-            _fail(UpstreamPhase.SEND, exc, reused=self.reused, responded=False)
+            fail(UpstreamPhase.SEND, exc, reused=self.reused, responded=False)
 
     async def wait_send_rest(self, data: bytes | bytearray, sent: int) -> None:
         """Write `data[sent:]`, waiting for room; raises UpstreamError(SEND)."""
         try:
             await self._io.wait_send_rest(data, sent)
         except OSError as exc:
-            _fail(UpstreamPhase.SEND, exc, reused=self.reused, responded=False)
+            fail(UpstreamPhase.SEND, exc, reused=self.reused, responded=False)
 
     def send_body_some(self, data: bytes | bytearray) -> int | None:
         """Like `send_some`, for a piece of the request body: None when the upstream no
@@ -237,14 +240,14 @@ class UpstreamConnection:
         try:
             return self._io.try_receive(max_bytes)
         except OSError as exc:
-            _fail(UpstreamPhase.READ, exc, reused=self.reused, responded=responded)
+            fail(UpstreamPhase.READ, exc, reused=self.reused, responded=responded)
 
     async def wait_receive(self, responded: bool, max_bytes: int) -> bytes:
         """Wait for at most `max_bytes` (b"" at EOF); raises UpstreamError(READ)."""
         try:
             return await self._io.wait_receive(max_bytes)
         except OSError as exc:
-            _fail(UpstreamPhase.READ, exc, reused=self.reused, responded=responded)
+            fail(UpstreamPhase.READ, exc, reused=self.reused, responded=responded)
 
     def close(self) -> None:
         """Close at once (sync: never blocks, safe in cleanup)."""

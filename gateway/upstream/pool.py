@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import deque
 
-from gateway.upstream.balancer import Node
 from gateway.upstream.connection import ConnState, UpstreamConnection
 
 # Read once: an Enum member read through its class costs about four times a module global
@@ -24,12 +23,13 @@ class PoolManager:
     """Idle connections for every node the gateway talks to."""
 
     def __init__(self) -> None:
-        self._idle: dict[tuple[str, int], deque[UpstreamConnection]] = {}
+        self._idle: dict[tuple[str | int | None, ...], deque[UpstreamConnection]] = {}
         self._stats = {"opened": 0, "reused": 0, "discarded": 0, "closed_idle": 0}
 
-    def checkout(self, node: Node, now: float) -> UpstreamConnection | None:
-        """A healthy idle connection to `node`, or None (the caller opens one)."""
-        idle = self._idle.get(node.address)
+    def checkout(self, key: tuple[str | int | None, ...], now: float) -> UpstreamConnection | None:
+        """A healthy idle connection of pool `key` (a node's address, see
+        `UpstreamConnection.pool_key`), or None (the caller opens one)."""
+        idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
             if now >= conn.idle_expires:
@@ -61,9 +61,9 @@ class PoolManager:
         if conn.requests >= max_requests or size <= 0:
             conn.close()
             return
-        idle = self._idle.get(conn.node.address)
+        idle = self._idle.get(conn.pool_key)
         if idle is None:  # (not setdefault: that would build a deque per checkin)
-            idle = self._idle[conn.node.address] = deque()
+            idle = self._idle[conn.pool_key] = deque()
         if len(idle) >= size:
             # Keep the newest; the oldest idles longest and is the likeliest to go stale.
             idle.popleft().close()

@@ -195,6 +195,10 @@ CASES: list[tuple[dict[str, Any], str]] = [
     on_route("response-rewrite", {"headers": {"set": {"X-A": "a\r\nB: c"}}}),
     on_route("response-rewrite", {"filters": [{"regex": "a", "replace": "b"}]}),
     on_route("response-rewrite", {"vars": [["status", "===", 1]]}),
+    on_upstream({"scheme": "grpc"}, "scheme"),
+    on_upstream({"scheme": "https", "tls": {"client_cert": "x"}}, "tls"),
+    on_upstream({"scheme": "http", "tls": {"verify": True}}),
+    on_upstream({"scheme": "https", "checks": {"active": {"type": "http"}}}),
     # ip-restriction: exactly one list, of addresses or CIDRs.
     on_route("ip-restriction", {}),
     on_route("ip-restriction", {"whitelist": ["10.0.0.1"], "blacklist": ["10.0.0.2"]}),
