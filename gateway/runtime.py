@@ -72,14 +72,15 @@ def _health_checks(upstream_id: str, checks: Checks, balancer: Balancer) -> tupl
         upstream_id,
         balancer.nodes,
         balancer,
-        _limits(active.healthy, active.unhealthy, active.type == "http"),
+        _limits(active.healthy, active.unhealthy, active.type != "tcp"),
         _limits(passive.healthy, passive.unhealthy, passive.type == "http") if passive else None,
         key=upstream_id.encode() + b"\0" + msgspec.json.encode(checks),
     )
     probe = Probe(
         health=health,
         nodes=balancer.nodes,
-        http=active.type == "http",
+        http=active.type != "tcp",
+        tls=client_context(active.https_verify_certificate) if active.type == "https" else None,
         timeout=active.timeout,
         concurrency=active.concurrency,
         host=active.host.encode("latin-1") if active.host else None,

@@ -40,13 +40,14 @@ class ActiveUnhealthy(Conf, frozen=True, kw_only=True):
 class ActiveCheck(Conf, frozen=True, kw_only=True):
     """APISIX's `checks.active`: probes each node on its own."""
 
-    type: Literal["http", "tcp"] = "http"
+    type: Literal["http", "https", "tcp"] = "http"
     timeout: Seconds = 1.0
     concurrency: Annotated[int, msgspec.Meta(ge=1)] = 10
     host: HostHeader | None = None
     port: Port | None = None
     http_path: Annotated[str, msgspec.Meta(pattern=r"^/[\x21-\x7e]*\Z")] = "/"
     req_headers: list[HeaderLine] = []
+    https_verify_certificate: bool = True
     healthy: ActiveHealthy = msgspec.field(default_factory=ActiveHealthy)
     unhealthy: ActiveUnhealthy = msgspec.field(default_factory=ActiveUnhealthy)
 

@@ -229,7 +229,8 @@ class Upstream(Conf, frozen=True, kw_only=True):
         active = self.checks.active if self.checks is not None else None
         if self.scheme == "https" and active is not None and active.type == "http":
             raise ValueError(
-                "active `http` checks would probe an https upstream in plain text: use `type: tcp`"
+                "active `http` checks would probe an https upstream in plain text: "
+                "use `type: https` (or `tcp`)"
             )
 
     def node_list(self) -> list[tuple[str, int, int, int]]:

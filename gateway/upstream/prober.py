@@ -3,15 +3,17 @@
 Each node is probed every `healthy.interval` while healthy and every `unhealthy.interval`
 while not, at most `concurrency` probes of one upstream at a time. An `http` probe sends
 `GET http_path HTTP/1.0` (Host: `host` or the node's, then `req_headers`) and reads the
-status line within `timeout`; a `tcp` probe only connects. A refused or reset connection
-or a bad status line is a TCP failure, no answer within `timeout` a timeout; the status
-counts by `upstream.health`'s rules.
+status line within `timeout`; an `https` probe does the same over TLS (the certificate
+checked unless `https_verify_certificate` is false); a `tcp` probe only connects. A
+refused or reset connection, a failed handshake or a bad status line is a TCP failure, no
+answer within `timeout` a timeout; the status counts by `upstream.health`'s rules.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import ssl
 from dataclasses import dataclass
 
 import trio
@@ -40,6 +42,7 @@ class Probe:
     headers: bytes  # `Name: value\r\n` lines
     healthy_interval: float
     unhealthy_interval: float
+    tls: ssl.SSLContext | None = None  # `type: https`
 
     def request(self, node: Node) -> bytes:
         host = self.host if self.host is not None else node.host_header
@@ -82,10 +85,14 @@ async def check(probe: Probe, node: Node) -> tuple[int, int | None]:
         async with stream:
             if not probe.http:
                 return SUCCESS, None
+            channel: trio.abc.Stream = stream
             try:
-                await stream.send_all(probe.request(node))
-                status = await _read_status(stream)
-            except (OSError, trio.BrokenResourceError) as exc:
+                if probe.tls is not None:
+                    host = probe.host if probe.host is not None else node.host_header
+                    channel = trio.SSLStream(stream, probe.tls, server_hostname=_server_name(host))
+                await channel.send_all(probe.request(node))
+                status = await _read_status(channel)
+            except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
                 log.debug("probe of %s: %s", node.label, exc)
                 return TCP_FAILURE, None
             if status is None:
@@ -94,7 +101,16 @@ async def check(probe: Probe, node: Node) -> tuple[int, int | None]:
     return TIMEOUT, None
 
 
-async def _read_status(stream: trio.SocketStream) -> int | None:
+def _server_name(host: bytes) -> str | None:
+    """SNI and the name checked against the certificate: the probe's Host, without a port
+    (an IP address is checked as one, and sent no SNI)."""
+    text = host.decode("latin-1")
+    if text.startswith("["):
+        return text[1 : text.index("]")]
+    return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+
+
+async def _read_status(stream: trio.abc.Stream) -> int | None:
     buffer = b""
     while b"\n" not in buffer and len(buffer) < MAX_STATUS_LINE:
         data = await stream.receive_some(4096)

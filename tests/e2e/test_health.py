@@ -15,6 +15,7 @@ from gateway.ratelimit import LimitRegistry
 from gateway.runtime import compile_config
 from gateway.server import Gateway
 from tests.helpers import Received, Upstream, config_for, request, start_gateway
+from tests.tls_certs import serve_tls
 
 
 class Probed:
@@ -98,6 +99,22 @@ async def test_active_checks_take_a_failing_node_out_and_bring_it_back(
     probe = next(r for r in sick.server.received if r.target == b"/health")
     assert probe.method == b"GET"
     assert probe.header(b"host") == sick.server.address.encode()
+
+
+async def test_https_probes_of_an_https_upstream(nursery: trio.Nursery, tmp_path: Path) -> None:
+    good, sick = Probed("good"), Probed("sick", health_status=500)
+    for up in (good, sick):
+        (tmp_path / up.server.name).mkdir()
+        await serve_tls(nursery, up.server, tmp_path / up.server.name)
+    active = {**ACTIVE, "type": "https", "https_verify_certificate": False}
+    route = checked([good.server.address, sick.server.address], {"active": active})
+    route["upstream"]["scheme"] = "https"
+    _, gw = await start_gateway(nursery, config_for([route]))
+    await sick.wait_probes(3)
+    for _ in range(6):
+        resp = await request(gw, target="/x")
+        assert (resp.status, resp.body) == (200, b"good")
+    assert sick.served() == 0
 
 
 async def test_passive_checks_judge_the_proxied_answers(nursery: trio.Nursery) -> None:

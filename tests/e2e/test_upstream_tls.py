@@ -3,37 +3,20 @@ certificate, checked or not as `tls.verify` says, and pooled like plain connecti
 
 from __future__ import annotations
 
-import functools
-import ssl
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from tests.e2e.test_redis_tls import write_certificate
-from tests.helpers import Upstream, config_for, raw_serve, request, start_gateway
+from tests.helpers import Upstream, config_for, request, start_gateway
+from tests.tls_certs import serve_tls, write_certificate
 
 
 async def tls_upstream(nursery: trio.Nursery, directory: Path) -> tuple[Upstream, Path]:
     """An echo upstream behind TLS, with a self-signed certificate for 127.0.0.1."""
-    cert, key = write_certificate(directory)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
     upstream = Upstream(name="tls")
-    server_names: list[str | None] = []
-
-    def remember(sock: Any, name: str | None, _: Any) -> None:
-        server_names.append(name)
-
-    context.sni_callback = remember
-    upstream.server_names = server_names  # type: ignore[attr-defined]
-
-    async def handle(stream: trio.SocketStream) -> None:
-        await upstream._handle(trio.SSLStream(stream, context, server_side=True))  # type: ignore[arg-type]
-
-    await nursery.start(functools.partial(raw_serve, handle, on_port=upstream._set_port))
-    return upstream, cert
+    return upstream, await serve_tls(nursery, upstream, directory)
 
 
 def route(up: Upstream, rid: str, **fields: Any) -> dict[str, Any]:

@@ -68,7 +68,7 @@ CASES: list[tuple[dict[str, Any], str]] = [
     on_upstream(
         {"checks": {"active": {"healthy": {"interval": 0.01}}}}, "checks.active.healthy.interval"
     ),
-    on_upstream({"checks": {"active": {"type": "https"}}}, "checks.active.type"),
+    on_upstream({"checks": {"active": {"type": "grpc"}}}, "checks.active.type"),
     on_upstream(
         {"checks": {"active": {"unhealthy": {"http_statuses": [99]}}}},
         "checks.active.unhealthy.http_statuses[0]",

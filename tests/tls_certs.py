@@ -1,0 +1,66 @@
+"""Self-signed certificates and TLS servers for the tests (Redis, upstreams)."""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import ipaddress
+import ssl
+from pathlib import Path
+
+import trio
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.helpers import Upstream, raw_serve
+
+
+def write_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (the certificate is its own CA)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "redis.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "redis.crt", directory / "redis.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def serve_tls(nursery: trio.Nursery, upstream: Upstream, directory: Path) -> Path:
+    """Serve `upstream` behind TLS with a fresh self-signed certificate for 127.0.0.1
+    (returned); the server names clients asked for go to `upstream.server_names`."""
+    cert, key = write_certificate(directory)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    names: list[str | None] = []
+    context.sni_callback = lambda sock, name, _: names.append(name)  # type: ignore[assignment,func-returns-value]
+    upstream.server_names = names  # type: ignore[attr-defined]
+
+    async def handle(stream: trio.SocketStream) -> None:
+        await upstream._handle(trio.SSLStream(stream, context, server_side=True))  # type: ignore[arg-type]
+
+    await nursery.start(functools.partial(raw_serve, handle, on_port=upstream._set_port))
+    return cert
