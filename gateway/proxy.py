@@ -1,10 +1,10 @@
 """Forward one request to its upstream and relay the response, streaming both bodies.
 
 Owns the upstream exchange: node choice, pooled connection checkout, the one retry of a
-stale pooled connection, timeouts, and the WebSocket tunnel after a 101. Bodies move one
-receive at a time (at most 64 KiB), and every event parsed from one upstream read is sent
-to the client in a single write, so memory per request is bounded and backpressure is
-whatever the slower side imposes.
+stale pooled connection, timeouts, and the hand-over to the WebSocket tunnel after a 101
+(`tunnel.py`). Bodies move one receive at a time (at most 64 KiB), and every event parsed
+from one upstream read is sent to the client in a single write, so memory per request is
+bounded and backpressure is whatever the slower side imposes.
 
 Raises `UpstreamError` (the downstream loop answers 502/504, or aborts the client
 connection when part of the response was already sent) and `DownstreamError` when the
@@ -13,9 +13,7 @@ client goes away.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Protocol
 
@@ -23,7 +21,7 @@ import h11
 import trio
 
 from gateway.context import RequestContext
-from gateway.errors import DownstreamError, UpstreamError, UpstreamPhase
+from gateway.errors import UpstreamError, UpstreamPhase
 from gateway.http.headers import (
     client_response_headers,
     restated_framing,
@@ -33,6 +31,7 @@ from gateway.http.replies import Header, reason
 from gateway.http.response import LAST_CHUNK, ResponseWriter, encode_chunk
 from gateway.pipeline import run_header_filters
 from gateway.runtime import CompiledRoute, CompiledUpstream
+from gateway.tunnel import tunnel
 from gateway.upstream.balancer import Node
 from gateway.upstream.connection import UpstreamConnection
 from gateway.upstream.framing import (
@@ -40,7 +39,6 @@ from gateway.upstream.framing import (
     BodyReader,
     FramingError,
     NoBody,
-    ResponseHead,
     body_reader,
     encode_request_head,
     find_head_end,
@@ -54,7 +52,6 @@ log = logging.getLogger("gateway")
 
 # RFC 9110 section 9.2.2: a request that may be sent twice with the same effect.
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
-TUNNEL_CHUNK = 64 * 1024
 
 
 class Client(Protocol):
@@ -365,7 +362,7 @@ async def _exchange(
         if response.status >= 200:
             break
         if response.status == 101 and ctx.websocket:
-            await _tunnel(client, ctx, conn, response, buffer, upstream)
+            await tunnel(client, ctx, conn, response, buffer, upstream)
             return
         # 100 Continue is the gateway's own business with the client; 103 is dropped.
 
@@ -460,58 +457,3 @@ def _feed(body: BodyReader, data: bytes) -> list[bytes]:
         return body.feed(data)
     except FramingError as exc:
         raise UpstreamError(UpstreamPhase.READ, f"bad body: {exc}", responded=True) from None
-
-
-async def _tunnel(
-    client: Client,
-    ctx: RequestContext,
-    conn: UpstreamConnection,
-    response: ResponseHead,
-    upstream_early: bytes,
-    upstream: CompiledUpstream,
-) -> None:
-    """After a 101: relay the handshake answer, then bytes both ways until either side ends."""
-    ctx.status = 101
-    headers = client_response_headers(
-        response.headers, status=response.status, no_body=True, websocket=True
-    )
-    await client.send(client.start_switching(headers, response.reason))
-    client_early, _ = client.h11.trailing_data
-    if upstream_early:
-        await client.send(upstream_early)
-    if client_early:
-        await conn.send(bytes(client_early))
-
-    async def upstream_to_client() -> None:
-        # The upstream's silence ends the tunnel (nginx's proxy_read_timeout); a client
-        # that stops reading is cut by its send timeout (DownstreamError).
-        while True:
-            with trio.move_on_after(upstream.read_timeout) as idle:
-                data = await conn.stream.receive_some(TUNNEL_CHUNK)
-            if idle.cancelled_caught or not data:
-                return
-            await client.send(data)
-
-    async def client_to_upstream() -> None:
-        # No read timeout here: a feed the client only listens to lives as long as the
-        # upstream speaks.
-        while True:
-            data = await client.stream.receive_some(TUNNEL_CHUNK)
-            if not data:
-                return
-            with trio.move_on_after(upstream.send_timeout) as stuck:
-                await conn.stream.send_all(data)
-            if stuck.cancelled_caught:
-                return
-
-    async def until_either_ends(direction: Callable[[], Awaitable[None]]) -> None:
-        with contextlib.suppress(
-            OSError, trio.BrokenResourceError, trio.ClosedResourceError, DownstreamError
-        ):
-            await direction()
-        nursery.cancel_scope.cancel()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(until_either_ends, client_to_upstream)
-        nursery.start_soon(until_either_ends, upstream_to_client)
-    conn.close()
