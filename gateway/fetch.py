@@ -20,7 +20,9 @@ class FetchError(Exception):
     """The request could not be completed (connect, TLS, protocol, or size)."""
 
 
-def _tls_context(verify: bool) -> ssl.SSLContext:
+def tls_context(verify: bool) -> ssl.SSLContext:
+    """A TLS client context: the system's CAs and the host checked, or (`verify` false)
+    nothing checked."""
     context = ssl.create_default_context()
     if not verify:
         context.check_hostname = False
@@ -50,7 +52,7 @@ async def wait_request(
     try:
         stream: trio.abc.Stream = await trio.open_tcp_stream(parts.hostname, port)
         if parts.scheme == "https":
-            tls = trio.SSLStream(stream, _tls_context(verify_tls), server_hostname=parts.hostname)
+            tls = trio.SSLStream(stream, tls_context(verify_tls), server_hostname=parts.hostname)
             await tls.do_handshake()
             stream = tls
         async with stream:

@@ -28,6 +28,7 @@ from gateway.config.model import (
 from gateway.consumers import Consumer, ConsumerTable, Credential
 from gateway.context import RequestContext
 from gateway.expr import compile_vars
+from gateway.fetch import tls_context
 from gateway.oidc import IdpRegistry
 from gateway.pipeline import AuthPlugin, Chain, Plugin, PluginEnv, build, disabled
 from gateway.plugins import BY_NAME
@@ -44,7 +45,6 @@ from gateway.upstream.balancer import (
 )
 from gateway.upstream.health import Health, Limits
 from gateway.upstream.prober import Probe
-from gateway.upstream.tls import client_context
 from gateway.variables import getter
 
 BALANCERS: dict[str, type[Balancer]] = {
@@ -80,7 +80,7 @@ def _health_checks(upstream_id: str, checks: Checks, balancer: Balancer) -> tupl
         health=health,
         nodes=balancer.nodes,
         http=active.type != "tcp",
-        tls=client_context(active.https_verify_certificate) if active.type == "https" else None,
+        tls=tls_context(active.https_verify_certificate) if active.type == "https" else None,
         timeout=active.timeout,
         concurrency=active.concurrency,
         host=active.host.encode("latin-1") if active.host else None,
@@ -149,7 +149,7 @@ class CompiledUpstream:
         self.pass_host = conf.pass_host
         # `scheme: https`: the TLS settings every connection of this upstream uses.
         self.tls = (
-            client_context(conf.tls is not None and conf.tls.verify)
+            tls_context(conf.tls is not None and conf.tls.verify)
             if conf.scheme == "https"
             else None
         )

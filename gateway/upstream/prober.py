@@ -20,6 +20,7 @@ import trio
 
 from gateway.upstream.balancer import Node
 from gateway.upstream.health import SUCCESS, TCP_FAILURE, TIMEOUT, Health, Limits
+from gateway.upstream.tls import tls_server_name
 
 log = logging.getLogger("gateway.health")
 
@@ -89,7 +90,9 @@ async def check(probe: Probe, node: Node) -> tuple[int, int | None]:
             try:
                 if probe.tls is not None:
                     host = probe.host if probe.host is not None else node.host_header
-                    channel = trio.SSLStream(stream, probe.tls, server_hostname=_server_name(host))
+                    channel = trio.SSLStream(
+                        stream, probe.tls, server_hostname=tls_server_name(host)
+                    )
                 await channel.send_all(probe.request(node))
                 status = await _read_status(channel)
             except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
@@ -99,15 +102,6 @@ async def check(probe: Probe, node: Node) -> tuple[int, int | None]:
                 return TCP_FAILURE, None
             return SUCCESS, status
     return TIMEOUT, None
-
-
-def _server_name(host: bytes) -> str | None:
-    """SNI and the name checked against the certificate: the probe's Host, without a port
-    (an IP address is checked as one, and sent no SNI)."""
-    text = host.decode("latin-1")
-    if text.startswith("["):
-        return text[1 : text.index("]")]
-    return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
 
 
 async def _read_status(stream: trio.abc.Stream) -> int | None:

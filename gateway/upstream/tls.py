@@ -7,11 +7,11 @@ waiting paths). The handshake runs within the connect timeout. As nginx and APIS
 default, the server's certificate is not checked unless `tls.verify`; then it must chain
 to the system's CAs (`SSL_CERT_FILE` names another bundle) and name the host. SNI is the
 Host sent upstream (APISIX's `$upstream_host`), unless that is an IP address.
+The contexts are `fetch.tls_context`'s, as for every TLS client of the gateway.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 
 import trio
@@ -22,25 +22,14 @@ from gateway.upstream.connection import ConnState, UpstreamConnection, fail
 
 
 def tls_server_name(host_header: bytes) -> str | None:
-    """The SNI for a request whose upstream Host is `host_header`: its host, without a
-    port; None for an IP address (SNI names hosts only)."""
+    """The name a connection whose Host is `host_header` checks the certificate against:
+    its host without a port (Python sends it as SNI unless it is an IP address, which is
+    then matched against the certificate's IP addresses)."""
     host = host_header.decode("latin-1")
     if host.startswith("["):
-        return None
+        return host[1 : host.find("]")] or None
     host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return host.lower() or None
-    return None
-
-
-def client_context(verify: bool) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    if not verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
+    return host.lower() or None
 
 
 class TlsConnection(UpstreamConnection):
