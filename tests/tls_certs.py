@@ -17,7 +17,7 @@ from cryptography.x509.oid import NameOID
 from tests.helpers import Upstream, raw_serve
 
 
-def write_certificate(directory: Path) -> tuple[Path, Path]:
+def write_certificate(directory: Path, ip: str = "127.0.0.1") -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and its key (the certificate is its own CA)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "redis.test")])
@@ -32,7 +32,7 @@ def write_certificate(directory: Path) -> tuple[Path, Path]:
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
             critical=False,
         )
         .sign(key, hashes.SHA256())
@@ -49,10 +49,12 @@ def write_certificate(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-async def serve_tls(nursery: trio.Nursery, upstream: Upstream, directory: Path) -> Path:
+async def serve_tls(
+    nursery: trio.Nursery, upstream: Upstream, directory: Path, ip: str = "127.0.0.1"
+) -> Path:
     """Serve `upstream` behind TLS with a fresh self-signed certificate for 127.0.0.1
     (returned); the server names clients asked for go to `upstream.server_names`."""
-    cert, key = write_certificate(directory)
+    cert, key = write_certificate(directory, ip)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     names: list[str | None] = []

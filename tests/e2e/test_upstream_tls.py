@@ -66,3 +66,16 @@ async def test_https_upstream_verified(
     resp = await request(gw, target="/checked")
     assert resp.status == 200
     assert up.received[-1].header(b"host") == up.address.encode()
+
+
+async def test_a_certificate_for_another_address_is_refused(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trusted, but issued for 10.9.9.9: the node 127.0.0.1 is not the one it names."""
+    up = Upstream(name="elsewhere")
+    cert = await serve_tls(nursery, up, tmp_path, ip="10.9.9.9")
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    routes = [route(up, "checked", tls={"verify": True}, pass_host="node")]
+    _, gw = await start_gateway(nursery, config_for(routes))
+    assert (await request(gw, target="/checked")).status == 502
+    assert up.received == []
