@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ssl
+from pathlib import Path
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest, open_websocket_url, serve_websocket
@@ -15,6 +17,7 @@ from tests.helpers import (
     request,
     start_gateway,
 )
+from tests.tls_certs import write_certificate
 
 
 async def echo_server(req: WebSocketRequest) -> None:
@@ -41,6 +44,20 @@ async def test_websocket_echo_through_gateway(nursery: trio.Nursery, upstream: U
             {"id": "plain", "uri": "/plain", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}},
         ]
     )
+    _, gw = await start_gateway(nursery, cfg)
+    async with open_websocket_url(f"ws://{gw}/ws") as ws:
+        for text in ("hello", "x" * 70_000, "bye"):
+            await ws.send_message(text)
+            assert await ws.get_message() == f"echo:{text}"
+
+
+async def test_websocket_to_an_https_upstream(nursery: trio.Nursery, tmp_path: Path) -> None:
+    cert, key = write_certificate(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server = await nursery.start(serve_websocket, echo_server, "127.0.0.1", 0, context)
+    upstream = {"nodes": {f"127.0.0.1:{server.port}": 1}, "scheme": "https"}
+    cfg = config_for([{"id": "ws", "uri": "/ws", "enable_websocket": True, "upstream": upstream}])
     _, gw = await start_gateway(nursery, cfg)
     async with open_websocket_url(f"ws://{gw}/ws") as ws:
         for text in ("hello", "x" * 70_000, "bye"):
