@@ -34,7 +34,8 @@ def _parser() -> argparse.ArgumentParser:
 def _summary(config: Config) -> str:
     return (
         f"{len(config.routes)} routes, {len(config.services)} services, "
-        f"{len(config.upstreams)} upstreams, {len(config.consumers)} consumers, "
+        f"{len(config.plugin_configs)} plugin configs, {len(config.upstreams)} upstreams, "
+        f"{len(config.consumers)} consumers, "
         f"{len(config.consumer_groups)} consumer groups, {len(config.global_rules)} global rules"
     )
 
