@@ -45,7 +45,7 @@ from gateway.upstream.framing import (
     parse_response_head,
 )
 from gateway.upstream.health import TCP_FAILURE, TIMEOUT, Health
-from gateway.upstream.pool import PoolManager
+from gateway.upstream.pool import PoolKey, PoolManager
 from gateway.upstream.tls import TlsConnection, tls_server_name
 
 log = logging.getLogger("gateway")
@@ -128,7 +128,7 @@ async def forward(
     node = upstream.balancer.pick(ctx.start, key)
     framing = _framing(ctx, client.body_length)
     method = ctx.upstream_method or ctx.method
-    head = _request_head(ctx, upstream, node, method, framing)
+    head, pool_key, server_name = _request_head(ctx, upstream, node, method, framing)
     chunked = framing is not None and framing[0] == b"transfer-encoding"
     started = perf_counter()  # a duration only: cheaper than trio's clock
     fresh_only = False
@@ -136,13 +136,6 @@ async def forward(
     try:
         while True:
             # The request's start is recent enough to judge which pooled connections idled out.
-            if upstream.tls is None:
-                pool_key: tuple[str | int | None, ...] = node.address
-            else:
-                server_name = tls_server_name(
-                    _host_header(ctx, upstream, node.host_header, ctx.header(b"host"))
-                )
-                pool_key = (*node.address, server_name)
             conn = None if fresh_only else pools.checkout(pool_key, ctx.start)
             if conn is None:
                 try:
@@ -177,7 +170,9 @@ async def forward(
                     upstream.balancer.release(node)
                     node = next_node
                     tried.append(node)
-                    head = _request_head(ctx, upstream, node, method, framing)
+                    head, pool_key, server_name = _request_head(
+                        ctx, upstream, node, method, framing
+                    )
                     continue
                 pools.opened()
             try:
@@ -221,12 +216,15 @@ def _request_head(
     node: Node,
     method: bytes,
     framing: tuple[bytes, bytes] | None,
-) -> bytes:
-    """The request head for `node` (its Host with `pass_host: node`); raises UpstreamError."""
+) -> tuple[bytes, PoolKey, str | None]:
+    """The request head for `node` (its Host with `pass_host: node`), the pool its
+    connection comes from, and for TLS the server name (from that same Host); raises
+    UpstreamError."""
     ctx.upstream_addr = node.label
+    host = _host_header(ctx, upstream, node.host_header, ctx.header(b"host"))
     headers = upstream_request_headers(
         ctx.headers,
-        host=_host_header(ctx, upstream, node.host_header, ctx.header(b"host")),
+        host=host,
         remote_addr=ctx.remote_addr.encode(),
         forwarded_host=ctx.host,
         server_port=str(ctx.server_port).encode(),
@@ -234,9 +232,13 @@ def _request_head(
         websocket=ctx.websocket,
     )
     try:
-        return encode_request_head(method, ctx.upstream_uri or ctx.target, headers)
+        head = encode_request_head(method, ctx.upstream_uri or ctx.target, headers)
     except FramingError as exc:
         raise UpstreamError(UpstreamPhase.SEND, str(exc)) from None
+    if upstream.tls is None:
+        return head, node.address, None
+    server_name = tls_server_name(host)
+    return head, (*node.address, server_name), server_name
 
 
 async def _send_upstream(conn: UpstreamConnection, data: bytes, upstream: CompiledUpstream) -> None:

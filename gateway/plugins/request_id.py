@@ -78,7 +78,6 @@ class RequestId(Plugin):
     def __init__(self, conf: RequestIdConf, env: PluginEnv) -> None:
         super().__init__(conf, env)
         self.header = conf.header_name.lower().encode()
-        self.response_header = conf.header_name.encode()
         if conf.algorithm == "range_id":
             self.generate = _range_id(conf.range_id)
         elif conf.algorithm == "ksuid":
@@ -99,9 +98,9 @@ class RequestId(Plugin):
         """The header filter: the request's id on the answer, unless the upstream set one."""
         name = self.header
         for n, v in headers:
-            if n.lower() == name and v:
+            if n == name and v:
                 return  # the upstream's own id
         request_id = ctx.header(name)
         if request_id:
-            headers[:] = [h for h in headers if h[0].lower() != name]
-            headers.append((self.response_header, request_id))
+            headers[:] = [h for h in headers if h[0] != name]
+            headers.append((name, request_id))

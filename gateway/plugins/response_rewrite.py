@@ -4,7 +4,7 @@ Priority 899, header filter: it applies to every answer of the route, the upstre
 the gateway's own (a 401 included), when its `vars` hold (rules as route `vars`, which may
 read the answer's `status`). `status_code` replaces the status; `body` (`body_base64`:
 given in base64) replaces the body, and the headers that described the old one (ETag,
-Last-Modified, Content-Encoding, the framing) go with it; the upstream's unread body is
+Last-Modified, Content-Encoding) go with it, its framing restated; the upstream's unread body is
 dropped with its connection. `headers` is APISIX's `{add: ["Name: value"], set: {...},
 remove: [...]}` (applied in that order) or a plain object to set; values take `$variables`.
 APISIX's `filters` (regex replacements in the body) would hold whole bodies in memory and
@@ -32,9 +32,8 @@ Value = str | int | float
 AddLine = Annotated[
     str, msgspec.Meta(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+:[^\x00-\x08\x0a-\x1f\x7f]*\Z")
 ]
-BODY_HEADERS = frozenset(
-    (b"etag", b"last-modified", b"content-encoding", b"content-length", b"transfer-encoding")
-)
+# What described the old body (its framing is restated by whoever writes the new one).
+BODY_HEADERS = frozenset((b"etag", b"last-modified", b"content-encoding"))
 
 
 class HeaderOps(Conf, frozen=True, kw_only=True):
@@ -123,6 +122,6 @@ class ResponseRewrite(Plugin):
         for name, value in self.add:
             headers.append((name, value.render(ctx).encode("latin-1")))
         if self.dropped:
-            headers[:] = [h for h in headers if h[0].lower() not in self.dropped]
+            headers[:] = [h for h in headers if h[0] not in self.dropped]
         for name, value in self.set:
             headers.append((name, value.render(ctx).encode("latin-1")))

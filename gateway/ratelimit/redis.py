@@ -151,6 +151,15 @@ class RedisHandle:
             raise RedisUnavailable(f"{type(exc).__name__}: {exc}") from None
         return [int(x) for x in result]
 
+    async def run_script_within(
+        self, timeout_s: float, source: str, key: str, args: list[int] | list[int | float]
+    ) -> list[int]:
+        """`run_script`, answered within `timeout_s` (the conf's `redis_timeout`) or
+        RedisUnavailable."""
+        with trio.move_on_after(timeout_s):
+            return await self.run_script(source, key, args)
+        raise RedisUnavailable(f"no answer within {timeout_s * 1000:.0f} ms")
+
 
 class BackgroundStore(Protocol):
     """A store with a task of its own (pushing counts, giving places back), run in the

@@ -7,9 +7,7 @@ bucket a hash of `excess` and `last` (ms) that expires once it has drained.
 
 from __future__ import annotations
 
-import trio
-
-from gateway.ratelimit.redis import RedisHandle, RedisUnavailable
+from gateway.ratelimit.redis import RedisHandle
 
 # ARGV: rate (requests per second), burst, ms after which an untouched bucket is empty.
 # Returns {1, excess in thousandths of a request} when accepted, {0, 0} when refused.
@@ -48,9 +46,7 @@ class RedisBucketStore:
     async def incoming(self, key: str) -> float | None:
         """Seconds to wait, or None when refused; raises RedisUnavailable (down, refused,
         or no answer within the conf's `redis_timeout`)."""
-        with trio.move_on_after(self.timeout):
-            accepted, excess = await self.handle.run_script(
-                BUCKET_SCRIPT, self.prefix + key, self.args
-            )
-            return excess / 1000 / self.rate if accepted else None
-        raise RedisUnavailable(f"no answer within {self.timeout * 1000:.0f} ms")
+        accepted, excess = await self.handle.run_script_within(
+            self.timeout, BUCKET_SCRIPT, self.prefix + key, self.args
+        )
+        return excess / 1000 / self.rate if accepted else None

@@ -57,10 +57,10 @@ class RedisConnCounts:
 
     async def incoming(self, key: str) -> float | None:
         """Seconds to wait, or None when refused; raises RedisUnavailable."""
-        with trio.move_on_after(self.timeout):
-            taken, count = await self.handle.run_script(TAKE_SCRIPT, self.prefix + key, self.args)
-            return self.counts.delay(count) if taken else None
-        raise RedisUnavailable(f"no answer within {self.timeout * 1000:.0f} ms")
+        taken, count = await self.handle.run_script_within(
+            self.timeout, TAKE_SCRIPT, self.prefix + key, self.args
+        )
+        return self.counts.delay(count) if taken else None
 
     def leaving(self, key: str, latency: float | None) -> None:
         self.returns[key] = self.returns.get(key, 0) + 1
@@ -75,11 +75,12 @@ class RedisConnCounts:
                 self.wakeup = trio.Event()
                 returns, self.returns = self.returns, {}
                 for key, n in returns.items():
-                    with trio.move_on_after(self.timeout):
-                        try:
-                            await self.handle.run_script(GIVE_BACK_SCRIPT, self.prefix + key, [n])
-                        except RedisUnavailable as exc:
-                            log.warning("limit-conn: giving places back failed: %s", exc)
+                    try:
+                        await self.handle.run_script_within(
+                            self.timeout, GIVE_BACK_SCRIPT, self.prefix + key, [n]
+                        )
+                    except RedisUnavailable as exc:
+                        log.warning("limit-conn: giving places back failed: %s", exc)
 
     def stop(self) -> None:
         self.scope.cancel()
