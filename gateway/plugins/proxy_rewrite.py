@@ -2,9 +2,10 @@
 
 Matches APISIX 3.x: `use_real_request_uri_unsafe` (the target as the client sent it) beats
 `uri`, which beats `regex_uri`; `regex_uri` is a flat list of pattern/template pairs, the
-first matching pattern wins; a new URI is percent-encoded where a request line could not
-carry it; header actions run in the order add, remove, set; a plain object under `headers`
-means `set`. The client's query string is kept unless the new URI carries its own.
+first matching pattern wins and only its match is replaced (`ngx.re.sub`); a new URI is
+percent-encoded where a request line could not carry it; header actions run in the order
+add, remove, set; a plain object under `headers` means `set`. The client's query string is
+kept unless the new URI carries its own.
 """
 
 from __future__ import annotations
@@ -145,8 +146,9 @@ class ProxyRewrite(Plugin):
             for pattern, template in self.regex_uri:
                 m = pattern.search(path)
                 if m is not None:
+                    # ngx.re.sub: the match is replaced, the rest of the path stays.
                     groups = (m.group(0), *m.groups())
-                    new_path = template.render(ctx, groups)
+                    new_path = path[: m.start()] + template.render(ctx, groups) + path[m.end() :]
                     break
         if new_path is not None:
             uri = safe_target(new_path)

@@ -40,6 +40,17 @@ def test_regex_uri_first_matching_pair_wins() -> None:
     assert c.upstream_uri == b"/42/users?full=1"
 
 
+def test_regex_uri_substitutes_the_match_only() -> None:
+    """As APISIX's `ngx.re.sub`: the first match is replaced by the template, the rest of
+    the path stays."""
+    c = ctx()
+    plugin(regex_uri=["^/api/", "/v2/"]).rewrite(c)
+    assert c.upstream_uri == b"/v2/users/42?full=1"
+    c = ctx()
+    plugin(regex_uri=["users/(\\d)", "people/$1$1"]).rewrite(c)
+    assert c.upstream_uri == b"/api/people/442?full=1"
+
+
 def test_regex_uri_without_match_leaves_uri() -> None:
     c = ctx(b"/other")
     plugin(regex_uri=["^/api/(.*)", "/$1"]).rewrite(c)
