@@ -18,6 +18,7 @@ from gateway.plugins.multi_auth import MultiAuth
 from gateway.plugins.openid_connect import OpenIdConnect
 from gateway.plugins.proxy_rewrite import ProxyRewrite
 from gateway.plugins.real_ip import RealIp
+from gateway.plugins.redirect import Redirect
 from gateway.plugins.request_id import RequestId
 from gateway.plugins.response_rewrite import ResponseRewrite
 
@@ -35,6 +36,7 @@ PLUGINS: tuple[type[Plugin], ...] = (
     ConsumerRestriction,
     AttachConsumerLabel,
     ProxyRewrite,
+    Redirect,
     ResponseRewrite,
     LimitConn,
     LimitCount,

@@ -20,7 +20,7 @@ from gateway.config.fields import HEADER_TEXT, HeaderName, HostHeader
 from gateway.context import RequestContext
 from gateway.http.path import PATH_SAFE
 from gateway.pipeline import Conf, Plugin, PluginConf, PluginEnv
-from gateway.plugins.template import Template
+from gateway.plugins.template import Template, config_template
 
 # (Values are checked in __post_init__: msgspec crashes on a union of a pattern-checked
 # str and a list, msgspec issue #717.)
@@ -33,7 +33,7 @@ _UNSAFE = re.compile(f"[^A-Za-z0-9{re.escape(_TARGET_SAFE)}]")
 
 
 def safe_target(text: str) -> bytes:
-    """A rewritten URI, one character per byte (see `_bytes_template`), ready for the
+    """A rewritten URI, one character per byte (see `config_template`), ready for the
     request line: anything else percent-encoded byte by byte, so a space or a quote from
     the config or a variable cannot break the line."""
     if _UNSAFE.search(text) is None:
@@ -103,14 +103,8 @@ class ProxyRewriteConf(PluginConf, frozen=True, kw_only=True):
                     raise ValueError(f"invalid regex_uri pattern {pattern!r}: {exc}") from None
 
 
-def _bytes_template(text: str) -> Template:
-    """A template that renders one character per byte (Latin-1), as request variables do:
-    the config's own text is held as its UTF-8 bytes."""
-    return Template(text.encode().decode("latin-1"))
-
-
 def _values(value: HeaderValue) -> list[Template]:
-    return [_bytes_template(v) for v in (value if isinstance(value, list) else [value])]
+    return [config_template(v) for v in (value if isinstance(value, list) else [value])]
 
 
 class ProxyRewrite(Plugin):
@@ -121,10 +115,10 @@ class ProxyRewrite(Plugin):
     def __init__(self, conf: ProxyRewriteConf, env: PluginEnv) -> None:
         super().__init__(conf, env)
         self.real_request_uri = conf.use_real_request_uri_unsafe
-        self.uri = _bytes_template(conf.uri) if conf.uri is not None else None
+        self.uri = config_template(conf.uri) if conf.uri is not None else None
         pairs = conf.regex_uri or []
         self.regex_uri = tuple(
-            (re.compile(pairs[i]), _bytes_template(pairs[i + 1])) for i in range(0, len(pairs), 2)
+            (re.compile(pairs[i]), config_template(pairs[i + 1])) for i in range(0, len(pairs), 2)
         )
         self.method = conf.method.encode() if conf.method else None
         self.host = conf.host.encode("latin-1") if conf.host else None

@@ -23,7 +23,7 @@ from gateway.config.fields import HEADER_TEXT, TOKEN
 from gateway.context import RequestContext
 from gateway.expr import compile_vars
 from gateway.pipeline import Conf, Header, Plugin, PluginConf, PluginEnv
-from gateway.plugins.template import Template
+from gateway.plugins.template import config_template
 
 _NAME = TOKEN
 HeaderName = Annotated[str, msgspec.Meta(pattern=_NAME)]
@@ -76,12 +76,6 @@ class ResponseRewriteConf(PluginConf, frozen=True, kw_only=True):
             compile_vars(self.vars)
 
 
-def _template(value: Value) -> Template:
-    text = str(value)
-    # Held as its UTF-8 bytes, one character per byte, as request variables are.
-    return Template(text.encode().decode("latin-1"))
-
-
 class ResponseRewrite(Plugin):
     name = "response-rewrite"
     priority = 899
@@ -98,12 +92,12 @@ class ResponseRewrite(Plugin):
         adds = []
         for line in ops.add or ():
             name, _, value = line.partition(":")
-            adds.append((name.strip().lower().encode(), _template(value.strip())))
+            adds.append((name.strip().lower().encode(), config_template(str(value).strip())))
         self.add = tuple(adds)
         self.remove = frozenset(name.lower().encode() for name in ops.remove or ())
         # add, then set (replacing what add put there too), then remove (the same).
         self.set = tuple(
-            (name.lower().encode(), _template(value))
+            (name.lower().encode(), config_template(str(value)))
             for name, value in (ops.set or {}).items()
             if name.lower().encode() not in self.remove
         )

@@ -53,3 +53,9 @@ class Template:
             else:
                 out.append(part(ctx) or "")
         return "".join(out)
+
+
+def config_template(text: str) -> Template:
+    """A template for text from the config, held as its UTF-8 bytes one character per byte
+    (Latin-1), as request variables are: a rendered value encodes back with "latin-1"."""
+    return Template(text.encode().decode("latin-1"))

@@ -199,6 +199,16 @@ CASES: list[tuple[dict[str, Any], str]] = [
     on_upstream({"scheme": "https", "tls": {"client_cert": "x"}}, "tls"),
     on_upstream({"scheme": "http", "tls": {"verify": True}}),
     on_upstream({"scheme": "https", "checks": {"active": {"type": "http"}}}),
+    # redirect: exactly one of uri, regex_uri and http_to_https, as APISIX's schema.
+    on_route("redirect", {}),
+    on_route("redirect", {"uri": "/a", "http_to_https": True}),
+    on_route("redirect", {"uri": "/a", "regex_uri": ["^/b", "/c"]}),
+    on_route("redirect", {"http_to_https": True, "append_query_string": True}),
+    on_route("redirect", {"regex_uri": ["(", "/x"]}),
+    on_route("redirect", {"regex_uri": ["^/a"]}, "regex_uri"),
+    on_route("redirect", {"uri": "/"}, "uri"),
+    on_route("redirect", {"uri": "/a", "ret_code": 199}, "ret_code"),
+    on_route("redirect", {"uri": "/a", "ret_code": 600}, "ret_code"),
     # ip-restriction: exactly one list, of addresses or CIDRs.
     on_route("ip-restriction", {}),
     on_route("ip-restriction", {"whitelist": ["10.0.0.1"], "blacklist": ["10.0.0.2"]}),
