@@ -22,9 +22,9 @@ from gateway.config.model import (
     Route,
     RouteTimeout,
     Service,
-    Upstream,
     plugin_items,
 )
+from gateway.config.upstream import Upstream
 from gateway.consumers import Consumer, ConsumerTable, Credential
 from gateway.context import RequestContext
 from gateway.expr import compile_vars

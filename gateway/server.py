@@ -20,7 +20,7 @@ import trio
 
 from gateway.accesslog import AccessLog
 from gateway.config.load import load
-from gateway.config.model import split_host_port
+from gateway.config.upstream import split_host_port
 from gateway.downstream import ClientConnection
 from gateway.errors import ConfigErrors
 from gateway.ratelimit import LimitRegistry
