@@ -60,6 +60,7 @@ class RequestContext:
         "start",
         "status",
         "target",
+        "upstream",
         "upstream_addr",
         "upstream_host",
         "upstream_method",
@@ -114,6 +115,9 @@ class RequestContext:
         self.response_body: bytes | None = None
         self.status = 0
         self.upstream_uri: bytes | None = None
+        # Another upstream than the route's, chosen by a plugin (traffic-split); Any: a
+        # runtime.CompiledUpstream.
+        self.upstream: Any = None
         self.upstream_host: bytes | None = None
         self.upstream_method: bytes | None = None
         self.upstream_addr = ""

@@ -85,8 +85,11 @@ class PluginEnv:
         monotonic: Callable[[], float] | None = None,
         scope: str = "",
         idps: Any = None,
+        upstreams: Any = None,
     ) -> None:
         self.consumers = consumers
+        # The upstreams a plugin may send a request to (runtime.UpstreamCatalog).
+        self.upstreams = upstreams
         self.now = now
         self.limits = limits
         self.idps = idps
@@ -95,7 +98,9 @@ class PluginEnv:
 
     def for_scope(self, scope: str) -> PluginEnv:
         """The same environment for plugins held by another resource."""
-        return PluginEnv(self.consumers, self.now, self.limits, self.monotonic, scope, self.idps)
+        return PluginEnv(
+            self.consumers, self.now, self.limits, self.monotonic, scope, self.idps, self.upstreams
+        )
 
 
 class Plugin:

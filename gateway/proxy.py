@@ -123,7 +123,7 @@ async def forward(
     A node that cannot be connected to never saw the request: up to the upstream's
     `retries` other nodes are tried, whatever the method, and the balancer leaves it out
     of its picks for a while (see `upstream.balancer`)."""
-    upstream = route.upstream
+    upstream = ctx.upstream or route.upstream
     key = "" if upstream.hash_key is None else upstream.hash_key(ctx)
     node = upstream.balancer.pick(ctx.start, key)
     framing = _framing(ctx, client.body_length)

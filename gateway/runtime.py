@@ -32,9 +32,9 @@ from gateway.fetch import tls_context
 from gateway.oidc import IdpRegistry
 from gateway.pipeline import AuthPlugin, Chain, Plugin, PluginEnv, build, disabled
 from gateway.plugins import BY_NAME
-from gateway.plugins.template import Template
 from gateway.ratelimit import LimitRegistry
 from gateway.router import Router, RouteSpec
+from gateway.template import Template
 from gateway.upstream.balancer import (
     Balancer,
     ConsistentHash,
@@ -179,6 +179,31 @@ class CompiledUpstream:
         return view
 
 
+class UpstreamCatalog:
+    """The upstreams a plugin may send a request to (traffic-split): the configured ones by
+    id, and inline ones compiled here. Every one handed out is remembered, so that its
+    active health checks run as those of the routes' own upstreams do."""
+
+    def __init__(self, by_id: dict[str, CompiledUpstream]) -> None:
+        self.by_id = by_id
+        self.handed_out: list[CompiledUpstream] = []
+        self.inline_by_label: dict[str, CompiledUpstream] = {}
+
+    def named(self, upstream_id: str) -> CompiledUpstream:
+        upstream = self.by_id[upstream_id]  # `checks` guarantees it exists
+        self.handed_out.append(upstream)
+        return upstream
+
+    def inline(self, conf: Upstream, label: str) -> CompiledUpstream:
+        """The upstream `conf` held at `label` (one place in the config: a service's plugin
+        is built once per route, but compiled here once)."""
+        upstream = self.inline_by_label.get(label)
+        if upstream is None:
+            upstream = self.inline_by_label[label] = CompiledUpstream(conf, label)
+            self.handed_out.append(upstream)
+        return upstream
+
+
 class CompiledRoute:
     """A matched route: its id, its plugin chain and where it proxies to."""
 
@@ -287,11 +312,14 @@ class Runtime:
         self.limits = config.server.limits
         registry = limits if limits is not None else LimitRegistry()
         self.idps = idps if idps is not None else IdpRegistry()
-        self.env = env = PluginEnv(ConsumerTable(), now, registry, time.monotonic, idps=self.idps)
-        build_consumers(config, env)
         self.upstreams = {
             u.id: CompiledUpstream(u, u.id) for u in config.upstreams if u.id is not None
         }
+        catalog = UpstreamCatalog(self.upstreams)
+        self.env = env = PluginEnv(
+            ConsumerTable(), now, registry, time.monotonic, idps=self.idps, upstreams=catalog
+        )
+        build_consumers(config, env)
         global_plugins: list[Plugin] = []
         for rule in config.global_rules:
             global_plugins.extend(instantiate(rule.plugins, env, f"global:{rule.id}").values())
@@ -318,8 +346,9 @@ class Runtime:
                 )
             )
         self.router: Router[CompiledRoute] = Router(specs)
-        # The active health checks of the upstreams routes use, one per upstream.
-        probes = {id(s.value.upstream.balancer): s.value.upstream.probe for s in specs}
+        # The active health checks of the upstreams routes and plugins use, one per upstream.
+        used = [s.value.upstream for s in specs] + catalog.handed_out
+        probes = {id(u.balancer): u.probe for u in used}
         self.probes = [probe for probe in probes.values() if probe is not None]
         # The counter stores this config uses; the server keeps only these after a swap.
         self.limit_stores = registry.take_used()

@@ -134,6 +134,7 @@ def check(config: Config) -> list[ConfigError]:
                         f"$.consumers[{i}].credentials[{j}].plugins",
                     )
                 )
+    errors += _split_upstream_ids(config, upstream_ids)
     errors += _duplicate_secrets(config)
     errors += _anonymous_consumers(config)
     errors += _credential_filters(config)
@@ -210,21 +211,44 @@ def _credential_filters(config: Config) -> list[ConfigError]:
     ]
 
 
-def _local_limits(config: Config) -> list[ConfigError]:
-    """With several workers, `policy: local` would give each process its own quota (or
-    bucket)."""
+def _policy_plugins(config: Config) -> list[tuple[str, object]]:
+    """(JSON path, plugins) of every resource whose non-auth plugins run on requests: the
+    route-level ones, consumers and consumer groups."""
     places = _route_level_plugins(config)
     places += [(f"$.consumers[{i}].plugins", c.plugins) for i, c in enumerate(config.consumers)]
     places += [
         (f"$.consumer_groups[{i}].plugins", g.plugins) for i, g in enumerate(config.consumer_groups)
     ]
+    return places
+
+
+def _split_upstream_ids(config: Config, upstream_ids: set[str]) -> list[ConfigError]:
+    """traffic-split's `upstream_id`s name configured upstreams (APISIX answers 500 at
+    request time; here the config is refused)."""
+    return [
+        ConfigError(
+            f"upstream_id {entry.upstream_id!r} names no upstream",
+            f"{base}.{name}.rules[{r}].weighted_upstreams[{k}].upstream_id",
+        )
+        for base, plugins in _policy_plugins(config)
+        for name, conf in plugin_items(plugins)
+        if name == "traffic-split"
+        for r, rule in enumerate(conf.rules)
+        for k, entry in enumerate(rule.weighted_upstreams)
+        if entry.upstream_id is not None and entry.upstream_id not in upstream_ids
+    ]
+
+
+def _local_limits(config: Config) -> list[ConfigError]:
+    """With several workers, `policy: local` would give each process its own quota (or
+    bucket)."""
     return [
         ConfigError(
             f"{name} `policy: local` counts per process, and server.workers is "
             f"{config.server.workers}: use `policy: redis` to share one quota",
             f"{base}.{name}.policy",
         )
-        for base, plugins in places
+        for base, plugins in _policy_plugins(config)
         for name, conf in plugin_items(plugins)
         if name in ("limit-count", "limit-req", "limit-conn") and conf.policy == "local"
     ]

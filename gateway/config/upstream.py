@@ -12,7 +12,7 @@ from gateway import variables
 from gateway.config.fields import HOST, TOKEN, Host, HostHeader, Labels, Port, Seconds
 from gateway.config.health import Checks
 from gateway.pipeline import Conf
-from gateway.plugins.template import Template
+from gateway.template import Template
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_.-]+\Z")]
 

@@ -21,6 +21,7 @@ from gateway.plugins.real_ip import RealIp
 from gateway.plugins.redirect import Redirect
 from gateway.plugins.request_id import RequestId
 from gateway.plugins.response_rewrite import ResponseRewrite
+from gateway.plugins.traffic_split import TrafficSplit
 
 PLUGINS: tuple[type[Plugin], ...] = (
     RealIp,
@@ -37,6 +38,7 @@ PLUGINS: tuple[type[Plugin], ...] = (
     AttachConsumerLabel,
     ProxyRewrite,
     Redirect,
+    TrafficSplit,
     ResponseRewrite,
     LimitConn,
     LimitCount,

@@ -20,7 +20,7 @@ from gateway.config.fields import HEADER_TEXT, HeaderName, HostHeader
 from gateway.context import RequestContext
 from gateway.http.path import PATH_SAFE
 from gateway.pipeline import Conf, Plugin, PluginConf, PluginEnv
-from gateway.plugins.template import Template, config_template
+from gateway.template import Template, config_template
 
 # (Values are checked in __post_init__: msgspec crashes on a union of a pattern-checked
 # str and a list, msgspec issue #717.)

@@ -18,7 +18,7 @@ from gateway.context import RequestContext
 from gateway.http.replies import Reply, reason
 from gateway.pipeline import Plugin, PluginConf, PluginEnv
 from gateway.plugins.proxy_rewrite import safe_target
-from gateway.plugins.template import config_template
+from gateway.template import config_template
 
 _SAFE_METHODS = frozenset({b"GET", b"HEAD"})
 _HTML = (b"content-type", b"text/html")

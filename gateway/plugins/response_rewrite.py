@@ -23,7 +23,7 @@ from gateway.config.fields import HEADER_TEXT, TOKEN
 from gateway.context import RequestContext
 from gateway.expr import compile_vars
 from gateway.pipeline import Conf, Header, Plugin, PluginConf, PluginEnv
-from gateway.plugins.template import config_template
+from gateway.template import config_template
 
 _NAME = TOKEN
 HeaderName = Annotated[str, msgspec.Meta(pattern=_NAME)]

@@ -206,3 +206,43 @@ async def test_a_reload_keeps_what_the_checks_found(nursery: trio.Nursery, tmp_p
     assert gateway.reload()
     assert [(await request(gw, target="/x")).status for _ in range(4)] == [200] * 4
     assert sick.served() == 1
+
+
+async def test_traffic_split_upstreams_are_probed_too(nursery: trio.Nursery) -> None:
+    """An upstream only traffic-split sends to (inline or by id) has its checks run."""
+    route_node, good, sick = Probed("route"), Probed("good"), Probed("sick", health_status=500)
+    named = Probed("named", health_status=500)
+    for up in (route_node, good, sick, named):
+        await nursery.start(up.server.serve)
+    inline = {
+        "nodes": {good.server.address: 1, sick.server.address: 1},
+        "checks": {"active": ACTIVE},
+    }
+    split = {"rules": [{"weighted_upstreams": [{"upstream": inline}]}]}
+    routes = [
+        {
+            "id": "r",
+            "uri": "/x",
+            "upstream": {"nodes": {route_node.server.address: 1}},
+            "plugins": {"traffic-split": split},
+        },
+        {
+            "id": "n",
+            "uri": "/n",
+            "upstream": {"nodes": {route_node.server.address: 1}},
+            "plugins": {
+                "traffic-split": {"rules": [{"weighted_upstreams": [{"upstream_id": "u"}]}]}
+            },
+        },
+    ]
+    upstreams = [{"id": "u", "nodes": {named.server.address: 1}, "checks": {"active": ACTIVE}}]
+    _, gw = await start_gateway(nursery, config_for(routes, upstreams=upstreams))
+    await sick.wait_probes(3)
+    await named.wait_probes(3)
+    for _ in range(8):
+        resp = await request(gw, target="/x")
+        assert resp.status == 200
+        assert resp.body == b"good"
+    assert sick.served() == 0
+    assert route_node.served() == 0
+    assert route_node.probes == 0

@@ -209,6 +209,70 @@ CASES: list[tuple[dict[str, Any], str]] = [
     on_route("redirect", {"uri": "/"}, "uri"),
     on_route("redirect", {"uri": "/a", "ret_code": 199}, "ret_code"),
     on_route("redirect", {"uri": "/a", "ret_code": 600}, "ret_code"),
+    # traffic-split: upstreams named must exist; APISIX's bounds.
+    (
+        {
+            "routes": [
+                route(
+                    plugins={
+                        "traffic-split": {
+                            "rules": [{"weighted_upstreams": [{"upstream_id": "nowhere"}]}]
+                        }
+                    }
+                )
+            ]
+        },
+        "$.routes[0].plugins.traffic-split.rules[0].weighted_upstreams[0].upstream_id",
+    ),
+    (
+        {
+            "consumers": [
+                {
+                    "username": "c",
+                    "plugins": {
+                        "traffic-split": {
+                            "rules": [
+                                {"weighted_upstreams": [{"weight": 1}, {"upstream_id": "nowhere"}]}
+                            ]
+                        }
+                    },
+                }
+            ]
+        },
+        "$.consumers[0].plugins.traffic-split.rules[0].weighted_upstreams[1].upstream_id",
+    ),
+    on_route(
+        "traffic-split",
+        {
+            "rules": [
+                {"weighted_upstreams": [{"upstream_id": "u", "upstream": {"nodes": {"a:1": 1}}}]}
+            ]
+        },
+        "rules[0].weighted_upstreams[0]",
+    ),
+    on_route(
+        "traffic-split",
+        {"rules": [{"weighted_upstreams": [{"upstream": {"nodes": {"a:1": 1}, "type": "x"}}]}]},
+        "rules[0].weighted_upstreams[0].upstream.type",
+    ),
+    on_route(
+        "traffic-split",
+        {"rules": [{"weighted_upstreams": [{"weight": -1}]}]},
+        "rules[0].weighted_upstreams[0].weight",
+    ),
+    on_route(
+        "traffic-split", {"rules": [{"weighted_upstreams": []}]}, "rules[0].weighted_upstreams"
+    ),
+    on_route(
+        "traffic-split",
+        {"rules": [{"weighted_upstreams": [{"weight": 1}] * 21}]},
+        "rules[0].weighted_upstreams",
+    ),
+    on_route(
+        "traffic-split",
+        {"rules": [{"match": [{"vars": [["no_such_var", "==", "1"]]}]}]},
+        "rules[0].match[0]",
+    ),
     # ip-restriction: exactly one list, of addresses or CIDRs.
     on_route("ip-restriction", {}),
     on_route("ip-restriction", {"whitelist": ["10.0.0.1"], "blacklist": ["10.0.0.2"]}),
