@@ -39,9 +39,11 @@ class RequestContext:
         "_cookies",
         "body",
         "body_reader",
+        "bytes_sent",
         "chain",
         "consumer",
         "credential",
+        "end",
         "headers",
         "host",
         "http_version",
@@ -51,6 +53,7 @@ class RequestContext:
         "query",
         "remote_addr",
         "remote_port",
+        "request_length",
         "request_origin",
         "request_target",
         "response_body",
@@ -114,6 +117,11 @@ class RequestContext:
         # A body a header filter put in place of the answer's own (response-rewrite).
         self.response_body: bytes | None = None
         self.status = 0
+        # Set when the request is over, before the log phase: its end on the `start` clock,
+        # the bytes read from the client (head and body) and written to it.
+        self.end = 0.0
+        self.request_length = 0
+        self.bytes_sent = 0
         self.upstream_uri: bytes | None = None
         # Another upstream than the route's, chosen by a plugin (traffic-split); Any: a
         # runtime.CompiledUpstream.

@@ -68,6 +68,7 @@ class Shared(Protocol):
     pools: PoolManager
     access_log: AccessLog
     draining: bool
+    requests: int  # every request read, refused ones too (nginx's stub_status `requests`)
 
 
 class ClientConnection:
@@ -102,6 +103,9 @@ class ClientConnection:
         # and a read waits until the previous piece went to the upstream (backpressure).
         self.receive_size = limits.buffer_size
         self.body: RequestBody | None = None
+        # For the log phase: the current request head's length, the bytes written so far.
+        self.head_length = 0
+        self.sent = 0
         self.idle_scope: trio.CancelScope | None = None
         # After an early error reply the client may still be sending: read and discard for
         # a moment before closing, so that our close does not reset the answer away.
@@ -131,6 +135,7 @@ class ClientConnection:
 
     async def send(self, data: bytes | bytearray) -> None:
         """Write to the client; raises DownstreamError(499) when it went away."""
+        self.sent += len(data)
         try:
             await self.io.send_all(data)
         except OSError:
@@ -138,6 +143,7 @@ class ClientConnection:
 
     async def send_parts(self, parts: list[bytes]) -> None:
         """Write `parts` back to back; raises DownstreamError(499) when the client went away."""
+        self.sent += sum(map(len, parts))
         try:
             await self.io.send_parts(parts)
         except OSError:
@@ -226,6 +232,7 @@ class ClientConnection:
                         searched = len(pending)
                         check_incomplete(pending, limits.max_request_line, limits.max_head)
                     else:
+                        self.head_length = end
                         check_head(
                             bytes(pending[:end]),
                             max_request_line=limits.max_request_line,
@@ -297,6 +304,8 @@ class ClientConnection:
     async def _handle(self, request: h11.Request) -> bool:
         """Serve one request; False when the connection must close afterwards."""
         shared = self.shared
+        shared.requests += 1
+        sent_before = self.sent
         runtime = shared.runtime  # read once: a reload does not change a request in flight
         # Copied once, names lower-cased as h11 gives them (its public `raw_items` is a list;
         # iterating `Headers` goes through a Python-level __getitem__ per header).
@@ -386,9 +395,14 @@ class ClientConnection:
             keep = False
             await self._reject(500, "internal error")
         finally:
-            now = trio.current_time() if shared.access_log.enabled else 0.0
-            if ctx.chain is not None and ctx.chain.logs:
-                run_log(ctx.chain, ctx)
+            chain = ctx.chain
+            if chain is not None and chain.logs:
+                ctx.end = now = trio.current_time()
+                ctx.request_length = self.head_length + self.body.received
+                ctx.bytes_sent = self.sent - sent_before
+                run_log(chain, ctx)
+            else:
+                now = trio.current_time() if shared.access_log.enabled else 0.0
             shared.access_log.write(ctx, now)
         return keep
 
@@ -464,6 +478,7 @@ class ClientConnection:
         self, status: int, why: str, method: bytes | None = None, path: bytes | None = None
     ) -> None:
         """`_reject` a request refused before routing, and give it its access-log line."""
+        self.shared.requests += 1
         await self._reject(status, why)
         self.shared.access_log.write_refused(self.remote_addr, status, method, path)
 

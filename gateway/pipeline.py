@@ -86,10 +86,13 @@ class PluginEnv:
         scope: str = "",
         idps: Any = None,
         upstreams: Any = None,
+        metrics: Any = None,
     ) -> None:
         self.consumers = consumers
         # The upstreams a plugin may send a request to (runtime.UpstreamCatalog).
         self.upstreams = upstreams
+        # Where the prometheus plugin counts (a `gateway.metrics.Metrics`).
+        self.metrics = metrics
         self.now = now
         self.limits = limits
         self.idps = idps
@@ -99,7 +102,14 @@ class PluginEnv:
     def for_scope(self, scope: str) -> PluginEnv:
         """The same environment for plugins held by another resource."""
         return PluginEnv(
-            self.consumers, self.now, self.limits, self.monotonic, scope, self.idps, self.upstreams
+            self.consumers,
+            self.now,
+            self.limits,
+            self.monotonic,
+            scope,
+            self.idps,
+            self.upstreams,
+            self.metrics,
         )
 
 

@@ -44,6 +44,7 @@ class RequestBody:
     """The body of the request whose head `client.h11` has just parsed."""
 
     __slots__ = (
+        "_chunked",
         "_client",
         "_done",
         "_early",
@@ -65,6 +66,7 @@ class RequestBody:
         self._size = receive_size
         self._idle_timeout = idle_timeout
         self._done = False
+        self._chunked = 0  # decoded bytes of a chunked body so far
         self.started = False
         # A counted body (Content-Length, or none at all): the bytes still to come, and
         # what arrived after the head. None: a chunked body, which h11 reads.
@@ -123,6 +125,7 @@ class RequestBody:
                 raise DownstreamError(CLIENT_GONE, "client closed mid-body")
         if not pieces:
             return None
+        self._chunked += size
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     async def read_whole(self, limit: int) -> bytes | None:
@@ -137,6 +140,13 @@ class RequestBody:
             if len(body) > limit:
                 return None
         return bytes(body)
+
+    @property
+    def received(self) -> int:
+        """The body bytes read so far (decoded, for a chunked body)."""
+        if self.length is not None and self._left is not None:
+            return self.length - self._left
+        return self._chunked
 
     def complete(self) -> bool:
         """True when the whole request, body included, has been read."""

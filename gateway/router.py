@@ -44,6 +44,50 @@ def split_uri(uri: str) -> tuple[bytes, bool, re.Pattern[bytes] | None]:
     return uri[:first].encode(), True, pattern
 
 
+def uri_label(uris: Sequence[str], normal: Sequence[str]) -> Callable[[bytes], str]:
+    """Which of a route's `uris` (as configured; `normal` as routed) a path the route
+    matched came in by, most specific first: APISIX's `matched_uri` metric label."""
+    if len(uris) == 1:
+        only = uris[0]
+        return lambda path: only
+    tests = sorted(
+        ((uri, *split_uri(n)) for uri, n in zip(uris, normal, strict=True)),
+        key=lambda t: (t[2], -len(t[1])),
+    )
+
+    def label(path: bytes) -> str:
+        for uri, literal, is_prefix, pattern in tests:
+            if not is_prefix:
+                if path == literal:
+                    return uri
+            elif path.startswith(literal) and (pattern is None or pattern.fullmatch(path)):
+                return uri
+        return ""
+
+    return label
+
+
+def host_label(hosts: Sequence[str]) -> Callable[[bytes], str]:
+    """Which of a route's `hosts` a request's host (lower-case) matched: APISIX's
+    `matched_host` metric label ("" for a route without hosts)."""
+    if len(hosts) <= 1:
+        only = hosts[0] if hosts else ""
+        return lambda host: only
+    exact = {h.lower().encode(): h for h in hosts if not h.startswith("*")}
+    wildcards = [(h[1:].lower().encode(), h) for h in hosts if h.startswith("*")]
+
+    def label(host: bytes) -> str:
+        found = exact.get(host)
+        if found is not None:
+            return found
+        for suffix, h in wildcards:
+            if host.endswith(suffix) and len(host) > len(suffix):
+                return h
+        return ""
+
+    return label
+
+
 class _Candidate(Generic[T]):
     __slots__ = (
         "any_host",

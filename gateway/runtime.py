@@ -19,6 +19,7 @@ from gateway.config.health import Checks
 from gateway.config.model import (
     Config,
     PluginConfig,
+    PrometheusAttr,
     Route,
     RouteTimeout,
     Service,
@@ -29,11 +30,12 @@ from gateway.consumers import Consumer, ConsumerTable, Credential
 from gateway.context import RequestContext
 from gateway.expr import compile_vars
 from gateway.fetch import tls_context
+from gateway.metrics import Metrics
 from gateway.oidc import IdpRegistry
 from gateway.pipeline import AuthPlugin, Chain, Plugin, PluginEnv, build, disabled
 from gateway.plugins import BY_NAME
 from gateway.ratelimit import LimitRegistry
-from gateway.router import Router, RouteSpec
+from gateway.router import Router, RouteSpec, host_label, uri_label
 from gateway.template import Template
 from gateway.upstream.balancer import (
     Balancer,
@@ -205,9 +207,20 @@ class UpstreamCatalog:
 
 
 class CompiledRoute:
-    """A matched route: its id, its plugin chain and where it proxies to."""
+    """A matched route: its id, its plugin chain and where it proxies to; its names and
+    which of its URIs and hosts a request came in by, for metrics."""
 
-    __slots__ = ("chain", "enable_websocket", "id", "service_id", "upstream")
+    __slots__ = (
+        "chain",
+        "enable_websocket",
+        "host_label",
+        "id",
+        "name",
+        "service_id",
+        "service_name",
+        "upstream",
+        "uri_label",
+    )
 
     def __init__(
         self,
@@ -222,6 +235,10 @@ class CompiledRoute:
         self.chain = chain
         self.upstream = upstream
         self.enable_websocket = enable_websocket
+        self.name: str | None = None
+        self.service_name: str | None = None
+        self.uri_label: Callable[[bytes], str] = lambda path: ""
+        self.host_label: Callable[[bytes], str] = lambda host: ""
 
     def __repr__(self) -> str:
         return f"CompiledRoute({self.id!r}, plugins={self.chain.names()})"
@@ -265,6 +282,19 @@ def merge(
     return merged
 
 
+def _uses_plugin(config: Config, name: str) -> bool:
+    """Whether any resource of `config` holds a conf of plugin `name`."""
+    holders: list[Any] = [
+        *(r.plugins for r in config.routes),
+        *(s.plugins for s in config.services),
+        *(p.plugins for p in config.plugin_configs),
+        *(g.plugins for g in config.global_rules),
+        *(c.plugins for c in config.consumers),
+        *(g.plugins for g in config.consumer_groups),
+    ]
+    return any(n == name for plugins in holders for n, _ in plugin_items(plugins))
+
+
 def build_consumers(config: Config, env: PluginEnv) -> None:
     """Fill `env.consumers`: consumers with their policy plugins, and each auth plugin's
     credential index (credentials and the legacy form alike)."""
@@ -306,6 +336,7 @@ class Runtime:
         now: Callable[[], float] = time.time,
         limits: LimitRegistry | None = None,
         idps: IdpRegistry | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.server = config.server
@@ -316,8 +347,15 @@ class Runtime:
             u.id: CompiledUpstream(u, u.id) for u in config.upstreams if u.id is not None
         }
         catalog = UpstreamCatalog(self.upstreams)
+        self.metrics = metrics if metrics is not None else Metrics()
         self.env = env = PluginEnv(
-            ConsumerTable(), now, registry, time.monotonic, idps=self.idps, upstreams=catalog
+            ConsumerTable(),
+            now,
+            registry,
+            time.monotonic,
+            idps=self.idps,
+            upstreams=catalog,
+            metrics=self.metrics,
         )
         build_consumers(config, env)
         global_plugins: list[Plugin] = []
@@ -334,6 +372,10 @@ class Runtime:
             if route.status == 0:
                 continue
             hosts = route.host_list or (service.hosts if service and service.hosts else [])
+            compiled.name = route.name
+            compiled.service_name = service.name if service is not None else None
+            compiled.uri_label = uri_label(route.uri_list, route.normal_uris)
+            compiled.host_label = host_label(hosts)
             specs.append(
                 RouteSpec(
                     compiled,
@@ -350,6 +392,14 @@ class Runtime:
         used = [s.value.upstream for s in specs] + catalog.handed_out
         probes = {id(u.balancer): u.probe for u in used}
         self.probes = [probe for probe in probes.values() if probe is not None]
+        # The metrics export server's address, when any prometheus conf (or its
+        # `plugin_attr`) is in the config; its URI and the metric names' prefix.
+        attr = config.plugin_attr.prometheus
+        exported = attr is not None or _uses_plugin(config, "prometheus")
+        attr = attr if attr is not None else PrometheusAttr()
+        self.metrics_address = attr.address if exported else None
+        self.export_uri = attr.export_uri.encode()
+        self.metric_prefix = attr.metric_prefix
         # The counter stores this config uses; the server keeps only these after a swap.
         self.limit_stores = registry.take_used()
 
@@ -401,7 +451,9 @@ def compile_config(
     now: Callable[[], float] = time.time,
     limits: LimitRegistry | None = None,
     idps: IdpRegistry | None = None,
+    metrics: Metrics | None = None,
 ) -> Runtime:
     """Build the runtime for a validated config; `now` is the wall clock plugins read,
-    `limits` and `idps` the server's long-lived registries (fresh ones when only checking)."""
-    return Runtime(config, now, limits, idps)
+    `limits`, `idps` and `metrics` the server's long-lived registries and counts (fresh ones
+    when only checking)."""
+    return Runtime(config, now, limits, idps, metrics)

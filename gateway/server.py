@@ -23,6 +23,8 @@ from gateway.config.load import load
 from gateway.config.upstream import split_host_port
 from gateway.downstream import ClientConnection
 from gateway.errors import ConfigErrors
+from gateway.exporter import serve_exporter
+from gateway.metrics import ServerStats
 from gateway.ratelimit import LimitRegistry
 from gateway.runtime import Runtime, compile_config
 from gateway.upstream.pool import PoolManager
@@ -156,6 +158,13 @@ class Gateway:
         self.pools = PoolManager()
         self.access_log = AccessLog(runtime.server.access_log)
         self.draining = False
+        self.requests = 0
+        self.accepted = 0
+        # The prometheus plugin's counts outlive reloads, as APISIX's shared dict does.
+        self.metrics = runtime.metrics
+        self.metrics_address = runtime.metrics_address
+        self._metrics_listener: socket.socket | None = None
+        self._metrics_scope: trio.CancelScope | None = None
         self.connections: set[ClientConnection] = set()
         self._accept_scope: trio.CancelScope | None = None
         self._probes_scope: trio.CancelScope | None = None
@@ -168,6 +177,8 @@ class Gateway:
         settle_memory()
         listeners = [open_listener(a, self.reuse_port) for a in self.runtime.server.addresses]
         addresses = [_format_address(ln.getsockname()) for ln in listeners]
+        if self.metrics_address is not None:
+            self._metrics_listener = open_listener(self.metrics_address, False)
         limiter = trio.Semaphore(self.runtime.limits.max_connections)
         try:
             async with trio.open_nursery() as connections:
@@ -182,6 +193,7 @@ class Gateway:
                         acceptors.start_soon(self._accept_loop, listener, connections, limiter)
                     acceptors.start_soon(self._reap_pools)
                     acceptors.start_soon(self._run_probes)
+                    acceptors.start_soon(self._serve_metrics)
                     log.info("gateway listening on %s", " ".join(addresses))
                     task_status.started(addresses)
                     if self._stop_requested:
@@ -194,6 +206,8 @@ class Gateway:
         finally:
             for listener in listeners:
                 _close_listener(listener)
+            if self._metrics_listener is not None:
+                _close_listener(self._metrics_listener)
             self.pools.close_all()
             self.access_log.close()
 
@@ -218,7 +232,9 @@ class Gateway:
         if self.config_path is None:
             return False
         try:
-            runtime = compile_config(load(self.config_path), limits=self.limits, idps=self.idps)
+            runtime = compile_config(
+                load(self.config_path), limits=self.limits, idps=self.idps, metrics=self.metrics
+            )
         except ConfigErrors as exc:
             self.limits.take_used()
             log.error("reload refused, the previous config keeps serving:\n%s", exc)
@@ -240,6 +256,20 @@ class Gateway:
                     exc.strerror,
                 )
                 return False
+        metrics_listener = None
+        wanted = runtime.metrics_address
+        if wanted is not None and wanted != self.metrics_address:
+            try:
+                metrics_listener = open_listener(wanted, False)
+            except OSError as exc:
+                self.limits.take_used()
+                log.error(
+                    "reload refused, the previous config keeps serving: "
+                    "plugin_attr.prometheus.export_addr %s: %s",
+                    wanted,
+                    exc.strerror,
+                )
+                return False
         new, old = runtime.server, self.runtime.server
         for field, changed in (
             ("server.listen", new.addresses != old.addresses),
@@ -256,6 +286,11 @@ class Gateway:
             self.access_log = access_log
         runtime.carry_over_health(self.runtime)
         self.runtime = runtime
+        if wanted != self.metrics_address:
+            self.metrics_address = wanted
+            self._metrics_listener = metrics_listener
+            if self._metrics_scope is not None:
+                self._metrics_scope.cancel()  # `_serve_metrics` closes the old listener
         if self._probes_scope is not None:
             self._probes_scope.cancel()  # `_run_probes` starts the new config's
         # Counters whose scope and conf did not change carry on; the rest are dropped.
@@ -300,6 +335,7 @@ class Gateway:
             except BaseException:
                 limiter.release()
                 raise
+            self.accepted += 1
             connections.start_soon(self._serve_connection, sock, peer, port, limiter)
 
     async def _serve_connection(
@@ -327,6 +363,33 @@ class Gateway:
                     for probe in self.runtime.probes:
                         nursery.start_soon(run_probes, probe)
                     await trio.sleep_forever()
+
+    async def _serve_metrics(self) -> None:
+        """The metrics export server of the current config, if it has one; a reload that
+        moves it closes the old listener and serves on the new one."""
+        while True:
+            listener = self._metrics_listener
+            with trio.CancelScope() as scope:
+                self._metrics_scope = scope
+                if listener is None:
+                    await trio.sleep_forever()
+                else:
+                    await serve_exporter(listener, self._export_uri, self._render_metrics)
+            if listener is not None and listener is not self._metrics_listener:
+                _close_listener(listener)
+
+    def _export_uri(self) -> bytes:
+        return self.runtime.export_uri
+
+    def _render_metrics(self) -> bytes:
+        stats = ServerStats(
+            accepted=self.accepted,
+            active=len(self.connections),
+            waiting=sum(1 for conn in self.connections if conn.idle_scope is not None),
+            requests=self.requests,
+            hostname=socket.gethostname(),
+        )
+        return self.metrics.render(self.runtime.metric_prefix, stats)
 
     async def _reap_pools(self) -> None:
         while True:

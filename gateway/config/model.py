@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from gateway.addresses import networks
-from gateway.config.fields import Labels, Seconds, Username
+from gateway.config.fields import Host, Labels, Port, Seconds, Username
 from gateway.config.upstream import Id, Upstream, split_host_port
 from gateway.expr import compile_vars
 from gateway.http.methods import HttpMethod
@@ -255,8 +255,34 @@ class ConsumerGroup(Conf, frozen=True, kw_only=True):
     plugins: GroupPlugins
 
 
+class ExportAddr(Conf, frozen=True, kw_only=True):
+    ip: Host = "127.0.0.1"
+    port: Port = 9091
+
+
+class PrometheusAttr(Conf, frozen=True, kw_only=True):
+    """APISIX's `plugin_attr.prometheus`: where the metrics are served, and their prefix."""
+
+    export_addr: ExportAddr = msgspec.field(default_factory=ExportAddr)
+    export_uri: Annotated[str, msgspec.Meta(pattern=r"^/[!-~]*\Z")] = "/apisix/prometheus/metrics"
+    metric_prefix: Annotated[str, msgspec.Meta(pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*\Z")] = "apisix_"
+
+    @property
+    def address(self) -> str:
+        ip = self.export_addr.ip
+        return f"[{ip}]:{self.export_addr.port}" if ":" in ip else f"{ip}:{self.export_addr.port}"
+
+
+class PluginAttr(Conf, frozen=True, kw_only=True):
+    """APISIX's `plugin_attr` (its config.yaml's): settings of a plugin shared by every
+    conf of it."""
+
+    prometheus: PrometheusAttr | None = None
+
+
 class Config(Conf, frozen=True, kw_only=True):
     server: Server = msgspec.field(default_factory=Server)
+    plugin_attr: PluginAttr = msgspec.field(default_factory=PluginAttr)
     routes: list[Route] = []
     services: list[Service] = []
     plugin_configs: list[PluginConfig] = []

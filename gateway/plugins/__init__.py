@@ -16,6 +16,7 @@ from gateway.plugins.limit_count import LimitCount
 from gateway.plugins.limit_req import LimitReq
 from gateway.plugins.multi_auth import MultiAuth
 from gateway.plugins.openid_connect import OpenIdConnect
+from gateway.plugins.prometheus import Prometheus
 from gateway.plugins.proxy_rewrite import ProxyRewrite
 from gateway.plugins.real_ip import RealIp
 from gateway.plugins.redirect import Redirect
@@ -39,6 +40,7 @@ PLUGINS: tuple[type[Plugin], ...] = (
     ProxyRewrite,
     Redirect,
     TrafficSplit,
+    Prometheus,
     ResponseRewrite,
     LimitConn,
     LimitCount,

@@ -273,6 +273,22 @@ CASES: list[tuple[dict[str, Any], str]] = [
         {"rules": [{"match": [{"vars": [["no_such_var", "==", "1"]]}]}]},
         "rules[0].match[0]",
     ),
+    # prometheus: one process's counts only; plugin_attr as APISIX's config.yaml has it.
+    (
+        {"server": {"workers": 2}, "global_rules": [{"id": "g", "plugins": {"prometheus": {}}}]},
+        "$.global_rules[0].plugins.prometheus",
+    ),
+    on_route("prometheus", {"prefer_name": "yes"}, "prefer_name"),
+    (
+        {"plugin_attr": {"prometheus": {"metric_prefix": "bad-prefix"}}},
+        "$.plugin_attr.prometheus.metric_prefix",
+    ),
+    (
+        {"plugin_attr": {"prometheus": {"export_addr": {"port": 0}}}},
+        "$.plugin_attr.prometheus.export_addr.port",
+    ),
+    ({"plugin_attr": {"prometheus": {"enable_export_server": False}}}, "$.plugin_attr.prometheus"),
+    ({"plugin_attr": {"zipkin": {}}}, "$.plugin_attr"),
     # ip-restriction: exactly one list, of addresses or CIDRs.
     on_route("ip-restriction", {}),
     on_route("ip-restriction", {"whitelist": ["10.0.0.1"], "blacklist": ["10.0.0.2"]}),

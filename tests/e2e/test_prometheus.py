@@ -1,0 +1,176 @@
+"""prometheus: the routes' requests counted as APISIX's plugin counts them, served in the
+Prometheus text format on the export address, never on the proxy's."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from gateway.config.load import load
+from gateway.ratelimit import LimitRegistry
+from gateway.runtime import compile_config
+from gateway.server import Gateway
+from tests.helpers import Upstream, config_for, free_port, request, start_gateway
+
+EXPORT_URI = "/apisix/prometheus/metrics"
+
+
+def samples(text: str) -> dict[str, float]:
+    """Each sample line of a scrape, `name{labels}` -> value."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+async def scrape(address: str, target: str = EXPORT_URI) -> tuple[int, str, dict[str, float]]:
+    resp = await request(address, target=target)
+    text = resp.body.decode()
+    if resp.status != 200:
+        return resp.status, text, {}
+    assert resp.header(b"content-type") == b"text/plain; version=0.0.4; charset=utf-8"
+    return resp.status, text, samples(text)
+
+
+def prometheus_config(upstream: Upstream, port: int, **attr: Any) -> dict[str, Any]:
+    node = {"nodes": {upstream.address: 1}}
+    routes = [
+        {
+            "id": "m",
+            "uris": ["/m/*", "/other"],
+            "upstream": node,
+            "plugins": {"prometheus": {}, "key-auth": {}},
+        },
+        {"id": "plain", "uri": "/plain", "upstream": node},
+        {
+            "id": "n",
+            "name": "Named",
+            "uri": "/named",
+            "hosts": ["api.test", "*.example.test"],
+            "service_id": "s",
+            "plugins": {"prometheus": {"prefer_name": True}},
+        },
+    ]
+    services = [{"id": "s", "name": "Shop", "upstream": node}]
+    consumers = [{"username": "jack", "plugins": {"key-auth": {"key": "jack-key"}}}]
+    plugin_attr = {"prometheus": {"export_addr": {"ip": "127.0.0.1", "port": port}, **attr}}
+    return config_for(routes, services=services, consumers=consumers, plugin_attr=plugin_attr)
+
+
+async def test_requests_are_counted_by_apisix_labels(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    port = free_port()
+    export = f"127.0.0.1:{port}"
+    _, gw = await start_gateway(nursery, prometheus_config(upstream, port))
+    key = [("apikey", "jack-key")]
+    for target, headers in [
+        ("/m/a", key),
+        ("/m/b", key),
+        ("/m/a", []),
+        ("/other", key),
+        ("/plain", []),
+        ("/nowhere", []),
+    ]:
+        await request(gw, target=target, headers=headers)
+    resp = await request(gw, target="/named", headers=[("Host", "shop.example.test")])
+    assert resp.status == 200
+
+    status, text, got = await scrape(export)
+    assert status == 200
+    jack = 'route="m",service="",consumer="jack",node="127.0.0.1"'
+    http = "apisix_http_status"
+    assert (
+        got[f'{http}{{code="200",route="m",matched_uri="/m/*",matched_host="",{jack[10:]}}}'] == 2
+    )
+    assert (
+        got[f'{http}{{code="200",route="m",matched_uri="/other",matched_host="",{jack[10:]}}}'] == 1
+    )
+    assert (
+        got[
+            f'{http}{{code="401",route="m",matched_uri="/m/*",matched_host="",'
+            'service="",consumer="",node=""}'
+        ]
+        == 1
+    )
+    assert (
+        got[
+            f'{http}{{code="200",route="Named",matched_uri="/named",'
+            'matched_host="*.example.test",service="Shop",consumer="",node="127.0.0.1"}'
+        ]
+        == 1
+    )
+    assert 'route="plain"' not in text
+    assert 'code="404"' not in text  # no route, no route plugins
+    # Latency: request, upstream and gateway time, one histogram each.
+    for kind in ("request", "upstream", "apisix"):
+        labels = f'type="{kind}",{jack}'
+        assert got[f"apisix_http_latency_count{{{labels}}}"] == 3
+        assert got[f'apisix_http_latency_bucket{{{labels},le="+Inf"}}'] == 3
+        buckets = [
+            v for k, v in got.items() if k.startswith(f"apisix_http_latency_bucket{{{labels},")
+        ]
+        assert buckets == sorted(buckets)
+        assert got[f"apisix_http_latency_sum{{{labels}}}"] >= 0
+    refused = 'route="m",service="",consumer="",node=""'
+    assert got[f'apisix_http_latency_count{{type="request",{refused}}}'] == 1
+    assert f'apisix_http_latency_count{{type="upstream",{refused}}}' not in got
+    # Bandwidth: bytes in (each head is some 60 bytes) and out (heads and bodies).
+    assert got[f'apisix_bandwidth{{type="ingress",{jack}}}'] > 3 * 40
+    assert got[f'apisix_bandwidth{{type="egress",{jack}}}'] > 3 * 100
+    # The server's own figures: every request and connection, counted or not.
+    assert got["apisix_http_requests_total"] >= 7
+    assert got['apisix_nginx_http_current_connections{state="accepted"}'] >= 7
+    assert re.search(r'^apisix_node_info\{hostname="[^"]+"\} 1$', text, re.M)
+
+    # Only the export URI, and only on the export address.
+    assert (await scrape(export, "/other"))[0] == 404
+    assert (await request(gw, target=EXPORT_URI)).status == 404
+
+
+async def test_prefix_and_uri_from_plugin_attr(nursery: trio.Nursery, upstream: Upstream) -> None:
+    port = free_port()
+    config = prometheus_config(upstream, port, export_uri="/metrics", metric_prefix="gw_")
+    _, gw = await start_gateway(nursery, config)
+    await request(gw, target="/m/a", headers=[("apikey", "jack-key")])
+    status, text, got = await scrape(f"127.0.0.1:{port}", "/metrics")
+    assert status == 200
+    assert "apisix_" not in text
+    assert got["gw_http_requests_total"] == 1
+    assert any(k.startswith('gw_http_status{code="200",route="m"') for k in got)
+
+
+async def test_counts_survive_a_reload_that_moves_the_export(
+    nursery: trio.Nursery, upstream: Upstream, tmp_path: Path
+) -> None:
+    first, second = free_port(), free_port()
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(prometheus_config(upstream, first)))
+    registry = LimitRegistry()
+    gateway = Gateway(str(path), compile_config(load(str(path)), limits=registry), registry)
+    addresses = await nursery.start(gateway.serve)
+    await request(addresses[0], target="/m/a", headers=[("apikey", "jack-key")])
+    path.write_text(json.dumps(prometheus_config(upstream, second)))
+    assert gateway.reload()
+    await request(addresses[0], target="/m/a", headers=[("apikey", "jack-key")])
+    _, _, got = await scrape(f"127.0.0.1:{second}")
+    assert (
+        got[
+            'apisix_http_latency_count{type="request",route="m",service="",consumer="jack",node="127.0.0.1"}'
+        ]
+        == 2
+    )
+    # The old export address is closed.
+    with trio.fail_after(10):
+        try:
+            await trio.open_tcp_stream("127.0.0.1", first)
+        except OSError:
+            pass
+        else:
+            raise AssertionError("the old export address still accepts")
