@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import resource
 import sys
 
@@ -16,6 +17,7 @@ import trio
 from gateway.config.load import load
 from gateway.config.model import Config
 from gateway.errors import ConfigErrors
+from gateway.metrics import METRICS_FILE_ENV
 from gateway.ratelimit import LimitRegistry
 from gateway.runtime import compile_config
 
@@ -106,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
 
     failure: BaseExceptionGroup[OSError] | None = None
     try:
-        trio.run(run_process, args.config, runtime, limits, args.worker)
+        # A worker shares its metrics through the file its supervisor names.
+        metrics_file = os.environ.get(METRICS_FILE_ENV) if args.worker else None
+        trio.run(run_process, args.config, runtime, limits, args.worker, metrics_file)
     except* OSError as group:  # raised inside the server's nurseries
         failure = group
     if failure is not None:

@@ -3,7 +3,9 @@
 The plugin's log hook feeds `Metrics.observe` once per request of a route it is on; the
 export server renders `Metrics` with the server's own figures (`ServerStats`). Names,
 labels and latency buckets (milliseconds) are APISIX's, so its dashboards and alerts keep
-working. One `Metrics` lives as long as the process: a reload keeps the counts.
+working. One `Metrics` lives as long as the process: a reload keeps the counts. With
+several workers each one's counts travel as a `snapshot` and the supervisor renders their
+sum (`merged`).
 
 Pure: no IO, no clock.
 """
@@ -12,7 +14,12 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+import msgspec
+
+# Where a worker writes its snapshot: the supervisor sets it for each worker it starts.
+METRICS_FILE_ENV = "GATEWAY_METRICS_FILE"
 
 # APISIX's default `apisix_http_latency` buckets, in milliseconds.
 BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000, 60000)
@@ -32,6 +39,10 @@ class ServerStats(NamedTuple):
     waiting: int
     requests: int
     hostname: str
+
+
+_ENCODE = msgspec.msgpack.Encoder().encode
+_DECODE = msgspec.msgpack.Decoder(dict[str, Any]).decode
 
 
 def _escape(value: str) -> str:
@@ -87,6 +98,52 @@ class Metrics:
         row[bisect.bisect_left(BUCKETS, ms)] += 1  # `le`: a bound counts what equals it
         row[_SUM] += ms
         row[_COUNT] += 1
+
+    def snapshot(self, stats: ServerStats) -> bytes:
+        """Every count and `stats`, for `absorb` and `merged` in another process."""
+        return _ENCODE(
+            {
+                "status": [[*k, v] for k, v in self.status.items()],
+                "latency": [[*k, *row] for k, row in self.latency.items()],
+                "bandwidth": [[*k, v] for k, v in self.bandwidth.items()],
+                "stats": list(stats),
+            }
+        )
+
+    def absorb(self, data: bytes) -> ServerStats:
+        """Add a snapshot's counts to these; its server figures. Raises ValueError for
+        bytes that are not a snapshot."""
+        try:
+            snap = _DECODE(data)
+            for *key, count in snap["status"]:
+                k = tuple(key)
+                self.status[k] = self.status.get(k, 0) + count
+            for item in snap["latency"]:
+                k, values = tuple(item[:5]), item[5:]
+                row = self.latency.get(k)
+                if row is None:
+                    row = self.latency[k] = [0] * (_COUNT + 1)
+                for i, value in enumerate(values):
+                    row[i] += value
+            for *key, count in snap["bandwidth"]:
+                k = tuple(key)
+                self.bandwidth[k] = self.bandwidth.get(k, 0) + count
+            return ServerStats(*snap["stats"])
+        except (msgspec.DecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ValueError(f"not a metrics snapshot: {exc}") from None
+
+    @classmethod
+    def merged(cls, snapshots: Iterable[bytes], hostname: str) -> tuple[Metrics, ServerStats]:
+        """The sum of several processes' snapshots, and of their server figures."""
+        total = cls()
+        accepted = active = waiting = requests = 0
+        for data in snapshots:
+            stats = total.absorb(data)
+            accepted += stats.accepted
+            active += stats.active
+            waiting += stats.waiting
+            requests += stats.requests
+        return total, ServerStats(accepted, active, waiting, requests, hostname)
 
     def render(self, prefix: str, stats: ServerStats) -> bytes:
         """The text exposition format (version 0.0.4)."""

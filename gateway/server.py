@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import gc
 import logging
+import os
 import select
 import signal
 import socket
@@ -35,6 +36,7 @@ log = logging.getLogger("gateway")
 BACKLOG = 4096
 ACCEPT_BURST = 64
 POOL_REAP_INTERVAL_S = 1.0
+METRICS_SHARE_S = 1.0  # how stale a worker's counts may be in the supervisor's export
 
 
 def open_listener(address: str, reuse_port: bool, *, listen: bool = True) -> socket.socket:
@@ -149,6 +151,7 @@ class Gateway:
         limits: LimitRegistry,
         *,
         reuse_port: bool = False,
+        metrics_file: str | None = None,
     ) -> None:
         self.config_path = config_path
         self.runtime = runtime
@@ -163,6 +166,9 @@ class Gateway:
         # The prometheus plugin's counts outlive reloads, as APISIX's shared dict does.
         self.metrics = runtime.metrics
         self.metrics_address = runtime.metrics_address
+        # A worker of several shares its counts through this file (the supervisor serves
+        # the sum); None: this process serves its own export address.
+        self.metrics_file = metrics_file
         self._metrics_listener: socket.socket | None = None
         self._metrics_scope: trio.CancelScope | None = None
         self.connections: set[ClientConnection] = set()
@@ -177,7 +183,9 @@ class Gateway:
         settle_memory()
         listeners = [open_listener(a, self.reuse_port) for a in self.runtime.server.addresses]
         addresses = [_format_address(ln.getsockname()) for ln in listeners]
-        if self.metrics_address is not None:
+        if self.metrics_file is not None:
+            self._take_over_metrics(self.metrics_file)
+        elif self.metrics_address is not None:
             self._metrics_listener = open_listener(self.metrics_address, False)
         limiter = trio.Semaphore(self.runtime.limits.max_connections)
         try:
@@ -193,7 +201,10 @@ class Gateway:
                         acceptors.start_soon(self._accept_loop, listener, connections, limiter)
                     acceptors.start_soon(self._reap_pools)
                     acceptors.start_soon(self._run_probes)
-                    acceptors.start_soon(self._serve_metrics)
+                    if self.metrics_file is None:
+                        acceptors.start_soon(self._serve_metrics)
+                    else:
+                        acceptors.start_soon(self._share_metrics, self.metrics_file)
                     log.info("gateway listening on %s", " ".join(addresses))
                     task_status.started(addresses)
                     if self._stop_requested:
@@ -208,6 +219,8 @@ class Gateway:
                 _close_listener(listener)
             if self._metrics_listener is not None:
                 _close_listener(self._metrics_listener)
+            if self.metrics_file is not None:
+                self._write_metrics(self.metrics_file)
             self.pools.close_all()
             self.access_log.close()
 
@@ -257,7 +270,7 @@ class Gateway:
                 )
                 return False
         metrics_listener = None
-        wanted = runtime.metrics_address
+        wanted = runtime.metrics_address if self.metrics_file is None else None
         if wanted is not None and wanted != self.metrics_address:
             try:
                 metrics_listener = open_listener(wanted, False)
@@ -381,15 +394,45 @@ class Gateway:
     def _export_uri(self) -> bytes:
         return self.runtime.export_uri
 
-    def _render_metrics(self) -> bytes:
-        stats = ServerStats(
+    def _stats(self) -> ServerStats:
+        return ServerStats(
             accepted=self.accepted,
             active=len(self.connections),
             waiting=sum(1 for conn in self.connections if conn.idle_scope is not None),
             requests=self.requests,
             hostname=socket.gethostname(),
         )
-        return self.metrics.render(self.runtime.metric_prefix, stats)
+
+    def _render_metrics(self) -> bytes:
+        return self.metrics.render(self.runtime.metric_prefix, self._stats())
+
+    def _take_over_metrics(self, path: str) -> None:
+        """A restarted worker carries on from its predecessor's counts, so that the sum
+        the supervisor serves never goes down (Prometheus would read a counter reset)."""
+        try:
+            with open(path, "rb") as f:
+                stats = self.metrics.absorb(f.read())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.error("metrics of the previous worker not read: %s", exc)
+            return
+        self.requests += stats.requests
+        self.accepted += stats.accepted
+
+    async def _share_metrics(self, path: str) -> None:
+        """Write this worker's counts for the supervisor every `METRICS_SHARE_S`."""
+        while True:
+            await trio.sleep(METRICS_SHARE_S)
+            if self.runtime.metrics_address is not None:
+                data = self.metrics.snapshot(self._stats())  # here: the counts change
+                await trio.to_thread.run_sync(_write_file, path, data)
+
+    def _write_metrics(self, path: str) -> None:
+        try:
+            _write_file(path, self.metrics.snapshot(self._stats()))
+        except OSError as exc:
+            log.error("metrics not shared: %s", exc)
 
     async def _reap_pools(self) -> None:
         while True:
@@ -397,11 +440,25 @@ class Gateway:
             self.pools.reap(trio.current_time())
 
 
+def _write_file(path: str, data: bytes) -> None:
+    """Replace `path` with `data` whole: a reader never sees half of it."""
+    staged = path + ".new"
+    with open(staged, "wb") as f:
+        f.write(data)
+    os.replace(staged, path)
+
+
 async def run_process(
-    config_path: str, runtime: Runtime, limits: LimitRegistry, reuse_port: bool = False
+    config_path: str,
+    runtime: Runtime,
+    limits: LimitRegistry,
+    reuse_port: bool = False,
+    metrics_file: str | None = None,
 ) -> None:
     """Serve with signal handling: SIGHUP reloads, SIGTERM/SIGINT drain then return."""
-    gateway = Gateway(config_path, runtime, limits, reuse_port=reuse_port)
+    gateway = Gateway(
+        config_path, runtime, limits, reuse_port=reuse_port, metrics_file=metrics_file
+    )
     with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(gateway.serve)

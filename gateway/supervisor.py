@@ -2,15 +2,19 @@
 
 The supervisor only starts workers, restarts one that dies, and forwards signals: SIGHUP
 (each worker reloads on its own, keeping its old config if the new one is invalid) and
-SIGTERM/SIGINT (each worker drains; the supervisor exits when all have).
+SIGTERM/SIGINT (each worker drains; the supervisor exits when all have). With the
+prometheus plugin it also serves the export address: each worker writes its counts to a
+file in the supervisor's private directory every second, and a scrape gets their sum.
 """
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +24,8 @@ import trio
 from gateway.accesslog import AccessLog
 from gateway.config.load import parse
 from gateway.errors import ConfigErrors
+from gateway.exporter import serve_exporter
+from gateway.metrics import METRICS_FILE_ENV, Metrics
 from gateway.runtime import compile_config
 from gateway.server import open_listener
 
@@ -38,9 +44,18 @@ class Supervisor:
         self._copy_dir = tempfile.mkdtemp(prefix="gateway-config-")
         self.copy_path = os.path.join(self._copy_dir, "config.json")
         self.addresses: list[str] = []
+        # The metrics export server, when the config has one (see `take_config`).
+        self.metrics_address: str | None = None
+        self.export_uri = b""
+        self.metric_prefix = ""
+        self._metrics_listener: socket.socket | None = None
+        self._metrics_scope: trio.CancelScope | None = None
 
     def _command(self) -> list[str]:
         return [sys.executable, "-m", "gateway", "--config", self.copy_path, "--worker"]
+
+    def _metrics_file(self, index: int) -> str:
+        return os.path.join(self._copy_dir, f"metrics-{index}.bin")
 
     def take_config(self) -> bool:
         """Copy the config file for the workers if it is valid; False (and logged) if not."""
@@ -48,7 +63,7 @@ class Supervisor:
             with open(self.config_path, "rb") as f:
                 data = f.read()
             config = parse(data)
-            compile_config(config)
+            runtime = compile_config(config)
             AccessLog(config.server.access_log).close()  # as each worker will open it
         except OSError as exc:
             log.error(
@@ -60,6 +75,26 @@ class Supervisor:
         except ConfigErrors as exc:
             log.error("reload refused, the previous config keeps serving:\n%s", exc)
             return False
+        wanted = runtime.metrics_address
+        listener = None
+        if wanted is not None and wanted != self.metrics_address:
+            try:
+                listener = open_listener(wanted, False)
+            except OSError as exc:
+                log.error(
+                    "reload refused, the previous config keeps serving: "
+                    "plugin_attr.prometheus.export_addr %s: %s",
+                    wanted,
+                    exc.strerror,
+                )
+                return False
+        if wanted != self.metrics_address:
+            self.metrics_address = wanted
+            self._metrics_listener = listener
+            if self._metrics_scope is not None:
+                self._metrics_scope.cancel()  # `_serve_metrics` closes the old listener
+        self.export_uri = runtime.export_uri
+        self.metric_prefix = runtime.metric_prefix
         self.addresses = config.server.addresses
         staged = self.copy_path + ".new"
         with open(staged, "wb") as f:
@@ -69,7 +104,10 @@ class Supervisor:
 
     async def _keep_worker(self, index: int) -> None:
         while not self.stopping:
-            process = await trio.lowlevel.open_process(self._command(), stdin=subprocess.DEVNULL)
+            env = {**os.environ, METRICS_FILE_ENV: self._metrics_file(index)}
+            process = await trio.lowlevel.open_process(
+                self._command(), stdin=subprocess.DEVNULL, env=env
+            )
             self.processes[index] = process
             code = await process.wait()
             if self.stopping:
@@ -88,6 +126,36 @@ class Supervisor:
                 return False
         return True
 
+    async def _serve_metrics(self) -> None:
+        """The export server of the current config, if it has one: the workers' sum."""
+        while not self.stopping:
+            listener = self._metrics_listener
+            with trio.CancelScope() as scope:
+                self._metrics_scope = scope
+                if listener is None:
+                    await trio.sleep_forever()
+                else:
+                    await serve_exporter(listener, lambda: self.export_uri, self._render_metrics)
+            if self.stopping:
+                return
+            if listener is not None and listener is not self._metrics_listener:
+                listener.close()
+
+    def _render_metrics(self) -> bytes:
+        snapshots = []
+        for path in sorted(glob.glob(os.path.join(self._copy_dir, "metrics-*.bin"))):
+            try:
+                with open(path, "rb") as f:
+                    snapshots.append(f.read())
+            except OSError:
+                continue
+        try:
+            metrics, stats = Metrics.merged(snapshots, socket.gethostname())
+        except ValueError as exc:
+            log.error("metrics not served: %s", exc)
+            metrics, stats = Metrics.merged([], socket.gethostname())
+        return metrics.render(self.metric_prefix, stats)
+
     def _signal_all(self, signum: int) -> None:
         for process in self.processes.values():
             if process.returncode is None:
@@ -96,11 +164,14 @@ class Supervisor:
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT, then wait for every worker to drain; the exit code."""
         if not self.take_config() or not self._can_listen():
+            if self._metrics_listener is not None:
+                self._metrics_listener.close()
             shutil.rmtree(self._copy_dir, ignore_errors=True)
             return 1
         try:
             with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
                 async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._serve_metrics)
                     for index in range(self.workers):
                         nursery.start_soon(self._keep_worker, index)
                     async for signum in signals:
@@ -112,6 +183,10 @@ class Supervisor:
                         self.stopping = True
                         self._signal_all(signal.SIGTERM)
                         break
+                    if self._metrics_scope is not None:
+                        self._metrics_scope.cancel()  # `_serve_metrics` sees `stopping`
         finally:
+            if self._metrics_listener is not None:
+                self._metrics_listener.close()
             shutil.rmtree(self._copy_dir, ignore_errors=True)
         return 0

@@ -140,7 +140,6 @@ def check(config: Config) -> list[ConfigError]:
     errors += _credential_filters(config)
     if config.server.workers > 1:
         errors += _local_limits(config)
-        errors += _per_process_metrics(config)
     return errors
 
 
@@ -252,21 +251,6 @@ def _local_limits(config: Config) -> list[ConfigError]:
         for base, plugins in _policy_plugins(config)
         for name, conf in plugin_items(plugins)
         if name in ("limit-count", "limit-req", "limit-conn") and conf.policy == "local"
-    ]
-
-
-def _per_process_metrics(config: Config) -> list[ConfigError]:
-    """With several workers, each would count its own requests, and a scrape would reach
-    one of them."""
-    return [
-        ConfigError(
-            f"prometheus counts per process, and server.workers is {config.server.workers}: "
-            "a scrape would see one worker's requests",
-            f"{base}.prometheus",
-        )
-        for base, plugins in _policy_plugins(config)
-        for name, _ in plugin_items(plugins)
-        if name == "prometheus"
     ]
 
 

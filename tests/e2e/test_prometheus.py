@@ -4,7 +4,10 @@ Prometheus text format on the export address, never on the proxy's."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,14 @@ from gateway.config.load import load
 from gateway.ratelimit import LimitRegistry
 from gateway.runtime import compile_config
 from gateway.server import Gateway
-from tests.helpers import Upstream, config_for, free_port, request, start_gateway
+from tests.helpers import (
+    GatewayProcess,
+    Upstream,
+    config_for,
+    free_port,
+    request,
+    start_gateway,
+)
 
 EXPORT_URI = "/apisix/prometheus/metrics"
 
@@ -174,3 +184,64 @@ async def test_counts_survive_a_reload_that_moves_the_export(
             pass
         else:
             raise AssertionError("the old export address still accepts")
+
+
+async def scrape_until(address: str, name: str, at_least: float) -> dict[str, float]:
+    """Scrapes until sample `name` reaches `at_least` (workers share their counts once a
+    second); the last scrape."""
+    with trio.fail_after(30):
+        while True:
+            try:
+                status, _, got = await scrape(address)
+            except OSError:
+                status, got = 0, {}
+            if status == 200 and got.get(name, 0) >= at_least:
+                return got
+            await trio.sleep(0.1)
+
+
+async def test_several_workers_are_summed_and_a_restart_keeps_the_counts(
+    tmp_path: Path, gateway_process: list[GatewayProcess], upstream: Upstream
+) -> None:
+    export_port = free_port()
+    export = f"127.0.0.1:{export_port}"
+    address = f"127.0.0.1:{free_port()}"
+    config = prometheus_config(upstream, export_port)
+    config["server"].update(listen=address, workers=2)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    process = GatewayProcess(path, tmp_path)
+    gateway_process.append(process)
+    process.start()
+    await process.wait_log("gateway listening", count=2)
+    workers = _children(process.pid)
+    assert len(workers) == 2
+
+    # New connections each time: SO_REUSEPORT spreads them over both workers.
+    for _ in range(40):
+        resp = await request(address, target="/m/a", headers=[("apikey", "jack-key")])
+        assert resp.status == 200
+    jack = 'route="m",service="",consumer="jack",node="127.0.0.1"'
+    count = f'apisix_http_latency_count{{type="request",{jack}}}'
+    got = await scrape_until(export, count, 40)
+    assert got[count] == 40
+    assert got["apisix_http_requests_total"] >= 40
+
+    # A worker killed without a last word (it had some of the 40 new connections: the
+    # kernel spreads them over both): its successor carries on from its counts.
+    os.kill(min(workers), signal.SIGKILL)
+    await process.wait_log("restarting")
+    await process.wait_log("gateway listening", count=3)
+    for _ in range(10):
+        assert (
+            await request(address, target="/m/a", headers=[("apikey", "jack-key")])
+        ).status == 200
+    got = await scrape_until(export, count, 50)
+    assert got[count] == 50
+    process.signal(signal.SIGTERM)
+    assert await process.wait_exit() == 0
+
+
+def _children(pid: int) -> set[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return {int(p) for p in out.split()}

@@ -273,11 +273,7 @@ CASES: list[tuple[dict[str, Any], str]] = [
         {"rules": [{"match": [{"vars": [["no_such_var", "==", "1"]]}]}]},
         "rules[0].match[0]",
     ),
-    # prometheus: one process's counts only; plugin_attr as APISIX's config.yaml has it.
-    (
-        {"server": {"workers": 2}, "global_rules": [{"id": "g", "plugins": {"prometheus": {}}}]},
-        "$.global_rules[0].plugins.prometheus",
-    ),
+    # prometheus: plugin_attr as APISIX's config.yaml has it.
     on_route("prometheus", {"prefer_name": "yes"}, "prefer_name"),
     (
         {"plugin_attr": {"prometheus": {"metric_prefix": "bad-prefix"}}},

@@ -3,6 +3,8 @@ counts what equals it), escaped label values, the server's own figures."""
 
 from __future__ import annotations
 
+import pytest
+
 from gateway.metrics import Metrics, ServerStats
 
 STATS = ServerStats(accepted=5, active=3, waiting=1, requests=9, hostname="gw-1")
@@ -66,3 +68,28 @@ def test_server_figures_and_prefix() -> None:
     assert 'gw_nginx_http_current_connections{state="writing"} 2' in out
     assert 'gw_node_info{hostname="gw-1"} 1' in out
     assert "# TYPE gw_http_latency histogram" in out
+
+
+def test_snapshots_add_up() -> None:
+    """Workers' snapshots merged: every count and server figure summed, the hostname the
+    supervisor's."""
+    a, b = Metrics(), Metrics()
+    labels = ("200", "r", "/r", "", "", "jack", "n")
+    a.observe(labels, 3.0, 1.0, 10, 20)
+    b.observe(labels, 700.0, None, 5, 6)
+    b.observe(("500", "r", "/r", "", "", "", "n"), 1.0, 1.0, 1, 1)
+    merged, stats = Metrics.merged([a.snapshot(STATS), b.snapshot(STATS)], "host")
+    assert stats == ServerStats(accepted=10, active=6, waiting=2, requests=18, hostname="host")
+    out = lines(merged)
+    where = 'route="r",service="",consumer="jack",node="n"'
+    assert f'apisix_http_latency_count{{type="request",{where}}} 2' in out
+    assert f'apisix_http_latency_sum{{type="request",{where}}} 703' in out
+    assert f'apisix_http_latency_bucket{{type="request",{where},le="5"}} 1' in out
+    assert f'apisix_http_latency_count{{type="upstream",{where}}} 1' in out
+    assert f'apisix_bandwidth{{type="egress",{where}}} 26' in out
+    assert any(line.startswith('apisix_http_status{code="500"') for line in out)
+
+
+def test_a_bad_snapshot_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a metrics snapshot"):
+        Metrics().absorb(b"\x93garbage")
