@@ -53,6 +53,7 @@ class RequestContext:
         "query",
         "remote_addr",
         "remote_port",
+        "request_body",
         "request_length",
         "request_origin",
         "request_target",
@@ -107,6 +108,9 @@ class RequestContext:
         # `body_reader(limit)`; the proxy then sends `body` instead of streaming.
         self.body: bytes | None = None
         self.body_reader: BodyReader | None = None
+        # The request's body as it streams in (a `request_body.RequestBody`: its declared
+        # `length` and the `limit` client-control puts on it).
+        self.request_body: Any = None
         self._cookies: dict[str, str] | None = None
         # limit-conn's places taken by this request, (store, key), given back at its end.
         self.leases: list[tuple[Any, str]] | None = None  # Any: a store of ratelimit

@@ -52,6 +52,7 @@ class RequestBody:
         "_left",
         "_size",
         "length",
+        "limit",
         "started",
     )
 
@@ -67,6 +68,9 @@ class RequestBody:
         self._idle_timeout = idle_timeout
         self._done = False
         self._chunked = 0  # decoded bytes of a chunked body so far
+        # At most this many bytes (client-control's `max_body_size`); None: no bound. A
+        # counted body is judged by its length before it is read.
+        self.limit: int | None = None
         self.started = False
         # A counted body (Content-Length, or none at all): the bytes still to come, and
         # what arrived after the head. None: a chunked body, which h11 reads.
@@ -126,6 +130,8 @@ class RequestBody:
         if not pieces:
             return None
         self._chunked += size
+        if self.limit is not None and self._chunked > self.limit:
+            raise DownstreamError(413, "request body larger than the route allows")
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     async def read_whole(self, limit: int) -> bytes | None:

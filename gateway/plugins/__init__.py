@@ -5,6 +5,7 @@ from __future__ import annotations
 from gateway.pipeline import Plugin
 from gateway.plugins.attach_consumer_label import AttachConsumerLabel
 from gateway.plugins.basic_auth import BasicAuth
+from gateway.plugins.client_control import ClientControl
 from gateway.plugins.consumer_restriction import ConsumerRestriction
 from gateway.plugins.cors import Cors
 from gateway.plugins.hmac_auth import HmacAuth
@@ -26,6 +27,7 @@ from gateway.plugins.traffic_split import TrafficSplit
 
 PLUGINS: tuple[type[Plugin], ...] = (
     RealIp,
+    ClientControl,
     RequestId,
     Cors,
     IpRestriction,

@@ -285,6 +285,9 @@ CASES: list[tuple[dict[str, Any], str]] = [
     ),
     ({"plugin_attr": {"prometheus": {"enable_export_server": False}}}, "$.plugin_attr.prometheus"),
     ({"plugin_attr": {"zipkin": {}}}, "$.plugin_attr"),
+    # client-control: a byte count.
+    on_route("client-control", {"max_body_size": -1}, "max_body_size"),
+    on_route("client-control", {"max_body_size": "1m"}, "max_body_size"),
     # ip-restriction: exactly one list, of addresses or CIDRs.
     on_route("ip-restriction", {}),
     on_route("ip-restriction", {"whitelist": ["10.0.0.1"], "blacklist": ["10.0.0.2"]}),
