@@ -21,16 +21,22 @@ from gateway.plugins.prometheus import Prometheus
 from gateway.plugins.proxy_rewrite import ProxyRewrite
 from gateway.plugins.real_ip import RealIp
 from gateway.plugins.redirect import Redirect
+from gateway.plugins.referer_restriction import RefererRestriction
 from gateway.plugins.request_id import RequestId
 from gateway.plugins.response_rewrite import ResponseRewrite
 from gateway.plugins.traffic_split import TrafficSplit
+from gateway.plugins.ua_restriction import UaRestriction
+from gateway.plugins.uri_blocker import UriBlocker
 
 PLUGINS: tuple[type[Plugin], ...] = (
     RealIp,
     ClientControl,
     RequestId,
     Cors,
+    UaRestriction,
+    RefererRestriction,
     IpRestriction,
+    UriBlocker,
     MultiAuth,
     OpenIdConnect,
     HmacAuth,

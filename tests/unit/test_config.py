@@ -288,6 +288,18 @@ CASES: list[tuple[dict[str, Any], str]] = [
     # client-control: a byte count.
     on_route("client-control", {"max_body_size": -1}, "max_body_size"),
     on_route("client-control", {"max_body_size": "1m"}, "max_body_size"),
+    # uri-blocker, ua-restriction, referer-restriction: APISIX's schemas, regexes compiled.
+    on_route("uri-blocker", {}),
+    on_route("uri-blocker", {"block_rules": []}, "block_rules"),
+    on_route("uri-blocker", {"block_rules": ["("]}),
+    on_route("uri-blocker", {"block_rules": ["a"], "rejected_code": 199}, "rejected_code"),
+    on_route("ua-restriction", {}),
+    on_route("ua-restriction", {"allowlist": ["a"], "denylist": ["b"]}),
+    on_route("ua-restriction", {"denylist": ["["]}),
+    on_route("ua-restriction", {"denylist": ["a"], "message": ""}, "message"),
+    on_route("referer-restriction", {}),
+    on_route("referer-restriction", {"whitelist": ["a.example"], "blacklist": ["b.example"]}),
+    on_route("referer-restriction", {"whitelist": ["not a host"]}, "whitelist[0]"),
     # ip-restriction: exactly one list, of addresses or CIDRs.
     on_route("ip-restriction", {}),
     on_route("ip-restriction", {"whitelist": ["10.0.0.1"], "blacklist": ["10.0.0.2"]}),
