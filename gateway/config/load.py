@@ -64,6 +64,9 @@ def _split_msgspec_error(text: str) -> ConfigError:
     message, sep, path = text.rpartition(" - at `")
     if not sep:
         return ConfigError(text, "$")  # msgspec names no path for the top-level object
+    # A bad object key: msgspec says "- at `key` in `$.path`".
+    if path.startswith("key` in `"):
+        return ConfigError(f"a key: {message}", path.removeprefix("key` in `").rstrip("`"))
     return ConfigError(message, path.rstrip("`"))
 
 

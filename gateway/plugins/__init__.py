@@ -8,6 +8,7 @@ from gateway.plugins.basic_auth import BasicAuth
 from gateway.plugins.client_control import ClientControl
 from gateway.plugins.consumer_restriction import ConsumerRestriction
 from gateway.plugins.cors import Cors
+from gateway.plugins.fault_injection import FaultInjection
 from gateway.plugins.hmac_auth import HmacAuth
 from gateway.plugins.ip_restriction import IpRestriction
 from gateway.plugins.jwt_auth import JwtAuth
@@ -32,6 +33,7 @@ PLUGINS: tuple[type[Plugin], ...] = (
     RealIp,
     ClientControl,
     RequestId,
+    FaultInjection,
     Cors,
     UaRestriction,
     RefererRestriction,

@@ -300,6 +300,18 @@ CASES: list[tuple[dict[str, Any], str]] = [
     on_route("referer-restriction", {}),
     on_route("referer-restriction", {"whitelist": ["a.example"], "blacklist": ["b.example"]}),
     on_route("referer-restriction", {"whitelist": ["not a host"]}, "whitelist[0]"),
+    # fault-injection: abort or delay, APISIX's bounds.
+    on_route("fault-injection", {}),
+    on_route("fault-injection", {"abort": {"body": "x"}}, "abort"),
+    on_route("fault-injection", {"abort": {"http_status": 199}}, "abort.http_status"),
+    on_route("fault-injection", {"delay": {"duration": -1}}, "delay.duration"),
+    on_route("fault-injection", {"delay": {"duration": 1, "percentage": 101}}, "delay.percentage"),
+    on_route(
+        "fault-injection", {"abort": {"http_status": 500, "vars": [["arg_a", "==", "1"]]}}, "abort"
+    ),
+    on_route(
+        "fault-injection", {"abort": {"http_status": 500, "headers": {"a:b": "c"}}}, "abort.headers"
+    ),
     # ip-restriction: exactly one list, of addresses or CIDRs.
     on_route("ip-restriction", {}),
     on_route("ip-restriction", {"whitelist": ["10.0.0.1"], "blacklist": ["10.0.0.2"]}),
