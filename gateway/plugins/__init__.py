@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gateway.pipeline import Plugin
+from gateway.plugins.api_breaker import ApiBreaker
 from gateway.plugins.attach_consumer_label import AttachConsumerLabel
 from gateway.plugins.basic_auth import BasicAuth
 from gateway.plugins.client_control import ClientControl
@@ -52,6 +53,7 @@ PLUGINS: tuple[type[Plugin], ...] = (
     TrafficSplit,
     Prometheus,
     ResponseRewrite,
+    ApiBreaker,
     LimitConn,
     LimitCount,
     LimitReq,

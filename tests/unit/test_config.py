@@ -312,6 +312,19 @@ CASES: list[tuple[dict[str, Any], str]] = [
     on_route(
         "fault-injection", {"abort": {"http_status": 500, "headers": {"a:b": "c"}}}, "abort.headers"
     ),
+    # api-breaker: APISIX's bounds.
+    on_route("api-breaker", {}),
+    on_route("api-breaker", {"break_response_code": 502, "max_breaker_sec": 2}, "max_breaker_sec"),
+    on_route(
+        "api-breaker",
+        {"break_response_code": 502, "unhealthy": {"http_statuses": [404]}},
+        "unhealthy.http_statuses[0]",
+    ),
+    on_route(
+        "api-breaker",
+        {"break_response_code": 502, "break_response_headers": [{"key": "X", "value": "a\nb"}]},
+        "break_response_headers[0].value",
+    ),
     # ip-restriction: exactly one list, of addresses or CIDRs.
     on_route("ip-restriction", {}),
     on_route("ip-restriction", {"whitelist": ["10.0.0.1"], "blacklist": ["10.0.0.2"]}),
