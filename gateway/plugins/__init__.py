@@ -17,6 +17,7 @@ from gateway.plugins.key_auth import KeyAuth
 from gateway.plugins.limit_conn import LimitConn
 from gateway.plugins.limit_count import LimitCount
 from gateway.plugins.limit_req import LimitReq
+from gateway.plugins.mocking import Mocking
 from gateway.plugins.multi_auth import MultiAuth
 from gateway.plugins.openid_connect import OpenIdConnect
 from gateway.plugins.prometheus import Prometheus
@@ -35,6 +36,7 @@ PLUGINS: tuple[type[Plugin], ...] = (
     ClientControl,
     RequestId,
     FaultInjection,
+    Mocking,
     Cors,
     UaRestriction,
     RefererRestriction,

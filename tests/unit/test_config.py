@@ -325,6 +325,13 @@ CASES: list[tuple[dict[str, Any], str]] = [
         {"break_response_code": 502, "break_response_headers": [{"key": "X", "value": "a\nb"}]},
         "break_response_headers[0].value",
     ),
+    # mocking: an example or a schema.
+    on_route("mocking", {}),
+    on_route("mocking", {"response_example": "x", "response_status": 99}, "response_status"),
+    on_route("mocking", {"response_schema": {"type": "tuple"}}),
+    on_route(
+        "mocking", {"response_example": "x", "response_headers": {"a b": "c"}}, "response_headers"
+    ),
     # ip-restriction: exactly one list, of addresses or CIDRs.
     on_route("ip-restriction", {}),
     on_route("ip-restriction", {"whitelist": ["10.0.0.1"], "blacklist": ["10.0.0.2"]}),
