@@ -20,7 +20,7 @@ BodyReader = Callable[[int], Awaitable["bytes | None"]]
 Header = tuple[bytes, bytes]
 
 
-def _arg_name(raw: bytes) -> str:
+def arg_name(raw: bytes) -> str:
     """A query argument's name as `args` has it (percent- and `+`-decoded)."""
     return unquote_plus(raw.decode("latin-1"))
 
@@ -58,6 +58,7 @@ class RequestContext:
         "request_origin",
         "request_target",
         "response_body",
+        "response_head",
         "response_headers",
         "route",
         "server_port",
@@ -120,6 +121,9 @@ class RequestContext:
         self.response_headers: list[Header] | None = None
         # A body a header filter put in place of the answer's own (response-rewrite).
         self.response_body: bytes | None = None
+        # The answer's head for the loggers: the upstream's `ResponseHead` or the gateway's
+        # `Reply` (both have `headers`).
+        self.response_head: Any = None
         self.status = 0
         # Set when the request is over, before the log phase: its end on the `start` clock,
         # the bytes read from the client (head and body) and written to it.
@@ -151,7 +155,7 @@ class RequestContext:
         or None. nginx's `$arg_name`; `unquote_to_bytes` gives its exact bytes."""
         for part in self.query.split(b"&"):
             key, _, value = part.partition(b"=")
-            if key and _arg_name(key) == name:
+            if key and arg_name(key) == name:
                 return value
         return None
 
@@ -179,7 +183,7 @@ class RequestContext:
         kept = [
             part
             for part in self.query.split(b"&")
-            if part and _arg_name(part.partition(b"=")[0]) != name
+            if part and arg_name(part.partition(b"=")[0]) != name
         ]
         self.query = b"&".join(kept)
         self.target = self.path + b"?" + self.query if self.query else self.path

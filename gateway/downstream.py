@@ -410,6 +410,7 @@ class ClientConnection:
     async def _send_reply(self, ctx: RequestContext, reply: Reply) -> bool:
         """Write a gateway-made response; False when the connection must close."""
         ctx.status = reply.status
+        ctx.response_head = reply
         headers = [*reply.headers, date_header(int(time.time()))]
         if ctx.response_headers:
             headers.extend(ctx.response_headers)

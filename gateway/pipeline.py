@@ -87,12 +87,17 @@ class PluginEnv:
         idps: Any = None,
         upstreams: Any = None,
         metrics: Any = None,
+        secrets: Any = None,
+        hostname: str = "",
     ) -> None:
         self.consumers = consumers
         # The upstreams a plugin may send a request to (runtime.UpstreamCatalog).
         self.upstreams = upstreams
         # Where the prometheus plugin counts (a `gateway.metrics.Metrics`).
         self.metrics = metrics
+        # Where credentials are read from, for the loggers (a `logentry.SecretNames`).
+        self.secrets = secrets
+        self.hostname = hostname
         self.now = now
         self.limits = limits
         self.idps = idps
@@ -110,6 +115,8 @@ class PluginEnv:
             self.idps,
             self.upstreams,
             self.metrics,
+            self.secrets,
+            self.hostname,
         )
 
 

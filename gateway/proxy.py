@@ -376,6 +376,7 @@ async def _exchange(
         ) from None
     status = response.status
     ctx.status = status
+    ctx.response_head = response
     no_body = isinstance(body, NoBody)
     # The chain when it has header filters (looked up once).
     filter_chain = ctx.chain if ctx.chain is not None and ctx.chain.header_filters else None

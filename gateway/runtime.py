@@ -9,6 +9,7 @@ swaps it whole; requests in flight keep the one they started with.
 from __future__ import annotations
 
 import copy
+import platform
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +31,7 @@ from gateway.consumers import Consumer, ConsumerTable, Credential
 from gateway.context import RequestContext
 from gateway.expr import compile_vars
 from gateway.fetch import tls_context
+from gateway.logentry import ALWAYS_SECRET, SecretNames
 from gateway.metrics import Metrics
 from gateway.oidc import IdpRegistry
 from gateway.pipeline import AuthPlugin, Chain, Plugin, PluginEnv, build, disabled
@@ -282,13 +284,40 @@ def merge(
     return merged
 
 
-def _uses_plugin(config: Config, name: str) -> bool:
-    """Whether any resource of `config` holds a conf of plugin `name`."""
-    holders: list[Any] = [
+def _route_level_plugin_sets(config: Config) -> list[Any]:
+    return [
         *(r.plugins for r in config.routes),
         *(s.plugins for s in config.services),
         *(p.plugins for p in config.plugin_configs),
         *(g.plugins for g in config.global_rules),
+    ]
+
+
+def secret_names(config: Config) -> SecretNames:
+    """Where the config's authentication plugins read credentials (key-auth's and
+    jwt-auth's `header`, `query` and `cookie`, inside multi-auth too): never logged."""
+    headers, args, cookies = set(ALWAYS_SECRET), set(), set()
+    confs: list[Any] = []
+    for plugins in _route_level_plugin_sets(config):
+        for name, conf in plugin_items(plugins):
+            if name == "multi-auth":
+                confs.extend(c for _, c in conf.confs())
+            elif issubclass(BY_NAME[name], AuthPlugin):
+                confs.append(conf)
+    for conf in confs:
+        if getattr(conf, "header", None):
+            headers.add(conf.header.lower().encode("latin-1"))
+        if getattr(conf, "query", None):
+            args.add(conf.query)
+        if getattr(conf, "cookie", None):
+            cookies.add(conf.cookie)
+    return SecretNames(frozenset(headers), frozenset(args), frozenset(cookies))
+
+
+def _uses_plugin(config: Config, name: str) -> bool:
+    """Whether any resource of `config` holds a conf of plugin `name`."""
+    holders: list[Any] = [
+        *_route_level_plugin_sets(config),
         *(c.plugins for c in config.consumers),
         *(g.plugins for g in config.consumer_groups),
     ]
@@ -356,6 +385,8 @@ class Runtime:
             idps=self.idps,
             upstreams=catalog,
             metrics=self.metrics,
+            secrets=secret_names(config),
+            hostname=platform.node(),
         )
         build_consumers(config, env)
         global_plugins: list[Plugin] = []

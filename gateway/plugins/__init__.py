@@ -10,6 +10,7 @@ from gateway.plugins.client_control import ClientControl
 from gateway.plugins.consumer_restriction import ConsumerRestriction
 from gateway.plugins.cors import Cors
 from gateway.plugins.fault_injection import FaultInjection
+from gateway.plugins.file_logger import FileLogger
 from gateway.plugins.hmac_auth import HmacAuth
 from gateway.plugins.ip_restriction import IpRestriction
 from gateway.plugins.jwt_auth import JwtAuth
@@ -54,6 +55,7 @@ PLUGINS: tuple[type[Plugin], ...] = (
     Redirect,
     TrafficSplit,
     Prometheus,
+    FileLogger,
     ResponseRewrite,
     ApiBreaker,
     LimitConn,

@@ -332,6 +332,10 @@ CASES: list[tuple[dict[str, Any], str]] = [
     on_route(
         "mocking", {"response_example": "x", "response_headers": {"a b": "c"}}, "response_headers"
     ),
+    # file-logger: a path; bodies are streamed, never held for a log.
+    on_route("file-logger", {}),
+    on_route("file-logger", {"path": "/tmp/x.log", "include_req_body": True}, "include_req_body"),
+    on_route("file-logger", {"path": "/tmp/x.log", "match": [["no_such_var", "==", 1]]}),
     # ip-restriction: exactly one list, of addresses or CIDRs.
     on_route("ip-restriction", {}),
     on_route("ip-restriction", {"whitelist": ["10.0.0.1"], "blacklist": ["10.0.0.2"]}),

@@ -78,6 +78,9 @@ PURE = [
     "plugins",
     "context.py",
     "pipeline.py",
+    "template.py",
+    "metrics.py",
+    "logentry.py",
 ]
 
 
