@@ -89,6 +89,7 @@ class PluginEnv:
         metrics: Any = None,
         secrets: Any = None,
         hostname: str = "",
+        loggers: Any = None,
     ) -> None:
         self.consumers = consumers
         # The upstreams a plugin may send a request to (runtime.UpstreamCatalog).
@@ -98,6 +99,8 @@ class PluginEnv:
         # Where credentials are read from, for the loggers (a `logentry.SecretNames`).
         self.secrets = secrets
         self.hostname = hostname
+        # http-logger's queues (a `logship.LogShipper`).
+        self.loggers = loggers
         self.now = now
         self.limits = limits
         self.idps = idps
@@ -117,6 +120,7 @@ class PluginEnv:
             self.metrics,
             self.secrets,
             self.hostname,
+            self.loggers,
         )
 
 

@@ -32,6 +32,7 @@ from gateway.context import RequestContext
 from gateway.expr import compile_vars
 from gateway.fetch import tls_context
 from gateway.logentry import ALWAYS_SECRET, SecretNames
+from gateway.logship import LogShipper
 from gateway.metrics import Metrics
 from gateway.oidc import IdpRegistry
 from gateway.pipeline import AuthPlugin, Chain, Plugin, PluginEnv, build, disabled
@@ -366,6 +367,7 @@ class Runtime:
         limits: LimitRegistry | None = None,
         idps: IdpRegistry | None = None,
         metrics: Metrics | None = None,
+        loggers: LogShipper | None = None,
     ) -> None:
         self.config = config
         self.server = config.server
@@ -377,6 +379,7 @@ class Runtime:
         }
         catalog = UpstreamCatalog(self.upstreams)
         self.metrics = metrics if metrics is not None else Metrics()
+        self.loggers = loggers if loggers is not None else LogShipper()
         self.env = env = PluginEnv(
             ConsumerTable(),
             now,
@@ -387,6 +390,7 @@ class Runtime:
             metrics=self.metrics,
             secrets=secret_names(config),
             hostname=platform.node(),
+            loggers=self.loggers,
         )
         build_consumers(config, env)
         global_plugins: list[Plugin] = []
@@ -483,8 +487,9 @@ def compile_config(
     limits: LimitRegistry | None = None,
     idps: IdpRegistry | None = None,
     metrics: Metrics | None = None,
+    loggers: LogShipper | None = None,
 ) -> Runtime:
     """Build the runtime for a validated config; `now` is the wall clock plugins read,
-    `limits`, `idps` and `metrics` the server's long-lived registries and counts (fresh ones
-    when only checking)."""
-    return Runtime(config, now, limits, idps, metrics)
+    `limits`, `idps`, `metrics` and `loggers` the server's long-lived registries, counts and
+    log queues (fresh ones when only checking)."""
+    return Runtime(config, now, limits, idps, metrics, loggers)

@@ -37,6 +37,7 @@ BACKLOG = 4096
 ACCEPT_BURST = 64
 POOL_REAP_INTERVAL_S = 1.0
 METRICS_SHARE_S = 1.0  # how stale a worker's counts may be in the supervisor's export
+LOG_FLUSH_S = 5.0  # at a stop, the time http-logger has to post what is queued
 
 
 def open_listener(address: str, reuse_port: bool, *, listen: bool = True) -> socket.socket:
@@ -165,6 +166,7 @@ class Gateway:
         self.accepted = 0
         # The prometheus plugin's counts outlive reloads, as APISIX's shared dict does.
         self.metrics = runtime.metrics
+        self.loggers = runtime.loggers
         self.metrics_address = runtime.metrics_address
         # A worker of several shares its counts through this file (the supervisor serves
         # the sum); None: this process serves its own export address.
@@ -189,31 +191,16 @@ class Gateway:
             self._metrics_listener = open_listener(self.metrics_address, False)
         limiter = trio.Semaphore(self.runtime.limits.max_connections)
         try:
-            async with trio.open_nursery() as connections:
-                async with trio.open_nursery() as acceptors:
-                    self._accept_scope = acceptors.cancel_scope
-                    # Redis clients for limit-count live in this nursery, entered before
-                    # the first request is accepted.
-                    await acceptors.start(self.limits.redis.run)
-                    # Identity providers load (each within its timeout) before accepting.
-                    await acceptors.start(self.idps.run)
-                    for listener in listeners:
-                        acceptors.start_soon(self._accept_loop, listener, connections, limiter)
-                    acceptors.start_soon(self._reap_pools)
-                    acceptors.start_soon(self._run_probes)
-                    if self.metrics_file is None:
-                        acceptors.start_soon(self._serve_metrics)
-                    else:
-                        acceptors.start_soon(self._share_metrics, self.metrics_file)
-                    log.info("gateway listening on %s", " ".join(addresses))
-                    task_status.started(addresses)
-                    if self._stop_requested:
-                        acceptors.cancel_scope.cancel()
-                for listener in listeners:
-                    _close_listener(listener)
-                grace = self.runtime.server.shutdown_timeout
-                connections.cancel_scope.deadline = trio.current_time() + grace
-                self._close_idle()
+            # http-logger's senders outlive the draining connections, whose entries they
+            # post; what is left is flushed below.
+            async with trio.open_nursery() as background:
+                await background.start(self.loggers.run)
+                try:
+                    await self._serve_connections(listeners, addresses, limiter, task_status)
+                finally:
+                    background.cancel_scope.cancel()
+            with trio.move_on_after(LOG_FLUSH_S):
+                await self.loggers.flush()
         finally:
             for listener in listeners:
                 _close_listener(listener)
@@ -223,6 +210,41 @@ class Gateway:
                 self._write_metrics(self.metrics_file)
             self.pools.close_all()
             self.access_log.close()
+
+    async def _serve_connections(
+        self,
+        listeners: list[socket.socket],
+        addresses: list[str],
+        limiter: trio.Semaphore,
+        task_status: trio.TaskStatus[list[str]],
+    ) -> None:
+        """Accept and serve until `stop()`; then close the listeners and let the requests in
+        flight finish within `server.shutdown_timeout`."""
+        async with trio.open_nursery() as connections:
+            async with trio.open_nursery() as acceptors:
+                self._accept_scope = acceptors.cancel_scope
+                # Redis clients for limit-count live in this nursery, entered before
+                # the first request is accepted.
+                await acceptors.start(self.limits.redis.run)
+                # Identity providers load (each within its timeout) before accepting.
+                await acceptors.start(self.idps.run)
+                for listener in listeners:
+                    acceptors.start_soon(self._accept_loop, listener, connections, limiter)
+                acceptors.start_soon(self._reap_pools)
+                acceptors.start_soon(self._run_probes)
+                if self.metrics_file is None:
+                    acceptors.start_soon(self._serve_metrics)
+                else:
+                    acceptors.start_soon(self._share_metrics, self.metrics_file)
+                log.info("gateway listening on %s", " ".join(addresses))
+                task_status.started(addresses)
+                if self._stop_requested:
+                    acceptors.cancel_scope.cancel()
+            for listener in listeners:
+                _close_listener(listener)
+            grace = self.runtime.server.shutdown_timeout
+            connections.cancel_scope.deadline = trio.current_time() + grace
+            self._close_idle()
 
     def stop(self) -> None:
         """Stop accepting; idle keep-alive connections close, requests in flight finish."""
@@ -246,7 +268,11 @@ class Gateway:
             return False
         try:
             runtime = compile_config(
-                load(self.config_path), limits=self.limits, idps=self.idps, metrics=self.metrics
+                load(self.config_path),
+                limits=self.limits,
+                idps=self.idps,
+                metrics=self.metrics,
+                loggers=self.loggers,
             )
         except ConfigErrors as exc:
             self.limits.take_used()

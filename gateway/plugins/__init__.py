@@ -12,6 +12,7 @@ from gateway.plugins.cors import Cors
 from gateway.plugins.fault_injection import FaultInjection
 from gateway.plugins.file_logger import FileLogger
 from gateway.plugins.hmac_auth import HmacAuth
+from gateway.plugins.http_logger import HttpLogger
 from gateway.plugins.ip_restriction import IpRestriction
 from gateway.plugins.jwt_auth import JwtAuth
 from gateway.plugins.key_auth import KeyAuth
@@ -55,6 +56,7 @@ PLUGINS: tuple[type[Plugin], ...] = (
     Redirect,
     TrafficSplit,
     Prometheus,
+    HttpLogger,
     FileLogger,
     ResponseRewrite,
     ApiBreaker,

@@ -4,12 +4,14 @@ credentials never written."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
-from tests.helpers import Upstream, config_for, request, start_gateway
+from tests.helpers import Received, Upstream, config_for, free_port, request, start_gateway
 
 KEY = "s3cret-key-value"
 
@@ -77,3 +79,108 @@ async def test_file_logger_writes_apisix_entries(
     assert entry["uri"] == "/custom?apikey=[redacted]"
     assert entry["team"] == "api"
     assert float(entry["took"]) >= 0
+
+
+class Collector:
+    """A log collector: records every POST; answers `statuses` in turn, then 200."""
+
+    def __init__(self, *statuses: int) -> None:
+        self.statuses = list(statuses)
+        self.server = Upstream(responder=self._respond, name="collector")
+        self._posted = trio.Event()
+
+    async def _respond(self, req: Received) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        self._posted.set()
+        return (self.statuses.pop(0) if self.statuses else 200), [], b""
+
+    async def wait_posts(self, count: int) -> list[Received]:
+        with trio.fail_after(20):
+            while len(self.server.received) < count:
+                self._posted = trio.Event()
+                await self._posted.wait()
+        return self.server.received
+
+
+class LogLine(logging.Handler):
+    """Sets `seen` once a log line holding `text` was written."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.seen = trio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()
+
+
+def http_logger(collector: Collector, **conf: Any) -> dict[str, Any]:
+    return {"uri": f"http://{collector.server.address}/logs", **conf}
+
+
+async def test_http_logger_posts_batches(
+    nursery: trio.Nursery, upstream: Upstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    full, lines, retried = Collector(), Collector(), Collector(500)
+    for c in (full, lines, retried):
+        await nursery.start(c.server.serve)
+    down = f"127.0.0.1:{free_port()}"
+    routes = {
+        "batched": http_logger(full, batch_max_size=2, auth_header="Bearer collector-token"),
+        "lines": http_logger(lines, concat_method="new_line", inactive_timeout=1,
+                             log_format={"route": "$route_id", "key": "$arg_apikey"}),
+        "retried": http_logger(retried, batch_max_size=1, max_retry_count=1, retry_delay=0),
+        "lost": {"uri": f"http://{down}/logs", "batch_max_size": 1, "name": "lost logs",
+                 "auth_header": "Basic c2VjcmV0"},
+    }  # fmt: skip
+    config = logged_config(upstream, **{})
+    node = {"nodes": {upstream.address: 1}}
+    config["routes"] = [
+        {"id": rid, "uri": f"/{rid}", "upstream": node,
+         "plugins": {"key-auth": {}, "http-logger": conf}}
+        for rid, conf in routes.items()
+    ]  # fmt: skip
+    gateway, gw = await start_gateway(nursery, config)
+    key = [("apikey", KEY)]
+
+    # A full batch goes at once: one POST, a JSON array, with the collector's credentials.
+    for _ in range(2):
+        assert (await request(gw, target="/batched", headers=key)).status == 200
+    (post,) = await full.wait_posts(1)
+    assert post.method == b"POST"
+    assert post.target == b"/logs"
+    assert post.header(b"authorization") == b"Bearer collector-token"
+    assert post.header(b"content-type") == b"application/json"
+    entries = json.loads(post.body)
+    assert [e["route_id"] for e in entries] == ["batched", "batched"]
+    assert entries[0]["consumer"] == {"username": "jack"}
+    assert KEY.encode() not in post.body
+
+    # new_line: one entry per line, after inactive_timeout.
+    assert (await request(gw, target=f"/lines?apikey={KEY}")).status == 200
+    (post,) = await lines.wait_posts(1)
+    assert [json.loads(line) for line in post.body.splitlines()] == [
+        {"route": "lines", "key": "[redacted]"}
+    ]
+
+    # A failed post is tried again.
+    assert (await request(gw, target="/retried", headers=key)).status == 200
+    first, second = await retried.wait_posts(2)
+    assert first.body == second.body
+
+    # A collector that is down: the batch is dropped, said once, with no credentials.
+    dropped = LogLine("dropped")
+    logging.getLogger("gateway").addHandler(dropped)
+    assert (await request(gw, target="/lost", headers=key)).status == 200
+    with trio.fail_after(20):
+        await dropped.seen.wait()
+    logging.getLogger("gateway").removeHandler(dropped)
+    assert "http-logger 'lost logs': a batch of 1 entries dropped" in caplog.text
+    assert "c2VjcmV0" not in caplog.text
+    assert KEY not in caplog.text
+
+    # A graceful stop posts what is still queued.
+    assert (await request(gw, target="/batched", headers=key)).status == 200
+    gateway.stop()
+    _, post = await full.wait_posts(2)
+    assert [e["route_id"] for e in json.loads(post.body)] == ["batched"]

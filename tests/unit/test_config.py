@@ -6,6 +6,7 @@ import hashlib
 import json
 from typing import Any
 
+import msgspec
 import pytest
 
 from gateway.config.load import parse
@@ -336,6 +337,14 @@ CASES: list[tuple[dict[str, Any], str]] = [
     on_route("file-logger", {}),
     on_route("file-logger", {"path": "/tmp/x.log", "include_req_body": True}, "include_req_body"),
     on_route("file-logger", {"path": "/tmp/x.log", "match": [["no_such_var", "==", 1]]}),
+    # http-logger: an http(s) URI and APISIX's batch bounds.
+    on_route("http-logger", {}),
+    on_route("http-logger", {"uri": "ftp://logs.example/x"}, "uri"),
+    on_route("http-logger", {"uri": "http://l.example", "batch_max_size": 0}, "batch_max_size"),
+    on_route(
+        "http-logger", {"uri": "http://l.example", "include_resp_body": True}, "include_resp_body"
+    ),
+    on_route("http-logger", {"uri": "http://l.example", "concat_method": "csv"}, "concat_method"),
     # ip-restriction: exactly one list, of addresses or CIDRs.
     on_route("ip-restriction", {}),
     on_route("ip-restriction", {"whitelist": ["10.0.0.1"], "blacklist": ["10.0.0.2"]}),
@@ -787,3 +796,13 @@ def test_shipped_config_is_valid() -> None:
     from tests.helpers import ROOT
 
     parse((ROOT / "config.json").read_bytes())
+
+
+def test_http_logger_conf_never_shows_its_credentials() -> None:
+    from gateway.plugins.http_logger import HttpLoggerConf
+
+    conf = msgspec.convert(
+        {"uri": "http://u:pw@l.example/x", "auth_header": "Bearer t0ken"}, HttpLoggerConf
+    )
+    assert "t0ken" not in repr(conf)
+    assert "pw" not in repr(conf)

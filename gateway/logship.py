@@ -1,0 +1,173 @@
+"""Log entries shipped in batches to HTTP collectors (http-logger), APISIX's batch processor.
+
+A `BatchQueue` per logger conf collects entries (the plugin's log hook pushes); `LogShipper`
+runs one sender per queue, which posts a batch when it holds `batch_max_size` entries,
+when `inactive_timeout` passed since the last entry, or `buffer_duration` since the first;
+a failed post (no answer within `timeout`, or a status of 400 or more) is tried again
+`max_retry_count` times, `retry_delay` apart, then dropped with an error line that names
+the logger, never its URI's credentials or its `auth_header`. A queue holds at most
+`MAX_BUFFERED_BATCHES` batches: past that the oldest entries are dropped (and counted),
+so a collector that is down cannot grow memory. Queues outlive reloads that keep their
+conf; a graceful stop posts what is left (`flush`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any
+
+import msgspec
+import trio
+
+from gateway.fetch import FetchError, wait_request
+
+log = logging.getLogger("gateway")
+
+MAX_BUFFERED_BATCHES = 10
+_encode = msgspec.json.Encoder().encode
+
+
+class BatchQueue:
+    """Entries waiting for one logger's collector."""
+
+    def __init__(self, conf: Any) -> None:
+        self.conf = conf
+        self.name = conf.name
+        self.entries: deque[Any] = deque()
+        self.max_buffered = conf.batch_max_size * MAX_BUFFERED_BATCHES
+        self.first_at = 0.0
+        self.last_at = 0.0
+        self.dropped = 0
+        self._arrived = trio.Event()
+
+    def push(self, entry: Any) -> None:
+        """Queue one entry (from the log phase: never waits)."""
+        now = trio.current_time()
+        if not self.entries:
+            self.first_at = now
+        elif len(self.entries) >= self.max_buffered:
+            self.entries.popleft()
+            self.dropped += 1
+        self.entries.append(entry)
+        self.last_at = now
+        self._arrived.set()
+
+    def take(self) -> list[Any]:
+        """Up to one batch of the oldest entries."""
+        size = min(len(self.entries), self.conf.batch_max_size)
+        batch = [self.entries.popleft() for _ in range(size)]
+        if self.entries:
+            self.first_at = trio.current_time()
+        return batch
+
+    async def wait_batch(self) -> None:
+        """Until a batch is due: full, or the queue idle or old enough."""
+        conf = self.conf
+        while True:
+            if not self.entries:
+                self._arrived = trio.Event()
+                await self._arrived.wait()
+                continue
+            if len(self.entries) >= conf.batch_max_size:
+                return
+            due = min(self.last_at + conf.inactive_timeout, self.first_at + conf.buffer_duration)
+            if trio.current_time() >= due:
+                return
+            self._arrived = trio.Event()
+            with trio.move_on_at(due):
+                await self._arrived.wait()
+
+    def body(self, batch: list[Any]) -> bytes:
+        if self.conf.concat_method == "new_line":
+            return b"\n".join(_encode(entry) for entry in batch)
+        return _encode(batch)
+
+    async def post(self, batch: list[Any]) -> None:
+        """Send one batch, with the conf's retries; a batch that cannot go is dropped."""
+        conf = self.conf
+        headers = [("content-type", "application/json")]
+        if conf.auth_header:
+            headers.append(("authorization", conf.auth_header))
+        body = self.body(batch)
+        problem = ""
+        for attempt in range(conf.max_retry_count + 1):
+            if attempt:
+                await trio.sleep(conf.retry_delay)
+            try:
+                with trio.fail_after(conf.timeout):
+                    status, _ = await wait_request(
+                        "POST", conf.uri, headers, body, verify_tls=conf.ssl_verify
+                    )
+            except FetchError as exc:
+                problem = str(exc)
+                continue
+            except trio.TooSlowError:
+                problem = f"no answer within {conf.timeout} s"
+                continue
+            if status < 400:
+                return
+            problem = f"status {status}"
+        log.error(
+            "http-logger %r: a batch of %d entries dropped after %d tries: %s",
+            self.name,
+            len(batch),
+            conf.max_retry_count + 1,
+            problem,
+        )
+
+    def report_dropped(self) -> None:
+        if self.dropped:
+            log.error(
+                "http-logger %r: %d entries dropped, the queue was full", self.name, self.dropped
+            )
+            self.dropped = 0
+
+
+class LogShipper:
+    """Every http-logger queue of the configs, kept across reloads; `run` sends."""
+
+    def __init__(self) -> None:
+        self._queues: dict[bytes, BatchQueue] = {}
+        self._pending: list[BatchQueue] = []
+        self._wakeup = trio.Event()
+
+    def queue(self, scope: str, conf: Any) -> BatchQueue:
+        """The queue of a logger conf held by `scope` (the same one after a reload that
+        kept them both)."""
+        key = scope.encode() + b"\0" + msgspec.json.encode(conf)
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = BatchQueue(conf)
+            self._pending.append(queue)
+            self._wakeup.set()
+        return queue
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                pending, self._pending = self._pending, []
+                for queue in pending:
+                    nursery.start_soon(self._send, queue)
+                self._wakeup = trio.Event()
+                await self._wakeup.wait()
+
+    @staticmethod
+    async def _send(queue: BatchQueue) -> None:
+        while True:
+            await queue.wait_batch()
+            queue.report_dropped()
+            await queue.post(queue.take())
+
+    async def flush(self) -> None:
+        """Post every queued entry (a graceful stop; the caller bounds the time)."""
+        async with trio.open_nursery() as nursery:
+            for queue in self._queues.values():
+                if queue.entries:
+                    nursery.start_soon(self._flush_one, queue)
+
+    @staticmethod
+    async def _flush_one(queue: BatchQueue) -> None:
+        while queue.entries:
+            await queue.post(queue.take())
