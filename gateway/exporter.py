@@ -14,6 +14,7 @@ from collections.abc import Callable
 import h11
 import trio
 
+from gateway.config.upstream import split_host_port
 from gateway.http.replies import ROUTE_NOT_FOUND, status_reply
 
 log = logging.getLogger("gateway")
@@ -21,6 +22,66 @@ log = logging.getLogger("gateway")
 READ_TIMEOUT_S = 10.0
 MAX_HEAD = 8 * 1024
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+
+class ExportServer:
+    """The export listener of the current config, which a reload may move: `bind` the new
+    address first (a reload that cannot is refused), then `move` to it; `serve` answers on
+    whichever is current until `stop`."""
+
+    def __init__(self) -> None:
+        self.address: str | None = None
+        self._listener: socket.socket | None = None
+        self._scope: trio.CancelScope | None = None
+        self._stopped = False
+
+    def bind(self, wanted: str | None) -> socket.socket | None:
+        """A listener for `wanted` when it is not the current address; raises OSError."""
+        if wanted is None or wanted == self.address:
+            return None
+        host, port = split_host_port(wanted)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return socket.create_server((host, port), family=family, backlog=128)
+
+    @staticmethod
+    def say_refused(wanted: str | None, exc: OSError) -> None:
+        """The error line of a reload refused because `bind` failed."""
+        log.error(
+            "reload refused, the previous config keeps serving: "
+            "plugin_attr.prometheus.export_addr %s: %s",
+            wanted,
+            exc.strerror,
+        )
+
+    def move(self, wanted: str | None, listener: socket.socket | None) -> None:
+        """Serve on `wanted` (with the listener `bind` gave), or nowhere (None)."""
+        if wanted == self.address:
+            return
+        self.address = wanted
+        self._listener = listener
+        if self._scope is not None:
+            self._scope.cancel()  # `serve` closes the old listener
+
+    async def serve(self, path: Callable[[], bytes], render: Callable[[], bytes]) -> None:
+        while not self._stopped:
+            listener = self._listener
+            with trio.CancelScope() as scope:
+                self._scope = scope
+                if listener is None:
+                    await trio.sleep_forever()
+                else:
+                    await serve_exporter(listener, path, render)
+            if listener is not None and listener is not self._listener:
+                listener.close()
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
 
 
 async def serve_exporter(

@@ -24,7 +24,7 @@ from gateway.config.load import load
 from gateway.config.upstream import split_host_port
 from gateway.downstream import ClientConnection
 from gateway.errors import ConfigErrors
-from gateway.exporter import serve_exporter
+from gateway.exporter import ExportServer
 from gateway.metrics import ServerStats
 from gateway.ratelimit import LimitRegistry
 from gateway.runtime import Runtime, compile_config
@@ -167,12 +167,10 @@ class Gateway:
         # The prometheus plugin's counts outlive reloads, as APISIX's shared dict does.
         self.metrics = runtime.metrics
         self.loggers = runtime.loggers
-        self.metrics_address = runtime.metrics_address
         # A worker of several shares its counts through this file (the supervisor serves
         # the sum); None: this process serves its own export address.
         self.metrics_file = metrics_file
-        self._metrics_listener: socket.socket | None = None
-        self._metrics_scope: trio.CancelScope | None = None
+        self.exporter = ExportServer()
         self.connections: set[ClientConnection] = set()
         self._accept_scope: trio.CancelScope | None = None
         self._probes_scope: trio.CancelScope | None = None
@@ -187,8 +185,9 @@ class Gateway:
         addresses = [_format_address(ln.getsockname()) for ln in listeners]
         if self.metrics_file is not None:
             self._take_over_metrics(self.metrics_file)
-        elif self.metrics_address is not None:
-            self._metrics_listener = open_listener(self.metrics_address, False)
+        else:
+            wanted = self.runtime.metrics_address
+            self.exporter.move(wanted, self.exporter.bind(wanted))
         limiter = trio.Semaphore(self.runtime.limits.max_connections)
         try:
             # http-logger's senders outlive the draining connections, whose entries they
@@ -204,8 +203,7 @@ class Gateway:
         finally:
             for listener in listeners:
                 _close_listener(listener)
-            if self._metrics_listener is not None:
-                _close_listener(self._metrics_listener)
+            self.exporter.close()
             if self.metrics_file is not None:
                 self._write_metrics(self.metrics_file)
             self.pools.close_all()
@@ -233,7 +231,9 @@ class Gateway:
                 acceptors.start_soon(self._reap_pools)
                 acceptors.start_soon(self._run_probes)
                 if self.metrics_file is None:
-                    acceptors.start_soon(self._serve_metrics)
+                    acceptors.start_soon(
+                        self.exporter.serve, self._export_uri, self._render_metrics
+                    )
                 else:
                     acceptors.start_soon(self._share_metrics, self.metrics_file)
                 log.info("gateway listening on %s", " ".join(addresses))
@@ -295,20 +295,15 @@ class Gateway:
                     exc.strerror,
                 )
                 return False
-        metrics_listener = None
         wanted = runtime.metrics_address if self.metrics_file is None else None
-        if wanted is not None and wanted != self.metrics_address:
-            try:
-                metrics_listener = open_listener(wanted, False)
-            except OSError as exc:
-                self.limits.take_used()
-                log.error(
-                    "reload refused, the previous config keeps serving: "
-                    "plugin_attr.prometheus.export_addr %s: %s",
-                    wanted,
-                    exc.strerror,
-                )
-                return False
+        try:
+            metrics_listener = self.exporter.bind(wanted)
+        except OSError as exc:
+            self.limits.take_used()
+            if access_log is not None:
+                access_log.close()
+            self.exporter.say_refused(wanted, exc)
+            return False
         new, old = runtime.server, self.runtime.server
         for field, changed in (
             ("server.listen", new.addresses != old.addresses),
@@ -325,11 +320,7 @@ class Gateway:
             self.access_log = access_log
         runtime.carry_over_health(self.runtime)
         self.runtime = runtime
-        if wanted != self.metrics_address:
-            self.metrics_address = wanted
-            self._metrics_listener = metrics_listener
-            if self._metrics_scope is not None:
-                self._metrics_scope.cancel()  # `_serve_metrics` closes the old listener
+        self.exporter.move(wanted, metrics_listener)
         if self._probes_scope is not None:
             self._probes_scope.cancel()  # `_run_probes` starts the new config's
         # Counters whose scope and conf did not change carry on; the rest are dropped.
@@ -402,20 +393,6 @@ class Gateway:
                     for probe in self.runtime.probes:
                         nursery.start_soon(run_probes, probe)
                     await trio.sleep_forever()
-
-    async def _serve_metrics(self) -> None:
-        """The metrics export server of the current config, if it has one; a reload that
-        moves it closes the old listener and serves on the new one."""
-        while True:
-            listener = self._metrics_listener
-            with trio.CancelScope() as scope:
-                self._metrics_scope = scope
-                if listener is None:
-                    await trio.sleep_forever()
-                else:
-                    await serve_exporter(listener, self._export_uri, self._render_metrics)
-            if listener is not None and listener is not self._metrics_listener:
-                _close_listener(listener)
 
     def _export_uri(self) -> bytes:
         return self.runtime.export_uri

@@ -24,7 +24,7 @@ import trio
 from gateway.accesslog import AccessLog
 from gateway.config.load import parse
 from gateway.errors import ConfigErrors
-from gateway.exporter import serve_exporter
+from gateway.exporter import ExportServer
 from gateway.metrics import METRICS_FILE_ENV, Metrics
 from gateway.runtime import compile_config
 from gateway.server import open_listener
@@ -45,11 +45,9 @@ class Supervisor:
         self.copy_path = os.path.join(self._copy_dir, "config.json")
         self.addresses: list[str] = []
         # The metrics export server, when the config has one (see `take_config`).
-        self.metrics_address: str | None = None
         self.export_uri = b""
         self.metric_prefix = ""
-        self._metrics_listener: socket.socket | None = None
-        self._metrics_scope: trio.CancelScope | None = None
+        self.exporter = ExportServer()
 
     def _command(self) -> list[str]:
         return [sys.executable, "-m", "gateway", "--config", self.copy_path, "--worker"]
@@ -76,23 +74,12 @@ class Supervisor:
             log.error("reload refused, the previous config keeps serving:\n%s", exc)
             return False
         wanted = runtime.metrics_address
-        listener = None
-        if wanted is not None and wanted != self.metrics_address:
-            try:
-                listener = open_listener(wanted, False)
-            except OSError as exc:
-                log.error(
-                    "reload refused, the previous config keeps serving: "
-                    "plugin_attr.prometheus.export_addr %s: %s",
-                    wanted,
-                    exc.strerror,
-                )
-                return False
-        if wanted != self.metrics_address:
-            self.metrics_address = wanted
-            self._metrics_listener = listener
-            if self._metrics_scope is not None:
-                self._metrics_scope.cancel()  # `_serve_metrics` closes the old listener
+        try:
+            listener = self.exporter.bind(wanted)
+        except OSError as exc:
+            self.exporter.say_refused(wanted, exc)
+            return False
+        self.exporter.move(wanted, listener)
         self.export_uri = runtime.export_uri
         self.metric_prefix = runtime.metric_prefix
         self.addresses = config.server.addresses
@@ -126,21 +113,6 @@ class Supervisor:
                 return False
         return True
 
-    async def _serve_metrics(self) -> None:
-        """The export server of the current config, if it has one: the workers' sum."""
-        while not self.stopping:
-            listener = self._metrics_listener
-            with trio.CancelScope() as scope:
-                self._metrics_scope = scope
-                if listener is None:
-                    await trio.sleep_forever()
-                else:
-                    await serve_exporter(listener, lambda: self.export_uri, self._render_metrics)
-            if self.stopping:
-                return
-            if listener is not None and listener is not self._metrics_listener:
-                listener.close()
-
     def _render_metrics(self) -> bytes:
         snapshots = []
         for path in sorted(glob.glob(os.path.join(self._copy_dir, "metrics-*.bin"))):
@@ -164,14 +136,15 @@ class Supervisor:
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT, then wait for every worker to drain; the exit code."""
         if not self.take_config() or not self._can_listen():
-            if self._metrics_listener is not None:
-                self._metrics_listener.close()
+            self.exporter.close()
             shutil.rmtree(self._copy_dir, ignore_errors=True)
             return 1
         try:
             with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._serve_metrics)
+                    nursery.start_soon(
+                        self.exporter.serve, lambda: self.export_uri, self._render_metrics
+                    )
                     for index in range(self.workers):
                         nursery.start_soon(self._keep_worker, index)
                     async for signum in signals:
@@ -183,10 +156,8 @@ class Supervisor:
                         self.stopping = True
                         self._signal_all(signal.SIGTERM)
                         break
-                    if self._metrics_scope is not None:
-                        self._metrics_scope.cancel()  # `_serve_metrics` sees `stopping`
+                    self.exporter.stop()
         finally:
-            if self._metrics_listener is not None:
-                self._metrics_listener.close()
+            self.exporter.close()
             shutil.rmtree(self._copy_dir, ignore_errors=True)
         return 0

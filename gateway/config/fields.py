@@ -8,6 +8,7 @@ is refused when the config loads, with the field's path, rather than failing eac
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Annotated
 
 import msgspec
@@ -37,3 +38,15 @@ Username = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^
 
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+
+
+def any_of_patterns(patterns: Iterable[str], what: str, flags: int = 0) -> re.Pattern[str]:
+    """One regular expression matching where any of `patterns` does (APISIX joins such
+    lists with `|`); ValueError naming the first one that does not compile."""
+    patterns = list(patterns)
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"invalid {what} {pattern!r}: {exc}") from None
+    return re.compile("|".join(f"(?:{p})" for p in patterns), flags)

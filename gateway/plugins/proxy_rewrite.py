@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import msgspec
 
-from gateway.config.fields import HEADER_TEXT, HeaderName, HostHeader
+from gateway.config.fields import HEADER_TEXT, HeaderName, HostHeader, any_of_patterns
 from gateway.context import RequestContext
 from gateway.http.path import PATH_SAFE
 from gateway.pipeline import Conf, Plugin, PluginConf, PluginEnv
@@ -97,10 +97,7 @@ class ProxyRewriteConf(PluginConf, frozen=True, kw_only=True):
             if len(self.regex_uri) % 2:
                 raise ValueError("regex_uri must hold pattern/template pairs (an even length)")
             for pattern in self.regex_uri[::2]:
-                try:
-                    re.compile(pattern)
-                except re.error as exc:
-                    raise ValueError(f"invalid regex_uri pattern {pattern!r}: {exc}") from None
+                any_of_patterns([pattern], "regex_uri pattern")
 
 
 def _values(value: HeaderValue) -> list[Template]:

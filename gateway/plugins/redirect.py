@@ -14,6 +14,7 @@ from typing import Annotated
 
 import msgspec
 
+from gateway.config.fields import any_of_patterns
 from gateway.context import RequestContext
 from gateway.http.replies import Reply, reason
 from gateway.pipeline import Plugin, PluginConf, PluginEnv
@@ -42,10 +43,7 @@ class RedirectConf(PluginConf, frozen=True, kw_only=True):
                 "only one of `http_to_https` and `append_query_string` can be configured"
             )
         if self.regex_uri is not None:
-            try:
-                re.compile(self.regex_uri[0])
-            except re.error as exc:
-                raise ValueError(f"invalid regex_uri pattern: {exc}") from None
+            any_of_patterns(self.regex_uri[:1], "regex_uri pattern")
 
 
 def _page(status: int) -> bytes:

@@ -7,11 +7,11 @@ User-Agent header. A request without one is refused unless `bypass_missing`. A r
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 import msgspec
 
+from gateway.config.fields import any_of_patterns
 from gateway.context import RequestContext
 from gateway.http.replies import Reply, message
 from gateway.pipeline import Plugin, PluginConf, PluginEnv
@@ -28,11 +28,7 @@ class UaRestrictionConf(PluginConf, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if (self.allowlist is None) == (self.denylist is None):
             raise ValueError("takes exactly one of `allowlist` and `denylist`")
-        for rule in self.allowlist or self.denylist or ():
-            try:
-                re.compile(rule)
-            except re.error as exc:
-                raise ValueError(f"invalid pattern {rule!r}: {exc}") from None
+        any_of_patterns(self.allowlist or self.denylist or (), "pattern")
 
 
 class UaRestriction(Plugin):
@@ -43,8 +39,7 @@ class UaRestriction(Plugin):
     def __init__(self, conf: UaRestrictionConf, env: PluginEnv) -> None:
         super().__init__(conf, env)
         self.allow = conf.allowlist is not None
-        rules = conf.allowlist or conf.denylist or ()
-        self.rules = re.compile("|".join(f"(?:{r})" for r in rules))
+        self.rules = any_of_patterns(conf.allowlist or conf.denylist or (), "pattern")
         self.bypass_missing = conf.bypass_missing
         self.refused = message(403, conf.message)
 

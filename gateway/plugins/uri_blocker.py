@@ -13,6 +13,7 @@ from typing import Annotated
 
 import msgspec
 
+from gateway.config.fields import any_of_patterns
 from gateway.context import RequestContext
 from gateway.http.replies import Reply, error_msg, status_reply
 from gateway.pipeline import Plugin, PluginConf, PluginEnv
@@ -27,11 +28,7 @@ class UriBlockerConf(PluginConf, frozen=True, kw_only=True):
     case_insensitive: bool = False
 
     def __post_init__(self) -> None:
-        for rule in self.block_rules:
-            try:
-                re.compile(rule)
-            except re.error as exc:
-                raise ValueError(f"invalid block_rules entry {rule!r}: {exc}") from None
+        any_of_patterns(self.block_rules, "block_rules entry")
 
 
 class UriBlocker(Plugin):
@@ -42,7 +39,7 @@ class UriBlocker(Plugin):
     def __init__(self, conf: UriBlockerConf, env: PluginEnv) -> None:
         super().__init__(conf, env)
         flags = re.IGNORECASE if conf.case_insensitive else 0
-        self.rules = re.compile("|".join(f"(?:{r})" for r in conf.block_rules), flags)
+        self.rules = any_of_patterns(conf.block_rules, "block_rules entry", flags)
         self.refused = (
             error_msg(conf.rejected_code, conf.rejected_msg)
             if conf.rejected_msg is not None
