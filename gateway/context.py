@@ -6,7 +6,6 @@ first use and cached. Nothing here does IO.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote_plus
 
@@ -15,7 +14,6 @@ if TYPE_CHECKING:
     from gateway.pipeline import Chain
     from gateway.runtime import CompiledRoute
 
-BodyReader = Callable[[int], Awaitable["bytes | None"]]
 
 Header = tuple[bytes, bytes]
 
@@ -38,7 +36,6 @@ class RequestContext:
         "_args",
         "_cookies",
         "body",
-        "body_reader",
         "bytes_sent",
         "chain",
         "consumer",
@@ -105,13 +102,12 @@ class RequestContext:
         self.chain: Chain | None = None
         self.consumer: Consumer | None = None
         self.credential: Credential | None = None
-        # A plugin that needs the whole body (hmac-auth's digest) reads it through
-        # `body_reader(limit)`; the proxy then sends `body` instead of streaming.
-        self.body: bytes | None = None
-        self.body_reader: BodyReader | None = None
         # The request's body as it streams in (a `request_body.RequestBody`: its declared
-        # `length` and the `limit` client-control puts on it).
+        # `length`, the `limit` client-control puts on it). A plugin that needs the whole
+        # body (hmac-auth's digest) reads it with `request_body.read_whole(limit)` into
+        # `body`, which the proxy then sends instead of streaming.
         self.request_body: Any = None
+        self.body: bytes | None = None
         self._cookies: dict[str, str] | None = None
         # limit-conn's places taken by this request, (store, key), given back at its end.
         self.leases: list[tuple[Any, str]] | None = None  # Any: a store of ratelimit

@@ -362,7 +362,6 @@ class ClientConnection:
             else:
                 ctx.route = route
                 ctx.chain = route.chain
-                ctx.body_reader = self.body.read_whole
                 ctx.request_body = self.body
                 ctx.websocket = route.enable_websocket and is_websocket_upgrade(ctx.headers)
                 # A plugin that reads the body (hmac-auth) meets its faults here too.

@@ -137,8 +137,10 @@ class HmacAuth(AuthPlugin):
         result = self._verify(ctx)
         if isinstance(result, Reply):
             return result
-        assert ctx.body_reader is not None
-        body = ctx.body if ctx.body is not None else await ctx.body_reader(self.max_body)
+        assert ctx.request_body is not None
+        body = (
+            ctx.body if ctx.body is not None else await ctx.request_body.read_whole(self.max_body)
+        )
         if body is None:
             return self.too_large
         ctx.body = body
