@@ -1,13 +1,16 @@
 """Small outbound HTTP requests the gateway makes itself (identity provider discovery, JWKS,
-token introspection): one request per connection, h11 in the CLIENT role, http or https.
+token introspection, forward-auth's checks, http-logger's batches): one request per
+connection, h11 in the CLIENT role, http or https.
 
-Not for proxying: bodies are read whole, up to `MAX_BODY`. Nothing here takes a timeout; the
-caller wraps each call in the configured one. Raises `FetchError` for any failure.
+Not for proxying: bodies are read whole, up to `MAX_BODY`. `wait_request` takes no timeout
+(the caller wraps each call in the configured one); `wait_response` takes one. Raises
+`FetchError` for any failure.
 """
 
 from __future__ import annotations
 
 import ssl
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import h11
@@ -30,6 +33,12 @@ def tls_context(verify: bool) -> ssl.SSLContext:
     return context
 
 
+class Response(NamedTuple):
+    status: int
+    headers: list[tuple[bytes, bytes]]  # names lower-cased
+    body: bytes
+
+
 async def wait_request(
     method: str,
     url: str,
@@ -39,13 +48,43 @@ async def wait_request(
     verify_tls: bool = True,
 ) -> tuple[int, bytes]:
     """(status, body) of one request to `url`; raises FetchError."""
+    response = await _exchange(method, url, headers, body, verify_tls, accept_json=True)
+    return response.status, response.body
+
+
+async def wait_response(
+    method: str,
+    url: str,
+    headers: list[tuple[str, str]],
+    body: bytes = b"",
+    *,
+    verify_tls: bool = True,
+    within_s: float,
+) -> Response:
+    """The whole response to one request, within `within_s` seconds; raises FetchError."""
+    with trio.move_on_after(within_s):
+        return await _exchange(method, url, headers, body, verify_tls, accept_json=False)
+    raise FetchError(f"no answer within {within_s:g} s")
+
+
+async def _exchange(
+    method: str,
+    url: str,
+    headers: list[tuple[str, str]] | None,
+    body: bytes,
+    verify_tls: bool,
+    *,
+    accept_json: bool,
+) -> Response:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise FetchError(f"unsupported URL {url!r}")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     host = parts.netloc.rpartition("@")[2]
-    request_headers = [("host", host), ("accept", "application/json"), ("connection", "close")]
+    request_headers = [("host", host), ("connection", "close")]
+    if accept_json:
+        request_headers.append(("accept", "application/json"))
     request_headers += headers or []
     if body:
         request_headers.append(("content-length", str(len(body))))
@@ -63,6 +102,7 @@ async def wait_request(
             data += conn.send(h11.EndOfMessage())
             await stream.send_all(data)
             status = 0
+            response_headers: list[tuple[bytes, bytes]] = []
             out = bytearray()
             while True:
                 event = conn.next_event()
@@ -70,12 +110,13 @@ async def wait_request(
                     conn.receive_data(bytes(await stream.receive_some(65536)))
                 elif isinstance(event, h11.Response):
                     status = event.status_code
+                    response_headers = list(event.headers)
                 elif isinstance(event, h11.Data):
                     out += event.data
                     if len(out) > MAX_BODY:
                         raise FetchError("response body too large")
                 elif isinstance(event, h11.EndOfMessage):
-                    return status, bytes(out)
+                    return Response(status, response_headers, bytes(out))
                 elif isinstance(event, h11.ConnectionClosed):
                     raise FetchError("connection closed before the response ended")
     except (OSError, trio.BrokenResourceError, h11.ProtocolError, ssl.SSLError) as exc:

@@ -11,6 +11,7 @@ from gateway.plugins.consumer_restriction import ConsumerRestriction
 from gateway.plugins.cors import Cors
 from gateway.plugins.fault_injection import FaultInjection
 from gateway.plugins.file_logger import FileLogger
+from gateway.plugins.forward_auth import ForwardAuth
 from gateway.plugins.hmac_auth import HmacAuth
 from gateway.plugins.http_logger import HttpLogger
 from gateway.plugins.ip_restriction import IpRestriction
@@ -50,6 +51,7 @@ PLUGINS: tuple[type[Plugin], ...] = (
     BasicAuth,
     JwtAuth,
     KeyAuth,
+    ForwardAuth,
     ConsumerRestriction,
     AttachConsumerLabel,
     ProxyRewrite,

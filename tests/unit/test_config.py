@@ -345,6 +345,18 @@ CASES: list[tuple[dict[str, Any], str]] = [
         "http-logger", {"uri": "http://l.example", "include_resp_body": True}, "include_resp_body"
     ),
     on_route("http-logger", {"uri": "http://l.example", "concat_method": "csv"}, "concat_method"),
+    # forward-auth: an http(s) URI, APISIX's bounds.
+    on_route("forward-auth", {}),
+    on_route("forward-auth", {"uri": "auth.example/check"}, "uri"),
+    on_route(
+        "forward-auth", {"uri": "http://a.example", "request_method": "PUT"}, "request_method"
+    ),
+    on_route("forward-auth", {"uri": "http://a.example", "timeout": 0}, "timeout"),
+    on_route(
+        "forward-auth",
+        {"uri": "http://a.example", "upstream_headers": ["a b"]},
+        "upstream_headers[0]",
+    ),
     # ip-restriction: exactly one list, of addresses or CIDRs.
     on_route("ip-restriction", {}),
     on_route("ip-restriction", {"whitelist": ["10.0.0.1"], "blacklist": ["10.0.0.2"]}),
