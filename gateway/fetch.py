@@ -82,7 +82,9 @@ async def _exchange(
     port = parts.port or (443 if parts.scheme == "https" else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     host = parts.netloc.rpartition("@")[2]
-    request_headers = [("host", host), ("connection", "close")]
+    request_headers = [("connection", "close")]
+    if not any(name.lower() == "host" for name, _ in headers or ()):
+        request_headers.insert(0, ("host", host))
     if accept_json:
         request_headers.append(("accept", "application/json"))
     request_headers += headers or []

@@ -90,6 +90,7 @@ class PluginEnv:
         secrets: Any = None,
         hostname: str = "",
         loggers: Any = None,
+        mirrors: Any = None,
     ) -> None:
         self.consumers = consumers
         # The upstreams a plugin may send a request to (runtime.UpstreamCatalog).
@@ -101,6 +102,8 @@ class PluginEnv:
         self.hostname = hostname
         # http-logger's queues (a `logship.LogShipper`).
         self.loggers = loggers
+        # proxy-mirror's sender (a `mirror.MirrorSender`).
+        self.mirrors = mirrors
         self.now = now
         self.limits = limits
         self.idps = idps
@@ -121,6 +124,7 @@ class PluginEnv:
             self.secrets,
             self.hostname,
             self.loggers,
+            self.mirrors,
         )
 
 

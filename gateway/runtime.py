@@ -34,6 +34,7 @@ from gateway.fetch import tls_context
 from gateway.logentry import ALWAYS_SECRET, SecretNames
 from gateway.logship import LogShipper
 from gateway.metrics import Metrics
+from gateway.mirror import MirrorSender
 from gateway.oidc import IdpRegistry
 from gateway.pipeline import AuthPlugin, Chain, Plugin, PluginEnv, build, disabled
 from gateway.plugins import BY_NAME
@@ -368,6 +369,7 @@ class Runtime:
         idps: IdpRegistry | None = None,
         metrics: Metrics | None = None,
         loggers: LogShipper | None = None,
+        mirrors: MirrorSender | None = None,
     ) -> None:
         self.config = config
         self.server = config.server
@@ -380,6 +382,7 @@ class Runtime:
         catalog = UpstreamCatalog(self.upstreams)
         self.metrics = metrics if metrics is not None else Metrics()
         self.loggers = loggers if loggers is not None else LogShipper()
+        self.mirrors = mirrors if mirrors is not None else MirrorSender()
         self.env = env = PluginEnv(
             ConsumerTable(),
             now,
@@ -391,6 +394,7 @@ class Runtime:
             secrets=secret_names(config),
             hostname=platform.node(),
             loggers=self.loggers,
+            mirrors=self.mirrors,
         )
         build_consumers(config, env)
         global_plugins: list[Plugin] = []
@@ -488,8 +492,9 @@ def compile_config(
     idps: IdpRegistry | None = None,
     metrics: Metrics | None = None,
     loggers: LogShipper | None = None,
+    mirrors: MirrorSender | None = None,
 ) -> Runtime:
     """Build the runtime for a validated config; `now` is the wall clock plugins read,
-    `limits`, `idps`, `metrics` and `loggers` the server's long-lived registries, counts and
-    log queues (fresh ones when only checking)."""
-    return Runtime(config, now, limits, idps, metrics, loggers)
+    `limits`, `idps`, `metrics`, `loggers` and `mirrors` the server's long-lived registries,
+    counts, log queues and mirror sender (fresh ones when only checking)."""
+    return Runtime(config, now, limits, idps, metrics, loggers, mirrors)

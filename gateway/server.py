@@ -167,6 +167,7 @@ class Gateway:
         # The prometheus plugin's counts outlive reloads, as APISIX's shared dict does.
         self.metrics = runtime.metrics
         self.loggers = runtime.loggers
+        self.mirrors = runtime.mirrors
         # A worker of several shares its counts through this file (the supervisor serves
         # the sum); None: this process serves its own export address.
         self.metrics_file = metrics_file
@@ -190,10 +191,11 @@ class Gateway:
             self.exporter.move(wanted, self.exporter.bind(wanted))
         limiter = trio.Semaphore(self.runtime.limits.max_connections)
         try:
-            # http-logger's senders outlive the draining connections, whose entries they
-            # post; what is left is flushed below.
+            # http-logger's senders and proxy-mirror's copies outlive the draining
+            # connections; the log entries left are flushed below.
             async with trio.open_nursery() as background:
                 await background.start(self.loggers.run)
+                await background.start(self.mirrors.run)
                 try:
                     await self._serve_connections(listeners, addresses, limiter, task_status)
                 finally:
@@ -273,6 +275,7 @@ class Gateway:
                 idps=self.idps,
                 metrics=self.metrics,
                 loggers=self.loggers,
+                mirrors=self.mirrors,
             )
         except ConfigErrors as exc:
             self.limits.take_used()

@@ -24,6 +24,7 @@ from gateway.plugins.mocking import Mocking
 from gateway.plugins.multi_auth import MultiAuth
 from gateway.plugins.openid_connect import OpenIdConnect
 from gateway.plugins.prometheus import Prometheus
+from gateway.plugins.proxy_mirror import ProxyMirror
 from gateway.plugins.proxy_rewrite import ProxyRewrite
 from gateway.plugins.real_ip import RealIp
 from gateway.plugins.redirect import Redirect
@@ -54,6 +55,7 @@ PLUGINS: tuple[type[Plugin], ...] = (
     ForwardAuth,
     ConsumerRestriction,
     AttachConsumerLabel,
+    ProxyMirror,
     ProxyRewrite,
     Redirect,
     TrafficSplit,

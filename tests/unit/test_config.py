@@ -357,6 +357,12 @@ CASES: list[tuple[dict[str, Any], str]] = [
         {"uri": "http://a.example", "upstream_headers": ["a b"]},
         "upstream_headers[0]",
     ),
+    # proxy-mirror: an http(s) host without a path; APISIX's bounds.
+    on_route("proxy-mirror", {}),
+    on_route("proxy-mirror", {"host": "http://m.example/x"}, "host"),
+    on_route("proxy-mirror", {"host": "grpc://m.example"}, "host"),
+    on_route("proxy-mirror", {"host": "http://m.example", "path": "x"}, "path"),
+    on_route("proxy-mirror", {"host": "http://m.example", "sample_ratio": 0}, "sample_ratio"),
     # ip-restriction: exactly one list, of addresses or CIDRs.
     on_route("ip-restriction", {}),
     on_route("ip-restriction", {"whitelist": ["10.0.0.1"], "blacklist": ["10.0.0.2"]}),
