@@ -22,6 +22,7 @@ from gateway.plugins.limit_count import LimitCount
 from gateway.plugins.limit_req import LimitReq
 from gateway.plugins.mocking import Mocking
 from gateway.plugins.multi_auth import MultiAuth
+from gateway.plugins.opa import Opa
 from gateway.plugins.openid_connect import OpenIdConnect
 from gateway.plugins.prometheus import Prometheus
 from gateway.plugins.proxy_mirror import ProxyMirror
@@ -53,6 +54,7 @@ PLUGINS: tuple[type[Plugin], ...] = (
     JwtAuth,
     KeyAuth,
     ForwardAuth,
+    Opa,
     ConsumerRestriction,
     AttachConsumerLabel,
     ProxyMirror,

@@ -363,6 +363,10 @@ CASES: list[tuple[dict[str, Any], str]] = [
     on_route("proxy-mirror", {"host": "grpc://m.example"}, "host"),
     on_route("proxy-mirror", {"host": "http://m.example", "path": "x"}, "path"),
     on_route("proxy-mirror", {"host": "http://m.example", "sample_ratio": 0}, "sample_ratio"),
+    # opa: a host and a policy.
+    on_route("opa", {"host": "http://opa.example"}),
+    on_route("opa", {"host": "opa.example", "policy": "p"}, "host"),
+    on_route("opa", {"host": "http://opa.example", "policy": "p", "timeout": 0}, "timeout"),
     # ip-restriction: exactly one list, of addresses or CIDRs.
     on_route("ip-restriction", {}),
     on_route("ip-restriction", {"whitelist": ["10.0.0.1"], "blacklist": ["10.0.0.2"]}),
