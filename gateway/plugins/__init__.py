@@ -9,6 +9,7 @@ from gateway.plugins.basic_auth import BasicAuth
 from gateway.plugins.client_control import ClientControl
 from gateway.plugins.consumer_restriction import ConsumerRestriction
 from gateway.plugins.cors import Cors
+from gateway.plugins.csrf import Csrf
 from gateway.plugins.fault_injection import FaultInjection
 from gateway.plugins.file_logger import FileLogger
 from gateway.plugins.forward_auth import ForwardAuth
@@ -47,6 +48,7 @@ PLUGINS: tuple[type[Plugin], ...] = (
     RefererRestriction,
     IpRestriction,
     UriBlocker,
+    Csrf,
     MultiAuth,
     OpenIdConnect,
     HmacAuth,

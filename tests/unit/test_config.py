@@ -367,6 +367,10 @@ CASES: list[tuple[dict[str, Any], str]] = [
     on_route("opa", {"host": "http://opa.example"}),
     on_route("opa", {"host": "opa.example", "policy": "p"}, "host"),
     on_route("opa", {"host": "http://opa.example", "policy": "p", "timeout": 0}, "timeout"),
+    # csrf: a key.
+    on_route("csrf", {}),
+    on_route("csrf", {"key": "k", "expires": 0}, "expires"),
+    on_route("csrf", {"key": "k", "name": "bad name"}, "name"),
     # ip-restriction: exactly one list, of addresses or CIDRs.
     on_route("ip-restriction", {}),
     on_route("ip-restriction", {"whitelist": ["10.0.0.1"], "blacklist": ["10.0.0.2"]}),
