@@ -43,6 +43,20 @@ def compile_vars(rule: Any) -> Check:
     return _all(rule, "")
 
 
+def compile_any(expressions: list[Any]) -> Check:
+    """Holds when any of several `vars` values does (none of an empty list); raises
+    ValueError naming the one that is bad."""
+    checks = []
+    for i, expression in enumerate(expressions):
+        try:
+            checks.append(compile_vars(expression))
+        except ValueError as exc:
+            raise ValueError(f"[{i}]: {exc}") from None
+    if len(checks) == 1:
+        return checks[0]
+    return lambda ctx: any(check(ctx) for check in checks)
+
+
 def _is_logical(word: Any) -> bool:
     return isinstance(word, str) and word.upper() in _LOGICAL
 

@@ -7,9 +7,9 @@ splits the text at load time so a request only joins precomputed parts.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from gateway.context import RequestContext
+from gateway.context import Header, RequestContext
 from gateway.variables import Getter, getter
 
 _VAR = re.compile(r"\$(\{[A-Za-z0-9_]+\}|[A-Za-z_][A-Za-z0-9_]*|[0-9])")
@@ -59,3 +59,26 @@ def config_template(text: str) -> Template:
     """A template for text from the config, held as its UTF-8 bytes one character per byte
     (Latin-1), as request variables are: a rendered value encodes back with "latin-1"."""
     return Template(text.encode().decode("latin-1"))
+
+
+def substitute(
+    pattern: re.Pattern[str], template: Template, text: str, ctx: RequestContext
+) -> tuple[str, tuple[str | None, ...]] | None:
+    """`ngx.re.sub`: `text` with the first match of `pattern` replaced by `template`
+    (`$0`..`$9` its groups), and those groups; None when nothing matches."""
+    m = pattern.search(text)
+    if m is None:
+        return None
+    groups = (m.group(0), *m.groups())
+    return text[: m.start()] + template.render(ctx, groups) + text[m.end() :], groups
+
+
+def header_templates(pairs: Iterable[tuple[str, object]]) -> list[tuple[bytes, Template]]:
+    """Header names (lower-cased) and config values that may hold `$variables`."""
+    return [(name.lower().encode(), config_template(str(value))) for name, value in pairs]
+
+
+def render_headers(
+    templates: Sequence[tuple[bytes, Template]], ctx: RequestContext
+) -> list[Header]:
+    return [(name, value.render(ctx).encode("latin-1")) for name, value in templates]

@@ -24,7 +24,7 @@ from gateway.config.fields import HEADER_TEXT, TOKEN
 from gateway.context import RequestContext
 from gateway.http.replies import Reply, status_reply
 from gateway.pipeline import Conf, Plugin, PluginConf, PluginEnv
-from gateway.template import Template, config_template
+from gateway.template import header_templates, render_headers
 
 MAX_KEYS = 100_000
 
@@ -84,10 +84,7 @@ class ApiBreaker(Plugin):
         self.max_seconds = conf.max_breaker_sec
         self.code = conf.break_response_code
         self.body = conf.break_response_body
-        self.headers: list[tuple[bytes, Template]] = [
-            (h.key.lower().encode(), config_template(h.value))
-            for h in conf.break_response_headers or ()
-        ]
+        self.headers = header_templates((h.key, h.value) for h in conf.break_response_headers or ())
         self.states: dict[bytes, _State] = {}
 
     def access(self, ctx: RequestContext) -> Reply | None:
@@ -99,8 +96,7 @@ class ApiBreaker(Plugin):
             return None
         if self.body is None:
             return status_reply(self.code)
-        headers = [(name, value.render(ctx).encode("latin-1")) for name, value in self.headers]
-        return Reply(self.code, headers, self.body.encode())
+        return Reply(self.code, render_headers(self.headers, ctx), self.body.encode())
 
     def log(self, ctx: RequestContext) -> None:
         if not ctx.upstream_addr:  # no upstream answered (the breaker, another plugin)

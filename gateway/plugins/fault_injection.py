@@ -17,10 +17,10 @@ import msgspec
 
 from gateway.config.fields import TOKEN
 from gateway.context import RequestContext
-from gateway.expr import Check, compile_vars
-from gateway.http.replies import Header, Reply, status_reply
+from gateway.expr import Check, compile_any
+from gateway.http.replies import Reply, status_reply
 from gateway.pipeline import Conf, Plugin, PluginConf, PluginEnv
-from gateway.template import Template, config_template
+from gateway.template import Template, config_template, header_templates, render_headers
 
 Percentage = Annotated[int, msgspec.Meta(ge=0, le=100)]
 Vars = Annotated[list[list[Any]], msgspec.Meta(max_length=20)]
@@ -28,8 +28,8 @@ HeaderName = Annotated[str, msgspec.Meta(pattern=TOKEN)]
 
 
 def _check_vars(vars: list[list[Any]] | None) -> None:
-    for expression in vars or ():
-        compile_vars(expression)
+    if vars is not None:
+        compile_any(vars)
 
 
 class Abort(Conf, frozen=True, kw_only=True):
@@ -64,11 +64,9 @@ class FaultInjectionConf(PluginConf, frozen=True, kw_only=True):
 
 
 def _when(vars: list[list[Any]] | None) -> Check | None:
-    """Any of the expressions; None: every request."""
-    if vars is None:
-        return None
-    checks = [compile_vars(expression) for expression in vars]
-    return lambda ctx: any(check(ctx) for check in checks)
+    """Any of the expressions (none of an empty list, as APISIX's loop); None: every
+    request."""
+    return compile_any(vars) if vars is not None else None
 
 
 def _hit(percentage: int | None) -> bool:
@@ -93,10 +91,7 @@ class FaultInjection(Plugin):
         if abort is not None:
             if abort.body is not None:
                 self.body = config_template(abort.body)
-            self.headers = [
-                (name.lower().encode(), config_template(str(value)))
-                for name, value in (abort.headers or {}).items()
-            ]
+            self.headers = header_templates((abort.headers or {}).items())
 
     async def rewrite(self, ctx: RequestContext) -> Reply | None:
         # Both conditions are read before the delay, as APISIX reads them.
@@ -110,9 +105,7 @@ class FaultInjection(Plugin):
         return self._answer(ctx, abort.http_status)
 
     def _answer(self, ctx: RequestContext, status: int) -> Reply:
-        headers: list[Header] = [
-            (name, value.render(ctx).encode("latin-1")) for name, value in self.headers
-        ]
+        headers = render_headers(self.headers, ctx)
         if self.body is None:
             plain = status_reply(status)
             return Reply(status, [*plain.headers, *headers], plain.body)

@@ -20,7 +20,7 @@ from gateway.config.fields import HEADER_TEXT, HeaderName, HostHeader, any_of_pa
 from gateway.context import RequestContext
 from gateway.http.path import PATH_SAFE
 from gateway.pipeline import Conf, Plugin, PluginConf, PluginEnv
-from gateway.template import Template, config_template
+from gateway.template import Template, config_template, substitute
 
 # (Values are checked in __post_init__: msgspec crashes on a union of a pattern-checked
 # str and a list, msgspec issue #717.)
@@ -135,11 +135,9 @@ class ProxyRewrite(Plugin):
         elif self.regex_uri:
             path = ctx.path.decode("latin-1")
             for pattern, template in self.regex_uri:
-                m = pattern.search(path)
-                if m is not None:
-                    # ngx.re.sub: the match is replaced, the rest of the path stays.
-                    groups = (m.group(0), *m.groups())
-                    new_path = path[: m.start()] + template.render(ctx, groups) + path[m.end() :]
+                replaced = substitute(pattern, template, path, ctx)
+                if replaced is not None:
+                    new_path, groups = replaced
                     break
         if new_path is not None:
             uri = safe_target(new_path)

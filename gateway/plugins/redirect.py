@@ -19,7 +19,7 @@ from gateway.context import RequestContext
 from gateway.http.replies import Reply, reason
 from gateway.pipeline import Plugin, PluginConf, PluginEnv
 from gateway.plugins.proxy_rewrite import safe_target
-from gateway.template import config_template
+from gateway.template import config_template, substitute
 
 _SAFE_METHODS = frozenset({b"GET", b"HEAD"})
 _HTML = (b"content-type", b"text/html")
@@ -89,12 +89,12 @@ class Redirect(Plugin):
                 text = self.uri.render(ctx)
             else:
                 assert self.pattern is not None
-                path = ctx.path.decode("latin-1")
-                m = self.pattern.search(path)
-                if m is None:
+                replaced = substitute(
+                    self.pattern, self.regex_template, ctx.path.decode("latin-1"), ctx
+                )
+                if replaced is None:
                     return None
-                groups = (m.group(0), *m.groups())
-                text = path[: m.start()] + self.regex_template.render(ctx, groups) + path[m.end() :]
+                text = replaced[0]
             location = safe_target(text) if self.encode else text.encode("latin-1")
             if self.append_query and ctx.query:
                 location += (b"&" if b"?" in location else b"?") + ctx.query

@@ -16,7 +16,7 @@ import msgspec
 
 from gateway.config.upstream import Id, Upstream
 from gateway.context import RequestContext
-from gateway.expr import Check, compile_vars
+from gateway.expr import Check, compile_any, compile_vars
 from gateway.pipeline import Conf, Plugin, PluginConf, PluginEnv
 
 
@@ -81,13 +81,11 @@ def _always(ctx: RequestContext) -> bool:
     return True
 
 
-def _any_of(matches: list[SplitMatch]) -> Check:
-    checks = [compile_vars(m.vars) if m.vars is not None else _always for m in matches]
-    if not checks or _always in checks:
+def _any_of(matches: list[SplitMatch] | None) -> Check:
+    """Any of the entries (one without `vars` always holds); no entries: always."""
+    if not matches or any(m.vars is None for m in matches):
         return _always
-    if len(checks) == 1:
-        return checks[0]
-    return lambda ctx: any(check(ctx) for check in checks)
+    return compile_any([m.vars for m in matches])
 
 
 class TrafficSplit(Plugin):
@@ -114,7 +112,7 @@ class TrafficSplit(Plugin):
                     targets.append(None)
                 weights.append(entry.weight)
             choice = WeightedChoice(targets, weights) if targets else None
-            check = _any_of(rule.match) if rule.match is not None else _always
+            check = _any_of(rule.match)
             rules.append((check, choice))
         self.rules = tuple(rules)
 
