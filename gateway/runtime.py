@@ -25,6 +25,8 @@ from gateway.config.model import (
     RouteTimeout,
     Service,
     plugin_items,
+    policy_plugins,
+    route_level_plugins,
 )
 from gateway.config.upstream import Upstream
 from gateway.consumers import Consumer, ConsumerTable, Credential
@@ -286,21 +288,12 @@ def merge(
     return merged
 
 
-def _route_level_plugin_sets(config: Config) -> list[Any]:
-    return [
-        *(r.plugins for r in config.routes),
-        *(s.plugins for s in config.services),
-        *(p.plugins for p in config.plugin_configs),
-        *(g.plugins for g in config.global_rules),
-    ]
-
-
 def secret_names(config: Config) -> SecretNames:
     """Where the config's authentication plugins read credentials (key-auth's and
     jwt-auth's `header`, `query` and `cookie`, inside multi-auth too): never logged."""
     headers, args, cookies = set(ALWAYS_SECRET), set(), set()
     confs: list[Any] = []
-    for plugins in _route_level_plugin_sets(config):
+    for _, plugins in route_level_plugins(config):
         for name, conf in plugin_items(plugins):
             if name == "multi-auth":
                 confs.extend(c for _, c in conf.confs())
@@ -318,12 +311,7 @@ def secret_names(config: Config) -> SecretNames:
 
 def _uses_plugin(config: Config, name: str) -> bool:
     """Whether any resource of `config` holds a conf of plugin `name`."""
-    holders: list[Any] = [
-        *_route_level_plugin_sets(config),
-        *(c.plugins for c in config.consumers),
-        *(g.plugins for g in config.consumer_groups),
-    ]
-    return any(n == name for plugins in holders for n, _ in plugin_items(plugins))
+    return any(n == name for _, plugins in policy_plugins(config) for n, _ in plugin_items(plugins))
 
 
 def build_consumers(config: Config, env: PluginEnv) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from gateway.config.model import Config, plugin_items
+from gateway.config.model import Config, plugin_items, policy_plugins, route_level_plugins
 from gateway.errors import ConfigError
 from gateway.pipeline import AuthPlugin
 from gateway.plugins import BY_NAME
@@ -143,26 +143,11 @@ def check(config: Config) -> list[ConfigError]:
     return errors
 
 
-def _route_level_plugins(config: Config) -> list[tuple[str, object]]:
-    """(JSON path, plugins) of every resource whose plugins run on routes: routes,
-    services, plugin configs and global rules."""
-    places: list[tuple[str, object]] = []
-    places += [(f"$.routes[{i}].plugins", r.plugins) for i, r in enumerate(config.routes)]
-    places += [(f"$.services[{i}].plugins", s.plugins) for i, s in enumerate(config.services)]
-    places += [
-        (f"$.plugin_configs[{i}].plugins", p.plugins) for i, p in enumerate(config.plugin_configs)
-    ]
-    places += [
-        (f"$.global_rules[{i}].plugins", g.plugins) for i, g in enumerate(config.global_rules)
-    ]
-    return places
-
-
 def _anonymous_consumers(config: Config) -> list[ConfigError]:
     """An auth plugin's `anonymous_consumer` (also inside multi-auth) names a consumer."""
     usernames = {c.username for c in config.consumers}
     errors = []
-    for base, plugins in _route_level_plugins(config):
+    for base, plugins in route_level_plugins(config):
         for name, conf in plugin_items(plugins):
             entries = [(f"{base}.{name}", conf)]
             if name == "multi-auth":
@@ -211,17 +196,6 @@ def _credential_filters(config: Config) -> list[ConfigError]:
     ]
 
 
-def _policy_plugins(config: Config) -> list[tuple[str, object]]:
-    """(JSON path, plugins) of every resource whose non-auth plugins run on requests: the
-    route-level ones, consumers and consumer groups."""
-    places = _route_level_plugins(config)
-    places += [(f"$.consumers[{i}].plugins", c.plugins) for i, c in enumerate(config.consumers)]
-    places += [
-        (f"$.consumer_groups[{i}].plugins", g.plugins) for i, g in enumerate(config.consumer_groups)
-    ]
-    return places
-
-
 def _split_upstream_ids(config: Config, upstream_ids: set[str]) -> list[ConfigError]:
     """traffic-split's `upstream_id`s name configured upstreams (APISIX answers 500 at
     request time; here the config is refused)."""
@@ -230,7 +204,7 @@ def _split_upstream_ids(config: Config, upstream_ids: set[str]) -> list[ConfigEr
             f"upstream_id {entry.upstream_id!r} names no upstream",
             f"{base}.{name}.rules[{r}].weighted_upstreams[{k}].upstream_id",
         )
-        for base, plugins in _policy_plugins(config)
+        for base, plugins in policy_plugins(config)
         for name, conf in plugin_items(plugins)
         if name == "traffic-split"
         for r, rule in enumerate(conf.rules)
@@ -248,7 +222,7 @@ def _local_limits(config: Config) -> list[ConfigError]:
             f"{config.server.workers}: use `policy: redis` to share one quota",
             f"{base}.{name}.policy",
         )
-        for base, plugins in _policy_plugins(config)
+        for base, plugins in policy_plugins(config)
         for name, conf in plugin_items(plugins)
         if name in ("limit-count", "limit-req", "limit-conn") and conf.policy == "local"
     ]

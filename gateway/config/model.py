@@ -290,3 +290,29 @@ class Config(Conf, frozen=True, kw_only=True):
     consumers: list[Consumer] = []
     consumer_groups: list[ConsumerGroup] = []
     global_rules: list[GlobalRule] = []
+
+
+def route_level_plugins(config: Config) -> list[tuple[str, Any]]:
+    """(JSON path, plugins) of every resource whose plugins run on routes: routes,
+    services, plugin configs and global rules."""
+    places: list[tuple[str, Any]] = []
+    places += [(f"$.routes[{i}].plugins", r.plugins) for i, r in enumerate(config.routes)]
+    places += [(f"$.services[{i}].plugins", s.plugins) for i, s in enumerate(config.services)]
+    places += [
+        (f"$.plugin_configs[{i}].plugins", p.plugins) for i, p in enumerate(config.plugin_configs)
+    ]
+    places += [
+        (f"$.global_rules[{i}].plugins", g.plugins) for i, g in enumerate(config.global_rules)
+    ]
+    return places
+
+
+def policy_plugins(config: Config) -> list[tuple[str, Any]]:
+    """(JSON path, plugins) of every resource whose non-auth plugins run on requests: the
+    route-level ones, consumers and consumer groups."""
+    places = route_level_plugins(config)
+    places += [(f"$.consumers[{i}].plugins", c.plugins) for i, c in enumerate(config.consumers)]
+    places += [
+        (f"$.consumer_groups[{i}].plugins", g.plugins) for i, g in enumerate(config.consumer_groups)
+    ]
+    return places
