@@ -32,6 +32,7 @@ from gateway.plugins.real_ip import RealIp
 from gateway.plugins.redirect import Redirect
 from gateway.plugins.referer_restriction import RefererRestriction
 from gateway.plugins.request_id import RequestId
+from gateway.plugins.request_validation import RequestValidation
 from gateway.plugins.response_rewrite import ResponseRewrite
 from gateway.plugins.traffic_split import TrafficSplit
 from gateway.plugins.ua_restriction import UaRestriction
@@ -49,6 +50,7 @@ PLUGINS: tuple[type[Plugin], ...] = (
     IpRestriction,
     UriBlocker,
     Csrf,
+    RequestValidation,
     MultiAuth,
     OpenIdConnect,
     HmacAuth,

@@ -289,6 +289,13 @@ CASES: list[tuple[dict[str, Any], str]] = [
     # client-control: a byte count.
     on_route("client-control", {"max_body_size": -1}, "max_body_size"),
     on_route("client-control", {"max_body_size": "1m"}, "max_body_size"),
+    # request-validation: at least one schema, each a valid JSON Schema.
+    on_route("request-validation", {}),
+    on_route("request-validation", {"body_schema": []}, "body_schema"),
+    on_route("request-validation", {"body_schema": {"type": "nope"}}),
+    on_route("request-validation", {"header_schema": {"pattern": "("}}),
+    on_route("request-validation", {"header_schema": {}, "rejected_code": 600}, "rejected_code"),
+    on_route("request-validation", {"header_schema": {}, "rejected_msg": ""}, "rejected_msg"),
     # uri-blocker, ua-restriction, referer-restriction: APISIX's schemas, regexes compiled.
     on_route("uri-blocker", {}),
     on_route("uri-blocker", {"block_rules": []}, "block_rules"),
