@@ -41,6 +41,7 @@ class RequestContext:
         "consumer",
         "credential",
         "end",
+        "gzip",
         "headers",
         "host",
         "http_version",
@@ -117,6 +118,9 @@ class RequestContext:
         self.response_headers: list[Header] | None = None
         # A body a header filter put in place of the answer's own (response-rewrite).
         self.response_body: bytes | None = None
+        # The gzip level a header filter asked for (the gzip plugin; 0: none); nginx's
+        # rules then decide (`http.compression.start_gzip`).
+        self.gzip = 0
         # The answer's head for the loggers: the upstream's `ResponseHead` or the gateway's
         # `Reply` (both have `headers`).
         self.response_head: Any = None

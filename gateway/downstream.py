@@ -24,6 +24,7 @@ from gateway.accesslog import AccessLog
 from gateway.context import RequestContext
 from gateway.errors import DownstreamError, UpstreamError, protocol_fault
 from gateway.fastio import FastSocket
+from gateway.http.compression import start_gzip
 from gateway.http.framing import HeadError, check_head, check_incomplete, find_head_end
 from gateway.http.headers import client_request_headers, is_websocket_upgrade
 from gateway.http.path import PathError, absolute_form, host_without_port, normalized_target
@@ -419,6 +420,10 @@ class ClientConnection:
             run_header_filters(chain, ctx, reply.status, headers)
             if ctx.response_body is not None:  # response-rewrite's
                 body = ctx.response_body
+            if ctx.gzip:
+                gzip = start_gzip(ctx.gzip, ctx.method, ctx.status, ctx.headers, headers)
+                if gzip is not None:
+                    body = gzip.whole(body)
         headers.append((b"content-length", str(len(body)).encode()))
         # An unread request body cannot be skipped safely: close instead of guessing.
         unread = False

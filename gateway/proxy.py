@@ -22,6 +22,7 @@ import trio
 
 from gateway.context import RequestContext
 from gateway.errors import UpstreamError, UpstreamPhase
+from gateway.http.compression import GzipStream, start_gzip
 from gateway.http.headers import (
     client_response_headers,
     restated_framing,
@@ -380,6 +381,7 @@ async def _exchange(
     no_body = isinstance(body, NoBody)
     # The chain when it has header filters (looked up once).
     filter_chain = ctx.chain if ctx.chain is not None and ctx.chain.header_filters else None
+    gzip: GzipStream | None = None  # the gzip plugin's compressor, when nginx's rules agree
     if filter_chain is not None:
         # Filters see and edit every header: decoded for them.
         lines = b""
@@ -395,8 +397,11 @@ async def _exchange(
     if filter_chain is not None:
         run_header_filters(filter_chain, ctx, status, headers)
         status = ctx.status  # a filter may change it, or the body (response-rewrite)
+        if ctx.gzip:
+            gzip = start_gzip(ctx.gzip, method, status, ctx.headers, headers)
         if ctx.response_body is not None:
-            await _send_replaced(client, ctx.response_body, status, headers, whole)
+            body_out = ctx.response_body if gzip is None else gzip.whole(ctx.response_body)
+            await _send_replaced(client, body_out, status, headers, whole)
             conn.close()  # its body goes unread
             return
     # The body bytes that came with the head are checked before the head is accepted: a
@@ -414,6 +419,8 @@ async def _exchange(
     # gathered with sendmsg when not: large pieces are not copied into one buffer first).
     pending = [head]
     while True:
+        if gzip is not None:
+            pieces = [gzip.feed(piece) for piece in pieces]
         for piece in pieces:
             pending.append(writer.piece(piece))
         if body.done:
@@ -426,6 +433,8 @@ async def _exchange(
                 break
             raise UpstreamError(UpstreamPhase.READ, "closed mid-body", responded=True)
         pieces = _feed(body, data)
+    if gzip is not None:
+        pending.append(writer.piece(gzip.end()))
     pending.append(writer.end())
     await client.send_parts(pending)
     # Reuse only a connection both sides keep, whose response ended where its framing said,

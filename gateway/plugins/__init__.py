@@ -13,6 +13,7 @@ from gateway.plugins.csrf import Csrf
 from gateway.plugins.fault_injection import FaultInjection
 from gateway.plugins.file_logger import FileLogger
 from gateway.plugins.forward_auth import ForwardAuth
+from gateway.plugins.gzip import Gzip
 from gateway.plugins.hmac_auth import HmacAuth
 from gateway.plugins.http_logger import HttpLogger
 from gateway.plugins.ip_restriction import IpRestriction
@@ -62,6 +63,7 @@ PLUGINS: tuple[type[Plugin], ...] = (
     ConsumerRestriction,
     AttachConsumerLabel,
     ProxyMirror,
+    Gzip,
     ProxyRewrite,
     Redirect,
     TrafficSplit,

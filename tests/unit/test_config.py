@@ -289,6 +289,13 @@ CASES: list[tuple[dict[str, Any], str]] = [
     # client-control: a byte count.
     on_route("client-control", {"max_body_size": -1}, "max_body_size"),
     on_route("client-control", {"max_body_size": "1m"}, "max_body_size"),
+    # gzip: APISIX's schema.
+    on_route("gzip", {"types": []}, "types"),
+    on_route("gzip", {"types": "text/html"}, "types"),
+    on_route("gzip", {"comp_level": 10}, "comp_level"),
+    on_route("gzip", {"min_length": 0}, "min_length"),
+    on_route("gzip", {"http_version": 2}),
+    on_route("gzip", {"buffers": {"number": 0}}, "buffers.number"),
     # request-validation: at least one schema, each a valid JSON Schema.
     on_route("request-validation", {}),
     on_route("request-validation", {"body_schema": []}, "body_schema"),
