@@ -12,12 +12,14 @@ import logging
 
 import trio
 
-from gateway.fetch import FetchError, wait_response
+from gateway.fetch import FetchError, KeepAlive, wait_response
 
 log = logging.getLogger("gateway")
 
 MAX_IN_FLIGHT = 64
 TIMEOUT_S = 10.0
+# Idle connections kept per mirror host: as many as copies may be in flight.
+KEEPALIVE = KeepAlive(pool=MAX_IN_FLIGHT)
 
 
 class MirrorSender:
@@ -48,7 +50,15 @@ class MirrorSender:
         self, method: str, url: str, headers: list[tuple[str, str]], body: bytes, verify: bool
     ) -> None:
         try:
-            await wait_response(method, url, headers, body, verify_tls=verify, within_s=TIMEOUT_S)
+            await wait_response(
+                method,
+                url,
+                headers,
+                body,
+                verify_tls=verify,
+                within_s=TIMEOUT_S,
+                keepalive=KEEPALIVE,
+            )
         except FetchError as exc:
             log.debug("proxy-mirror: a copy failed: %s", exc)
         finally:

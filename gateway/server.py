@@ -19,6 +19,7 @@ import socket
 
 import trio
 
+from gateway import fetch
 from gateway.accesslog import AccessLog
 from gateway.config.load import load
 from gateway.config.upstream import split_host_port
@@ -209,6 +210,7 @@ class Gateway:
             if self.metrics_file is not None:
                 self._write_metrics(self.metrics_file)
             self.pools.close_all()
+            fetch.close_idle()
             self.access_log.close()
 
     async def _serve_connections(

@@ -11,8 +11,8 @@ client's, status and body, with the service's `client_headers`. A service that c
 reached gives `status_on_error` (403), or lets the request on with `allow_degradation`.
 
 Priority 2002, rewrite: after the other authentication plugins, before the consumer's
-plugins merge. The service is asked over a new connection each time (APISIX's
-`keepalive` fields are taken and change nothing).
+plugins merge. Connections to the service are kept for the next checks (`keepalive`,
+at most `keepalive_pool` idle ones, each for `keepalive_timeout` ms).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import msgspec
 
 from gateway.config.fields import HeaderName
 from gateway.context import RequestContext
-from gateway.fetch import MAX_BODY, FetchError, wait_response
+from gateway.fetch import MAX_BODY, FetchError, KeepAlive, wait_response
 from gateway.http.replies import Header, Reply, status_reply
 from gateway.pipeline import Plugin, PluginConf, PluginEnv
 from gateway.template import Template, config_template
@@ -62,6 +62,11 @@ class ForwardAuth(Plugin):
         super().__init__(conf, env)
         self.uri = conf.uri
         self.method = conf.request_method
+        self.keepalive = (
+            KeepAlive(conf.keepalive_pool, conf.keepalive_timeout / 1000)
+            if conf.keepalive
+            else None
+        )
         self.verify = conf.ssl_verify
         self.timeout = conf.timeout / 1000
         self.request_headers = _names(conf.request_headers)
@@ -110,6 +115,7 @@ class ForwardAuth(Plugin):
                 body,
                 verify_tls=self.verify,
                 within_s=self.timeout,
+                keepalive=self.keepalive,
             )
         except FetchError as exc:
             log.warning("forward-auth: the service failed: %s", exc)

@@ -21,7 +21,7 @@ import msgspec
 
 from gateway.config.fields import HeaderName
 from gateway.context import RequestContext
-from gateway.fetch import FetchError, wait_response
+from gateway.fetch import FetchError, KeepAlive, wait_response
 from gateway.http.replies import JSON_CONTENT_TYPE, Header, Reply, status_reply
 from gateway.pipeline import Plugin, PluginConf, PluginEnv
 
@@ -59,6 +59,11 @@ class Opa(Plugin):
     def __init__(self, conf: OpaConf, env: PluginEnv) -> None:
         super().__init__(conf, env)
         self.url = f"{conf.host}/v1/data/{conf.policy}"
+        self.keepalive = (
+            KeepAlive(conf.keepalive_pool, conf.keepalive_timeout / 1000)
+            if conf.keepalive
+            else None
+        )
         self.verify = conf.ssl_verify
         self.timeout = conf.timeout / 1000
         self.upstream_headers = {
@@ -112,6 +117,7 @@ class Opa(Plugin):
                 json.dumps(self._input(ctx)).encode(),
                 verify_tls=self.verify,
                 within_s=self.timeout,
+                keepalive=self.keepalive,
             )
         except FetchError as exc:
             log.error("opa: no decision: %s", exc)

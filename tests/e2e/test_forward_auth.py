@@ -6,9 +6,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import h11
 import trio
 
-from tests.helpers import Received, Upstream, config_for, free_port, request, start_gateway
+from tests.helpers import (
+    Received,
+    Upstream,
+    config_for,
+    free_port,
+    raw_serve,
+    request,
+    start_gateway,
+)
 
 
 async def auth_service(req: Received) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -111,3 +120,68 @@ async def test_the_service_names_the_consumer(nursery: trio.Nursery, upstream: U
     for token in ("Bearer ghost", "Bearer anon"):
         assert (await request(gw, target="/r", headers=[("Authorization", token)])).status == 403
     assert len(upstream.received) == before
+
+
+async def test_checks_reuse_connections(nursery: trio.Nursery, upstream: Upstream) -> None:
+    """`keepalive` (default on): the checks of many requests share a connection to the
+    service; off, each check has its own. A connection the service closed while idle is
+    not held against the next request."""
+    auth = await nursery.start(Upstream(responder=auth_service, name="auth").serve)
+    node = {"nodes": {upstream.address: 1}}
+    conf = {"uri": f"http://{auth.address}/check", "request_headers": ["Authorization"]}
+    routes = [
+        {"id": "kept", "uri": "/kept", "upstream": node, "plugins": {"forward-auth": conf}},
+        {"id": "fresh", "uri": "/fresh", "upstream": node,
+         "plugins": {"forward-auth": {**conf, "keepalive": False}}},
+    ]  # fmt: skip
+    _, gw = await start_gateway(nursery, config_for(routes))
+    good = [("Authorization", "Bearer good")]
+    for _ in range(5):
+        assert (await request(gw, target="/kept", headers=good)).status == 200
+    assert auth.connections == 1
+    assert [r.connection for r in auth.received] == [0] * 5
+    assert all(r.header(b"connection") is None for r in auth.received)
+    for _ in range(3):
+        assert (await request(gw, target="/fresh", headers=good)).status == 200
+    assert auth.connections == 4
+    assert [r.header(b"connection") for r in auth.received[5:]] == [b"close"] * 3
+
+    # A service that closes each connection when its second request comes (the race of a
+    # keep-alive close): the check goes again on a fresh connection, and the client never
+    # sees the difference.
+    asked: list[int] = []  # the connection of each request the service read
+    opened = [0]
+
+    async def once_per_connection(stream: trio.SocketStream) -> None:
+        index = opened[0]
+        opened[0] += 1
+        conn = h11.Connection(h11.SERVER)
+        try:
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await stream.receive_some(65536))
+                elif isinstance(event, h11.Request):
+                    asked.append(index)
+                    if asked.count(index) > 1:
+                        return  # the second request on this connection: closed unanswered
+                elif isinstance(event, h11.EndOfMessage):
+                    await stream.send_all(
+                        conn.send(h11.Response(status_code=200, headers=[("content-length", "0")]))
+                        + conn.send(h11.EndOfMessage())
+                    )
+                    conn.start_next_cycle()
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    port = await nursery.start(raw_serve, once_per_connection)
+    routes.append(
+        {"id": "again", "uri": "/again", "upstream": node,
+         "plugins": {"forward-auth": {**conf, "uri": f"http://127.0.0.1:{port}/check"}}}
+    )  # fmt: skip
+    _, gw = await start_gateway(nursery, config_for(routes))
+    before = len(upstream.received)
+    for _ in range(3):
+        assert (await request(gw, target="/again", headers=good)).status == 200
+    assert asked == [0, 0, 1, 1, 2]
+    assert len(upstream.received) == before + 3

@@ -74,3 +74,5 @@ async def test_opa_decides(nursery: trio.Nursery, upstream: Upstream) -> None:
     assert (await request(gw, target="/down")).status == 403
     assert (await request(gw, target="/broken")).status == 503
     assert len(upstream.received) == before
+    # The decisions went over one kept connection (`keepalive` on by default).
+    assert opa.connections == 1
