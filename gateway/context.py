@@ -23,6 +23,24 @@ def arg_name(raw: bytes) -> str:
     return unquote_plus(raw.decode("latin-1"))
 
 
+class BodyCopy:
+    """The first `limit` bytes of a body as it goes by (for the loggers' `include_*_body`)."""
+
+    __slots__ = ("data", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.data = bytearray()
+        self.limit = limit
+
+    def add(self, piece: bytes) -> None:
+        room = self.limit - len(self.data)
+        if room > 0:
+            self.data += piece[:room]
+
+    def widen(self, limit: int) -> None:
+        self.limit = max(self.limit, limit)
+
+
 class RequestContext:
     """What one request carries through the pipeline.
 
@@ -56,6 +74,7 @@ class RequestContext:
         "request_origin",
         "request_target",
         "response_body",
+        "response_copy",
         "response_head",
         "response_headers",
         "route",
@@ -121,6 +140,8 @@ class RequestContext:
         # The gzip level a header filter asked for (the gzip plugin; 0: none); nginx's
         # rules then decide (`http.compression.start_gzip`).
         self.gzip = 0
+        # A copy of the answer's body as it goes out, when a logger asked for one.
+        self.response_copy: BodyCopy | None = None
         # The answer's head for the loggers: the upstream's `ResponseHead` or the gateway's
         # `Reply` (both have `headers`).
         self.response_head: Any = None

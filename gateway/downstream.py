@@ -420,6 +420,8 @@ class ClientConnection:
             run_header_filters(chain, ctx, reply.status, headers)
             if ctx.response_body is not None:  # response-rewrite's
                 body = ctx.response_body
+            if ctx.response_copy is not None:
+                ctx.response_copy.add(body)
             if ctx.gzip:
                 gzip = start_gzip(ctx.gzip, ctx.method, ctx.status, ctx.headers, headers)
                 if gzip is not None:

@@ -400,6 +400,8 @@ async def _exchange(
         if ctx.gzip:
             gzip = start_gzip(ctx.gzip, method, status, ctx.headers, headers)
         if ctx.response_body is not None:
+            if ctx.response_copy is not None:
+                ctx.response_copy.add(ctx.response_body)
             body_out = ctx.response_body if gzip is None else gzip.whole(ctx.response_body)
             await _send_replaced(client, body_out, status, headers, whole)
             conn.close()  # its body goes unread
@@ -418,7 +420,11 @@ async def _exchange(
     # Everything parsed from one upstream read goes out in one write (joined when small,
     # gathered with sendmsg when not: large pieces are not copied into one buffer first).
     pending = [head]
+    copy = ctx.response_copy
     while True:
+        if copy is not None:
+            for piece in pieces:
+                copy.add(piece)
         if gzip is not None:
             pieces = [gzip.feed(piece) for piece in pieces]
         for piece in pieces:

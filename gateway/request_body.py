@@ -20,6 +20,7 @@ from typing import Protocol
 import h11
 import trio
 
+from gateway.context import BodyCopy
 from gateway.errors import DownstreamError, protocol_fault
 from gateway.fastio import FastSocket
 from gateway.http.replies import Header
@@ -51,6 +52,7 @@ class RequestBody:
         "_idle_timeout",
         "_left",
         "_size",
+        "copy",
         "length",
         "limit",
         "started",
@@ -72,6 +74,8 @@ class RequestBody:
         # counted body is judged by its length before it is read.
         self.limit: int | None = None
         self.started = False
+        # A copy of what is read, when a logger asked for one (`include_req_body`).
+        self.copy: BodyCopy | None = None
         # A counted body (Content-Length, or none at all): the bytes still to come, and
         # what arrived after the head. None: a chunked body, which h11 reads.
         self._left: int | None = 0
@@ -96,9 +100,14 @@ class RequestBody:
         client = self._client
         if not self.started and client.h11.they_are_waiting_for_100_continue:
             await client.send(client.h11.send(_CONTINUE) or b"")
+        piece: bytes | None
         if self._left is not None:
-            return await self._receive_counted(self._left)
-        return await self._receive_chunks()
+            piece = await self._receive_counted(self._left)
+        else:
+            piece = await self._receive_chunks()
+        if self.copy is not None and piece:
+            self.copy.add(piece)
+        return piece
 
     async def _receive_chunks(self) -> bytes | None:
         """The decoded chunks h11 has buffered, joined (up to a read's size), waiting only

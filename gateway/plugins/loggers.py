@@ -1,26 +1,50 @@
 """What file-logger and http-logger share: the conf fields of an APISIX logger and the log
-hook that builds each request's entry (`gateway.logentry`) for the plugin's `emit`."""
+hook that builds each request's entry (`gateway.logentry`) for the plugin's `emit`.
+
+`include_req_body` / `include_resp_body` put the bodies into APISIX's full entry
+(`request.body`, `response.body`, as text), the first `max_req_body_bytes` /
+`max_resp_body_bytes` of them (512 KiB) as they went by, when `include_req_body_expr` (read
+at the log phase) / `include_resp_body_expr` (read when the answer's head is ready) hold.
+A request body is copied as it is read from the client; one a plugin read whole is taken as
+it went upstream. Not with `log_format`."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any
 
-from gateway.context import RequestContext
+import msgspec
+
+from gateway.context import BodyCopy, RequestContext
 from gateway.expr import compile_vars
 from gateway.logentry import SecretNames, custom_format, full_entry
-from gateway.pipeline import Plugin, PluginConf, PluginEnv
+from gateway.pipeline import Header, Plugin, PluginConf, PluginEnv
+
+MAX_BODY_BYTES = 512 * 1024
+
+
+def _rules(rules: list[Any] | None) -> Callable[[RequestContext], bool] | None:
+    return compile_vars(rules) if rules is not None else None
+
+
+def _text(body: bytes | bytearray) -> str:
+    return bytes(body).decode("utf-8", "replace")
 
 
 class LoggerConf(PluginConf, frozen=True, kw_only=True):
     log_format: dict[str, Any] | None = None
-    # APISIX's body options would hold bodies the gateway streams: only `false` is taken.
-    include_req_body: Literal[False] = False
-    include_resp_body: Literal[False] = False
+    include_req_body: bool = False
+    include_req_body_expr: list[Any] | None = None
+    max_req_body_bytes: Annotated[int, msgspec.Meta(ge=1)] = MAX_BODY_BYTES
+    include_resp_body: bool = False
+    include_resp_body_expr: list[Any] | None = None
+    max_resp_body_bytes: Annotated[int, msgspec.Meta(ge=1)] = MAX_BODY_BYTES
     match: list[Any] | None = None
 
     def __post_init__(self) -> None:
-        if self.match is not None:
-            compile_vars(self.match)
+        for rules in (self.match, self.include_req_body_expr, self.include_resp_body_expr):
+            if rules is not None:
+                compile_vars(rules)
 
 
 class LoggerPlugin(Plugin):
@@ -36,11 +60,46 @@ class LoggerPlugin(Plugin):
         else:
             hostname = env.hostname
             self.entry = lambda ctx, now: full_entry(ctx, now, hostname, secrets)
+        full = conf.log_format is None
+        self.req_limit = conf.max_req_body_bytes if conf.include_req_body and full else 0
+        self.req_when = _rules(conf.include_req_body_expr)
+        self.resp_limit = conf.max_resp_body_bytes if conf.include_resp_body and full else 0
+        self.resp_when = _rules(conf.include_resp_body_expr)
+        if self.req_limit:
+            self.rewrite = self._copy_request_body
+        if self.resp_limit:
+            self.header_filter = self._copy_response_body
+
+    def _copy_request_body(self, ctx: RequestContext) -> None:
+        body = ctx.request_body
+        if body is None or ctx.body is not None:
+            return
+        if body.copy is None:
+            body.copy = BodyCopy(self.req_limit)
+        else:
+            body.copy.widen(self.req_limit)
+
+    def _copy_response_body(self, ctx: RequestContext, status: int, headers: list[Header]) -> None:
+        if self.resp_when is not None and not self.resp_when(ctx):
+            return
+        if ctx.response_copy is None:
+            ctx.response_copy = BodyCopy(self.resp_limit)
+        else:
+            ctx.response_copy.widen(self.resp_limit)
 
     def log(self, ctx: RequestContext) -> None:
         if self.match is not None and not self.match(ctx):
             return
-        self.emit(self.entry(ctx, self.now()))
+        entry = self.entry(ctx, self.now())
+        if self.req_limit and (self.req_when is None or self.req_when(ctx)):
+            copied = ctx.request_body.copy if ctx.request_body is not None else None
+            body = ctx.body if ctx.body is not None else copied.data if copied else None
+            if body:
+                entry["request"]["body"] = _text(body[: self.req_limit])
+        copy = ctx.response_copy
+        if self.resp_limit and copy is not None and copy.data:
+            entry["response"]["body"] = _text(copy.data[: self.resp_limit])
+        self.emit(entry)
 
     def emit(self, entry: dict[str, Any]) -> None:
         raise NotImplementedError

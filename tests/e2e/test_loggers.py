@@ -184,3 +184,63 @@ async def test_http_logger_posts_batches(
     gateway.stop()
     _, post = await full.wait_posts(2)
     assert [e["route_id"] for e in json.loads(post.body)] == ["batched"]
+
+
+async def test_bodies_in_entries(nursery: trio.Nursery, upstream: Upstream, tmp_path: Path) -> None:
+    """`include_req_body` / `include_resp_body`: the bodies as they went by, up to
+    `max_req_body_bytes` / `max_resp_body_bytes`, when their `_expr` rules hold."""
+    both, capped, chosen = tmp_path / "both.log", tmp_path / "capped.log", tmp_path / "chosen.log"
+    node = {"nodes": {upstream.address: 1}}
+    routes = [
+        {"id": "both", "uri": "/both", "upstream": node,
+         "plugins": {"file-logger": {"path": str(both), "include_req_body": True,
+                                     "include_resp_body": True}}},
+        {"id": "capped", "uri": "/capped", "upstream": node,
+         "plugins": {"file-logger": {"path": str(capped), "include_req_body": True,
+                                     "include_resp_body": True, "max_req_body_bytes": 5,
+                                     "max_resp_body_bytes": 7}}},
+        {"id": "chosen", "uri": "/chosen", "upstream": node,
+         "plugins": {"key-auth": {},
+                     "file-logger": {"path": str(chosen), "include_req_body": True,
+                                     "include_req_body_expr": [["arg_log", "==", "yes"]],
+                                     "include_resp_body": True,
+                                     "include_resp_body_expr": [["status", "==", 401]]}}},
+    ]  # fmt: skip
+    consumers = [{"username": "jack", "plugins": {"key-auth": {"key": KEY}}}]
+    _, gw = await start_gateway(nursery, config_for(routes, consumers=consumers))
+
+    sent = b'{"order": 1, "items": ["a", "b"]}'
+    resp = await request(gw, "POST", "/both", body=sent)
+    assert resp.status == 200
+    # A chunked body is kept as it was decoded.
+    chunked = await request(
+        gw,
+        "POST",
+        "/both",
+        headers=[("Transfer-Encoding", "chunked")],
+        body=b"abc",
+    )
+    assert chunked.status == 200
+    assert (await request(gw, target="/both")).status == 200
+    first, second, third = (json.loads(line) for line in both.read_text().splitlines())
+    assert first["request"]["body"] == sent.decode()
+    assert first["response"]["body"] == resp.body.decode()
+    assert second["request"]["body"] == "abc"
+    assert "body" not in third["request"]  # no body sent
+    assert json.loads(third["response"]["body"])["method"] == "GET"  # the echo upstream's
+
+    await request(gw, "POST", "/capped", body=b"0123456789")
+    (entry,) = (json.loads(line) for line in capped.read_text().splitlines())
+    assert entry["request"]["body"] == "01234"
+    assert len(entry["response"]["body"]) == 7
+    assert upstream.received[-1].body == b"0123456789"  # the upstream got all of it
+
+    await request(gw, "POST", "/chosen?log=yes", headers=[("apikey", KEY)], body=b"logged")
+    await request(gw, "POST", "/chosen?log=no", headers=[("apikey", KEY)], body=b"not logged")
+    await request(gw, "POST", "/chosen?log=yes", body=b"refused")
+    yes, no, refused = (json.loads(line) for line in chosen.read_text().splitlines())
+    assert yes["request"]["body"] == "logged"
+    assert "body" not in yes["response"]  # a 200: the response rule does not hold
+    assert "body" not in no["request"]
+    assert refused["response"]["status"] == 401
+    assert json.loads(refused["response"]["body"]) == {"message": "Missing API key in request"}

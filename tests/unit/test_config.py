@@ -349,14 +349,18 @@ CASES: list[tuple[dict[str, Any], str]] = [
     ),
     # file-logger: a path; bodies are streamed, never held for a log.
     on_route("file-logger", {}),
-    on_route("file-logger", {"path": "/tmp/x.log", "include_req_body": True}, "include_req_body"),
+    on_route("file-logger", {"path": "/tmp/x.log", "include_req_body": "yes"}, "include_req_body"),
+    on_route(
+        "file-logger", {"path": "/tmp/x.log", "max_resp_body_bytes": 0}, "max_resp_body_bytes"
+    ),
+    on_route("file-logger", {"path": "/tmp/x.log", "include_req_body_expr": [["nope", "==", 1]]}),
     on_route("file-logger", {"path": "/tmp/x.log", "match": [["no_such_var", "==", 1]]}),
     # http-logger: an http(s) URI and APISIX's batch bounds.
     on_route("http-logger", {}),
     on_route("http-logger", {"uri": "ftp://logs.example/x"}, "uri"),
     on_route("http-logger", {"uri": "http://l.example", "batch_max_size": 0}, "batch_max_size"),
     on_route(
-        "http-logger", {"uri": "http://l.example", "include_resp_body": True}, "include_resp_body"
+        "http-logger", {"uri": "http://l.example", "include_resp_body": 1}, "include_resp_body"
     ),
     on_route("http-logger", {"uri": "http://l.example", "concat_method": "csv"}, "concat_method"),
     # forward-auth: an http(s) URI, APISIX's bounds.
