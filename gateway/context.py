@@ -79,6 +79,7 @@ class RequestContext:
         "response_headers",
         "route",
         "server_port",
+        "span",
         "start",
         "status",
         "target",
@@ -160,6 +161,8 @@ class RequestContext:
         self.upstream_addr = ""
         self.upstream_time = -1.0
         self.websocket = False
+        # The opentelemetry plugin's span of a sampled request (a plugins.opentelemetry.Span).
+        self.span: Any = None
         self._args: dict[str, str] | None = None
 
     @property

@@ -1,4 +1,5 @@
-"""Log entries shipped in batches to HTTP collectors (http-logger), APISIX's batch processor.
+"""Log entries shipped in batches to HTTP collectors (http-logger; opentelemetry's spans,
+`tracing.SpanQueue`), APISIX's batch processor.
 
 A `BatchQueue` per logger conf collects entries (the plugin's log hook pushes); `LogShipper`
 runs one sender per queue, which posts a batch when it holds `batch_max_size` entries,
@@ -30,6 +31,8 @@ _encode = msgspec.json.Encoder().encode
 
 class BatchQueue:
     """Entries waiting for one logger's collector."""
+
+    label = "http-logger"  # what the error lines call it
 
     def __init__(self, conf: Any) -> None:
         self.conf = conf
@@ -83,12 +86,16 @@ class BatchQueue:
             return b"\n".join(_encode(entry) for entry in batch)
         return _encode(batch)
 
+    def request_headers(self) -> list[tuple[str, str]]:
+        headers = [("content-type", "application/json")]
+        if self.conf.auth_header:
+            headers.append(("authorization", self.conf.auth_header))
+        return headers
+
     async def post(self, batch: list[Any]) -> None:
         """Send one batch, with the conf's retries; a batch that cannot go is dropped."""
         conf = self.conf
-        headers = [("content-type", "application/json")]
-        if conf.auth_header:
-            headers.append(("authorization", conf.auth_header))
+        headers = self.request_headers()
         body = self.body(batch)
         problem = ""
         for attempt in range(conf.max_retry_count + 1):
@@ -109,7 +116,8 @@ class BatchQueue:
                 return
             problem = f"status {status}"
         log.error(
-            "http-logger %r: a batch of %d entries dropped after %d tries: %s",
+            "%s %r: a batch of %d entries dropped after %d tries: %s",
+            self.label,
             self.name,
             len(batch),
             conf.max_retry_count + 1,
@@ -119,7 +127,7 @@ class BatchQueue:
     def report_dropped(self) -> None:
         if self.dropped:
             log.error(
-                "http-logger %r: %d entries dropped, the queue was full", self.name, self.dropped
+                "%s %r: %d entries dropped, the queue was full", self.label, self.name, self.dropped
             )
             self.dropped = 0
 
@@ -132,13 +140,13 @@ class LogShipper:
         self._pending: list[BatchQueue] = []
         self._wakeup = trio.Event()
 
-    def queue(self, scope: str, conf: Any) -> BatchQueue:
+    def queue(self, scope: str, conf: Any, kind: type[BatchQueue] = BatchQueue) -> BatchQueue:
         """The queue of a logger conf held by `scope` (the same one after a reload that
-        kept them both)."""
+        kept them both); `kind` for queues that post another document."""
         key = scope.encode() + b"\0" + msgspec.json.encode(conf)
         queue = self._queues.get(key)
         if queue is None:
-            queue = self._queues[key] = BatchQueue(conf)
+            queue = self._queues[key] = kind(conf)
             self._pending.append(queue)
             self._wakeup.set()
         return queue

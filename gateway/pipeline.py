@@ -91,8 +91,11 @@ class PluginEnv:
         hostname: str = "",
         loggers: Any = None,
         mirrors: Any = None,
+        attrs: Any = None,
     ) -> None:
         self.consumers = consumers
+        # The config's `plugin_attr` (a `config.model.PluginAttr`), or None.
+        self.attrs = attrs
         # The upstreams a plugin may send a request to (runtime.UpstreamCatalog).
         self.upstreams = upstreams
         # Where the prometheus plugin counts (a `gateway.metrics.Metrics`).
@@ -125,6 +128,7 @@ class PluginEnv:
             self.hostname,
             self.loggers,
             self.mirrors,
+            self.attrs,
         )
 
 

@@ -383,6 +383,7 @@ class Runtime:
             hostname=platform.node(),
             loggers=self.loggers,
             mirrors=self.mirrors,
+            attrs=config.plugin_attr,
         )
         build_consumers(config, env)
         global_plugins: list[Plugin] = []

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from gateway.addresses import networks
-from gateway.config.fields import Host, Labels, Port, Seconds, Username
+from gateway.config.fields import TOKEN, Host, Labels, Port, Seconds, Username
 from gateway.config.upstream import Id, Upstream, split_host_port
 from gateway.expr import compile_vars
 from gateway.http.methods import HttpMethod
@@ -273,11 +273,49 @@ class PrometheusAttr(Conf, frozen=True, kw_only=True):
         return f"[{ip}]:{self.export_addr.port}" if ":" in ip else f"{ip}:{self.export_addr.port}"
 
 
+AttrValue = bool | int | float | str
+
+
+class OtelCollector(Conf, frozen=True, kw_only=True):
+    # host:port (http), or an http:// or https:// URL of the collector.
+    address: Annotated[
+        str, msgspec.Meta(pattern=r"^(https?://)?[A-Za-z0-9.\[\]:_-]+(:\d+)?/?\Z")
+    ] = "127.0.0.1:4318"
+    request_timeout: Annotated[int, msgspec.Meta(ge=1)] = 3
+    request_headers: dict[Annotated[str, msgspec.Meta(pattern=TOKEN)], AttrValue] | None = None
+
+
+class OtelBatch(Conf, frozen=True, kw_only=True):
+    """opentelemetry-lua's batch span processor fields and defaults."""
+
+    drop_on_queue_full: bool = True
+    max_queue_size: Annotated[int, msgspec.Meta(ge=1)] = 2048
+    batch_timeout: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    inactive_timeout: Annotated[float, msgspec.Meta(gt=0)] = 2.0
+    max_export_batch_size: Annotated[int, msgspec.Meta(ge=1)] = 256
+
+
+class OpenTelemetryAttr(Conf, frozen=True, kw_only=True):
+    """APISIX's `plugin_attr.opentelemetry`: the collector spans go to, the resource they
+    describe, and where trace ids come from."""
+
+    trace_id_source: Literal["x-request-id", "random"] = "random"
+    resource: dict[str, AttrValue] | None = None
+    collector: OtelCollector = msgspec.field(default_factory=OtelCollector)
+    batch_span_processor: OtelBatch = msgspec.field(default_factory=OtelBatch)
+    set_ngx_var: bool = False
+
+    def __post_init__(self) -> None:
+        if self.set_ngx_var:
+            raise ValueError("`set_ngx_var`: the gateway has no nginx variables to set")
+
+
 class PluginAttr(Conf, frozen=True, kw_only=True):
     """APISIX's `plugin_attr` (its config.yaml's): settings of a plugin shared by every
     conf of it."""
 
     prometheus: PrometheusAttr | None = None
+    opentelemetry: OpenTelemetryAttr = msgspec.field(default_factory=OpenTelemetryAttr)
 
 
 class Config(Conf, frozen=True, kw_only=True):

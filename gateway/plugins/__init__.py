@@ -26,6 +26,7 @@ from gateway.plugins.mocking import Mocking
 from gateway.plugins.multi_auth import MultiAuth
 from gateway.plugins.opa import Opa
 from gateway.plugins.openid_connect import OpenIdConnect
+from gateway.plugins.opentelemetry import OpenTelemetry
 from gateway.plugins.prometheus import Prometheus
 from gateway.plugins.proxy_mirror import ProxyMirror
 from gateway.plugins.proxy_rewrite import ProxyRewrite
@@ -43,6 +44,7 @@ PLUGINS: tuple[type[Plugin], ...] = (
     RealIp,
     ClientControl,
     RequestId,
+    OpenTelemetry,
     FaultInjection,
     Mocking,
     Cors,

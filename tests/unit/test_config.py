@@ -289,6 +289,25 @@ CASES: list[tuple[dict[str, Any], str]] = [
     # client-control: a byte count.
     on_route("client-control", {"max_body_size": -1}, "max_body_size"),
     on_route("client-control", {"max_body_size": "1m"}, "max_body_size"),
+    # opentelemetry: APISIX's schema; plugin_attr.opentelemetry as its config.yaml has it.
+    on_route("opentelemetry", {"sampler": {"name": "sometimes"}}, "sampler.name"),
+    on_route(
+        "opentelemetry", {"sampler": {"options": {"fraction": 2}}}, "sampler.options.fraction"
+    ),
+    on_route("opentelemetry", {"additional_attributes": [""]}, "additional_attributes[0]"),
+    (
+        {"plugin_attr": {"opentelemetry": {"collector": {"address": "not an address"}}}},
+        "$.plugin_attr.opentelemetry.collector.address",
+    ),
+    (
+        {"plugin_attr": {"opentelemetry": {"trace_id_source": "uuid"}}},
+        "$.plugin_attr.opentelemetry.trace_id_source",
+    ),
+    (
+        {"plugin_attr": {"opentelemetry": {"batch_span_processor": {"batch_timeout": 0}}}},
+        "$.plugin_attr.opentelemetry.batch_span_processor.batch_timeout",
+    ),
+    ({"plugin_attr": {"opentelemetry": {"set_ngx_var": True}}}, "$.plugin_attr.opentelemetry"),
     # gzip: APISIX's schema.
     on_route("gzip", {"types": []}, "types"),
     on_route("gzip", {"types": "text/html"}, "types"),
