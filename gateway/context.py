@@ -90,6 +90,7 @@ class RequestContext:
         "upstream_time",
         "upstream_uri",
         "websocket",
+        "zipkin",
     )
 
     def __init__(
@@ -163,6 +164,8 @@ class RequestContext:
         self.websocket = False
         # The opentelemetry plugin's span of a sampled request (a plugins.opentelemetry.Span).
         self.span: Any = None
+        # The zipkin plugin's spans of a sampled request (a plugins.zipkin.Trace).
+        self.zipkin: Any = None
         self._args: dict[str, str] | None = None
 
     @property

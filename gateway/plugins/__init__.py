@@ -39,11 +39,13 @@ from gateway.plugins.response_rewrite import ResponseRewrite
 from gateway.plugins.traffic_split import TrafficSplit
 from gateway.plugins.ua_restriction import UaRestriction
 from gateway.plugins.uri_blocker import UriBlocker
+from gateway.plugins.zipkin import Zipkin
 
 PLUGINS: tuple[type[Plugin], ...] = (
     RealIp,
     ClientControl,
     RequestId,
+    Zipkin,
     OpenTelemetry,
     FaultInjection,
     Mocking,

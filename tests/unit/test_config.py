@@ -308,6 +308,17 @@ CASES: list[tuple[dict[str, Any], str]] = [
         "$.plugin_attr.opentelemetry.batch_span_processor.batch_timeout",
     ),
     ({"plugin_attr": {"opentelemetry": {"set_ngx_var": True}}}, "$.plugin_attr.opentelemetry"),
+    # zipkin: APISIX's schema, span version 2 only.
+    on_route("zipkin", {"sample_ratio": 1}, ""),
+    on_route(
+        "zipkin", {"endpoint": "http://z:9411/api/v2/spans", "sample_ratio": 0}, "sample_ratio"
+    ),
+    on_route(
+        "zipkin",
+        {"endpoint": "http://z:9411/api/v2/spans", "sample_ratio": 1, "span_version": 1},
+        "span_version",
+    ),
+    on_route("zipkin", {"endpoint": "z:9411", "sample_ratio": 1}, "endpoint"),
     # gzip: APISIX's schema.
     on_route("gzip", {"types": []}, "types"),
     on_route("gzip", {"types": "text/html"}, "types"),
