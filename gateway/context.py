@@ -24,16 +24,21 @@ def arg_name(raw: bytes) -> str:
 
 
 class BodyCopy:
-    """The first `limit` bytes of a body as it goes by (for the loggers' `include_*_body`)."""
+    """The first `limit` bytes of a body as it goes by (for the loggers' `include_*_body`
+    and proxy-cache); `truncated` once more came, `complete` once the whole body went out."""
 
-    __slots__ = ("data", "limit")
+    __slots__ = ("complete", "data", "limit", "truncated")
 
     def __init__(self, limit: int) -> None:
         self.data = bytearray()
         self.limit = limit
+        self.truncated = False
+        self.complete = False
 
     def add(self, piece: bytes) -> None:
         room = self.limit - len(self.data)
+        if len(piece) > room:
+            self.truncated = True
         if room > 0:
             self.data += piece[:room]
 
@@ -66,6 +71,7 @@ class RequestContext:
         "leases",
         "method",
         "path",
+        "proxy_cache",
         "query",
         "remote_addr",
         "remote_port",
@@ -166,6 +172,8 @@ class RequestContext:
         self.span: Any = None
         # The zipkin plugin's spans of a sampled request (a plugins.zipkin.Trace).
         self.zipkin: Any = None
+        # proxy-cache's lookup of this request (a plugins.proxy_cache.Lookup).
+        self.proxy_cache: Any = None
         self._args: dict[str, str] | None = None
 
     @property

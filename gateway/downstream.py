@@ -422,6 +422,7 @@ class ClientConnection:
                 body = ctx.response_body
             if ctx.response_copy is not None:
                 ctx.response_copy.add(body)
+                ctx.response_copy.complete = True
             if ctx.gzip:
                 gzip = start_gzip(ctx.gzip, ctx.method, ctx.status, ctx.headers, headers)
                 if gzip is not None:

@@ -92,8 +92,11 @@ class PluginEnv:
         loggers: Any = None,
         mirrors: Any = None,
         attrs: Any = None,
+        caches: Any = None,
     ) -> None:
         self.consumers = consumers
+        # proxy-cache's zones (a `cache.CacheZones`), kept across reloads.
+        self.caches = caches
         # The config's `plugin_attr` (a `config.model.PluginAttr`), or None.
         self.attrs = attrs
         # The upstreams a plugin may send a request to (runtime.UpstreamCatalog).
@@ -129,6 +132,7 @@ class PluginEnv:
             self.loggers,
             self.mirrors,
             self.attrs,
+            self.caches,
         )
 
 

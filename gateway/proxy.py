@@ -402,6 +402,7 @@ async def _exchange(
         if ctx.response_body is not None:
             if ctx.response_copy is not None:
                 ctx.response_copy.add(ctx.response_body)
+                ctx.response_copy.complete = True
             body_out = ctx.response_body if gzip is None else gzip.whole(ctx.response_body)
             await _send_replaced(client, body_out, status, headers, whole)
             conn.close()  # its body goes unread
@@ -443,6 +444,8 @@ async def _exchange(
         pending.append(writer.piece(gzip.end()))
     pending.append(writer.end())
     await client.send_parts(pending)
+    if copy is not None:
+        copy.complete = True
     # Reuse only a connection both sides keep, whose response ended where its framing said,
     # with nothing after it (bytes nobody asked for must never be read as the next answer).
     if whole and response.keep_alive and not body.ends_at_close and not body.leftover:

@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from gateway.cache import CacheZones
 from gateway.config.health import Checks
 from gateway.config.model import (
     Config,
@@ -358,6 +359,7 @@ class Runtime:
         metrics: Metrics | None = None,
         loggers: LogShipper | None = None,
         mirrors: MirrorSender | None = None,
+        caches: CacheZones | None = None,
     ) -> None:
         self.config = config
         self.server = config.server
@@ -371,6 +373,7 @@ class Runtime:
         self.metrics = metrics if metrics is not None else Metrics()
         self.loggers = loggers if loggers is not None else LogShipper()
         self.mirrors = mirrors if mirrors is not None else MirrorSender()
+        self.caches = caches if caches is not None else CacheZones()
         self.env = env = PluginEnv(
             ConsumerTable(),
             now,
@@ -384,6 +387,7 @@ class Runtime:
             loggers=self.loggers,
             mirrors=self.mirrors,
             attrs=config.plugin_attr,
+            caches=self.caches,
         )
         build_consumers(config, env)
         global_plugins: list[Plugin] = []
@@ -482,8 +486,10 @@ def compile_config(
     metrics: Metrics | None = None,
     loggers: LogShipper | None = None,
     mirrors: MirrorSender | None = None,
+    caches: CacheZones | None = None,
 ) -> Runtime:
     """Build the runtime for a validated config; `now` is the wall clock plugins read,
-    `limits`, `idps`, `metrics`, `loggers` and `mirrors` the server's long-lived registries,
-    counts, log queues and mirror sender (fresh ones when only checking)."""
-    return Runtime(config, now, limits, idps, metrics, loggers, mirrors)
+    `limits`, `idps`, `metrics`, `loggers`, `mirrors` and `caches` the server's long-lived
+    registries, counts, log queues, mirror sender and cache zones (fresh ones when only
+    checking)."""
+    return Runtime(config, now, limits, idps, metrics, loggers, mirrors, caches)

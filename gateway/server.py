@@ -169,6 +169,7 @@ class Gateway:
         self.metrics = runtime.metrics
         self.loggers = runtime.loggers
         self.mirrors = runtime.mirrors
+        self.caches = runtime.caches  # proxy-cache's entries outlive reloads too
         # A worker of several shares its counts through this file (the supervisor serves
         # the sum); None: this process serves its own export address.
         self.metrics_file = metrics_file
@@ -278,6 +279,7 @@ class Gateway:
                 metrics=self.metrics,
                 loggers=self.loggers,
                 mirrors=self.mirrors,
+                caches=self.caches,
             )
         except ConfigErrors as exc:
             self.limits.take_used()

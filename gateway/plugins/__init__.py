@@ -28,6 +28,7 @@ from gateway.plugins.opa import Opa
 from gateway.plugins.openid_connect import OpenIdConnect
 from gateway.plugins.opentelemetry import OpenTelemetry
 from gateway.plugins.prometheus import Prometheus
+from gateway.plugins.proxy_cache import ProxyCache
 from gateway.plugins.proxy_mirror import ProxyMirror
 from gateway.plugins.proxy_rewrite import ProxyRewrite
 from gateway.plugins.real_ip import RealIp
@@ -66,6 +67,7 @@ PLUGINS: tuple[type[Plugin], ...] = (
     Opa,
     ConsumerRestriction,
     AttachConsumerLabel,
+    ProxyCache,
     ProxyMirror,
     Gzip,
     ProxyRewrite,

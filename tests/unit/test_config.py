@@ -319,6 +319,12 @@ CASES: list[tuple[dict[str, Any], str]] = [
         "span_version",
     ),
     on_route("zipkin", {"endpoint": "z:9411", "sample_ratio": 1}, "endpoint"),
+    # proxy-cache: APISIX's schema.
+    on_route("proxy-cache", {"cache_strategy": "redis"}, "cache_strategy"),
+    on_route("proxy-cache", {"cache_method": ["PUT"]}, "cache_method[0]"),
+    on_route("proxy-cache", {"cache_http_status": [199]}, "cache_http_status[0]"),
+    on_route("proxy-cache", {"cache_bypass": ["arg_x"]}, "cache_bypass[0]"),
+    on_route("proxy-cache", {"cache_ttl": 0}, "cache_ttl"),
     # gzip: APISIX's schema.
     on_route("gzip", {"types": []}, "types"),
     on_route("gzip", {"types": "text/html"}, "types"),

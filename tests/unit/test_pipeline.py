@@ -81,6 +81,7 @@ PURE = [
     "template.py",
     "metrics.py",
     "logentry.py",
+    "cache.py",
 ]
 
 
