@@ -80,7 +80,9 @@ def find_head_end(buffer: bytes | bytearray, start: int = 0) -> int | None:
         while start < n and buffer[start] in (13, 10):
             start += 1
     crlf = buffer.find(b"\n\r\n", start)
-    lf = buffer.find(b"\n\n", start)
+    # A bare LF blank line counts only before the CRLF one: the search stops there, so
+    # that a body that came with the head is not scanned (64 KiB of it per POST).
+    lf = buffer.find(b"\n\n", start, crlf + 1 if crlf >= 0 else n)
     if crlf < 0 and lf < 0:
         return None
     if lf < 0 or (0 <= crlf < lf):

@@ -194,3 +194,24 @@ def test_the_one_pass_check_agrees_with_the_line_by_line_check(
         return 0
 
     assert outcome(check_head) == outcome(check_lines)
+
+
+def _first_blank_line(data: bytes) -> int | None:
+    """The head's end by the plain rule: the earliest CRLF or bare LF blank line after any
+    leading empty lines (what `find_head_end` finds, without its shortcut)."""
+    start = len(data) - len(data.lstrip(b"\r\n"))
+    ends = [i + 3 for i in [data.find(b"\n\r\n", start)] if i >= 0]
+    ends += [i + 2 for i in [data.find(b"\n\n", start)] if i >= 0]
+    return min(ends) if ends else None
+
+
+@given(st.lists(st.sampled_from([b"a", b"\r", b"\n", b"\r\n", b": ", b"x" * 5]), max_size=40))
+@settings(max_examples=400)
+def test_head_end_is_the_first_blank_line(parts: list[bytes]) -> None:
+    data = b"".join(parts)
+    assert find_head_end(data) == _first_blank_line(data)
+
+
+def test_body_after_the_head_is_not_searched() -> None:
+    data = head(b"Content-Length: 10") + b"x\n\nyyyyyyy" + b"\n\n" * 1000
+    assert find_head_end(data) == len(head(b"Content-Length: 10"))
