@@ -6,6 +6,7 @@ first use and cached. Nothing here does IO.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote_plus
 
@@ -59,6 +60,7 @@ class RequestContext:
         "_args",
         "_cookies",
         "body",
+        "body_rewrite",
         "bytes_sent",
         "chain",
         "consumer",
@@ -145,6 +147,8 @@ class RequestContext:
         self.response_headers: list[Header] | None = None
         # A body a header filter put in place of the answer's own (response-rewrite).
         self.response_body: bytes | None = None
+        # What rewrites the answer's whole body, read first (response-rewrite's `filters`).
+        self.body_rewrite: Callable[[RequestContext, bytes], bytes] | None = None
         # The gzip level a header filter asked for (the gzip plugin; 0: none); nginx's
         # rules then decide (`http.compression.start_gzip`).
         self.gzip = 0

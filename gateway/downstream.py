@@ -420,6 +420,8 @@ class ClientConnection:
             run_header_filters(chain, ctx, reply.status, headers)
             if ctx.response_body is not None:  # response-rewrite's
                 body = ctx.response_body
+            elif ctx.body_rewrite is not None:  # response-rewrite's filters
+                body = ctx.body_rewrite(ctx, body)
             if ctx.response_copy is not None:
                 ctx.response_copy.add(body)
                 ctx.response_copy.complete = True

@@ -14,6 +14,7 @@ client goes away.
 from __future__ import annotations
 
 import logging
+import zlib
 from time import perf_counter
 from typing import Protocol
 
@@ -40,6 +41,7 @@ from gateway.upstream.framing import (
     BodyReader,
     FramingError,
     NoBody,
+    ResponseHead,
     body_reader,
     encode_request_head,
     find_head_end,
@@ -48,6 +50,9 @@ from gateway.upstream.framing import (
 from gateway.upstream.health import TCP_FAILURE, TIMEOUT, Health
 from gateway.upstream.pool import PoolKey, PoolManager
 from gateway.upstream.tls import TlsConnection, tls_server_name
+
+# The most of an upstream body read whole for response-rewrite's `filters`.
+MAX_FILTERED_BODY = 8 * 1024 * 1024
 
 log = logging.getLogger("gateway")
 
@@ -397,6 +402,9 @@ async def _exchange(
     if filter_chain is not None:
         run_header_filters(filter_chain, ctx, status, headers)
         status = ctx.status  # a filter may change it, or the body (response-rewrite)
+        if ctx.body_rewrite is not None and ctx.response_body is None:
+            whole_body = await _read_whole_body(conn, upstream, body, buffer, size)
+            ctx.response_body = ctx.body_rewrite(ctx, _decoded(whole_body, response))
         if ctx.gzip:
             gzip = start_gzip(ctx.gzip, method, status, ctx.headers, headers)
         if ctx.response_body is not None:
@@ -470,6 +478,40 @@ async def _send_replaced(
         status, reason(status), headers, close=not whole and not client.body_complete
     )
     await client.send_parts([head, writer.piece(body), writer.end()])
+
+
+async def _read_whole_body(
+    conn: UpstreamConnection, upstream: CompiledUpstream, body: BodyReader, buffer: bytes, size: int
+) -> bytes:
+    """The rest of the upstream's body, for a filter that rewrites it whole (502 past
+    `MAX_FILTERED_BODY`)."""
+    out = bytearray().join(_feed(body, buffer))
+    while not body.done:
+        data = await _receive_upstream(conn, upstream, True, size)
+        if not data:
+            if body.ends_at_close:
+                break
+            raise UpstreamError(UpstreamPhase.READ, "closed mid-body", responded=True)
+        for piece in _feed(body, data):
+            out += piece
+        if len(out) > MAX_FILTERED_BODY:
+            raise UpstreamError(UpstreamPhase.READ, "body too large to rewrite", responded=True)
+    return bytes(out)
+
+
+def _decoded(data: bytes, response: ResponseHead) -> bytes:
+    """The body without its gzip Content-Encoding (the only one rewritten)."""
+    encoding = next((v for n, v in response.headers if n == b"content-encoding"), b"")
+    if encoding.strip().lower() != b"gzip":
+        return data
+    inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = inflate.decompress(data, MAX_FILTERED_BODY + 1)
+    except zlib.error as exc:
+        raise UpstreamError(UpstreamPhase.READ, f"bad gzip body: {exc}", responded=True) from None
+    if len(out) > MAX_FILTERED_BODY:
+        raise UpstreamError(UpstreamPhase.READ, "body too large to rewrite", responded=True)
+    return out
 
 
 def _feed(body: BodyReader, data: bytes) -> list[bytes]:

@@ -7,15 +7,20 @@ given in base64) replaces the body, and the headers that described the old one (
 Last-Modified, Content-Encoding) go with it, its framing restated; the upstream's unread body is
 dropped with its connection. `headers` is APISIX's `{add: ["Name: value"], set: {...},
 remove: [...]}` (applied in that order) or a plain object to set; values take `$variables`.
-APISIX's `filters` (regex replacements in the body) would hold whole bodies in memory and
-are refused.
+`filters` (instead of `body`) rewrite the answer's body with regular expressions, in
+order: `regex` with `options` (APISIX's PCRE letters: `i`, `m`, `s`, `x` taken, `j`, `o`,
+`u` and the like change nothing here), each match (`scope: global`) or the first
+(`once`) replaced by `replace` (`$0`..`$9` its groups, `$$` a dollar). The body is read
+whole for it, a gzip body decoded first (and sent decoded); (ours) a body over 8 MiB gets
+502, and one in another encoding is left as it is.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Any
+import re
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -23,7 +28,7 @@ from gateway.config.fields import HEADER_TEXT, TOKEN
 from gateway.context import RequestContext
 from gateway.expr import compile_vars
 from gateway.pipeline import Conf, Header, Plugin, PluginConf, PluginEnv
-from gateway.template import config_template
+from gateway.template import Template, config_template
 
 _NAME = TOKEN
 HeaderName = Annotated[str, msgspec.Meta(pattern=_NAME)]
@@ -42,10 +47,42 @@ class HeaderOps(Conf, frozen=True, kw_only=True):
     remove: Annotated[list[HeaderName], msgspec.Meta(min_length=1)] | None = None
 
 
+_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
+_IGNORED_FLAGS = frozenset("jouadDJ")
+_PCRE_NAMED = re.compile(r"(?<!\\)\(\?<(?![=!])")
+_DOLLAR = "\0dollar\0"  # a `$$` of `replace` while its groups are filled in
+
+
+class BodyFilter(Conf, frozen=True, kw_only=True):
+    regex: Annotated[str, msgspec.Meta(min_length=1)]
+    scope: Literal["once", "global"] = "once"
+    replace: str
+    options: str = "jo"
+
+    def compiled(self) -> tuple[re.Pattern[str], Template, int]:
+        flags = 0
+        for letter in self.options:
+            if letter in _FLAGS:
+                flags |= _FLAGS[letter]
+            elif letter not in _IGNORED_FLAGS:
+                raise ValueError(f"unknown regex option {letter!r}")
+        # PCRE's named groups, `(?<name>...)`, are Python's `(?P<name>...)`.
+        regex = _PCRE_NAMED.sub("(?P<", self.regex)
+        try:
+            pattern = re.compile(regex.encode().decode("latin-1"), flags)
+        except re.error as exc:
+            raise ValueError(f"invalid regex: {exc}") from None
+        replace = config_template(self.replace.replace("$$", _DOLLAR))
+        if replace.variable_names:
+            raise ValueError("`replace` takes only $0..$9 (the regex's groups)")
+        return pattern, replace, 0 if self.scope == "global" else 1
+
+
 class ResponseRewriteConf(PluginConf, frozen=True, kw_only=True):
     status_code: Annotated[int, msgspec.Meta(ge=200, le=598)] | None = None
     body: str | None = None
     body_base64: bool = False
+    filters: Annotated[list[BodyFilter], msgspec.Meta(min_length=1)] | None = None
     # Either {add, set, remove} or a plain object of headers to set (checked below).
     headers: dict[str, Any] | None = None
     vars: list[Any] | None = None
@@ -74,6 +111,14 @@ class ResponseRewriteConf(PluginConf, frozen=True, kw_only=True):
                 raise ValueError("`body` is not base64") from None
         if self.vars is not None:
             compile_vars(self.vars)
+        if self.filters is not None:
+            if self.body is not None:
+                raise ValueError("`body` and `filters` do not go together")
+            for index, rule in enumerate(self.filters):
+                try:
+                    rule.compiled()
+                except ValueError as exc:
+                    raise ValueError(f"filters[{index}]: {exc}") from None
 
 
 class ResponseRewrite(Plugin):
@@ -105,6 +150,7 @@ class ResponseRewrite(Plugin):
         if self.body is not None:
             dropped |= BODY_HEADERS  # the old body's own headers go with it
         self.dropped = frozenset(dropped)
+        self.filters = [rule.compiled() for rule in conf.filters or ()]
 
     def header_filter(self, ctx: RequestContext, status: int, headers: list[Header]) -> None:
         if self.when is not None and not self.when(ctx):
@@ -113,9 +159,25 @@ class ResponseRewrite(Plugin):
             ctx.status = self.status
         if self.body is not None:
             ctx.response_body = self.body
+        elif self.filters:
+            encoding = next((v for n, v in headers if n == b"content-encoding"), b"")
+            if encoding.strip().lower() in (b"", b"identity", b"gzip"):
+                ctx.body_rewrite = self._filter_body
+                headers[:] = [h for h in headers if h[0] not in BODY_HEADERS]
         for name, value in self.add:
             headers.append((name, value.render(ctx).encode("latin-1")))
         if self.dropped:
             headers[:] = [h for h in headers if h[0] not in self.dropped]
         for name, value in self.set:
             headers.append((name, value.render(ctx).encode("latin-1")))
+
+    def _filter_body(self, ctx: RequestContext, body: bytes) -> bytes:
+        text = body.decode("latin-1")
+        for pattern, replace, count in self.filters:
+
+            def replaced(m: re.Match[str], template: Template = replace) -> str:
+                rendered = template.render(ctx, (m.group(0), *m.groups()))
+                return rendered.replace(_DOLLAR, "$")
+
+            text = pattern.sub(replaced, text, count=count)
+        return text.encode("latin-1")

@@ -4,6 +4,7 @@ on the upstream's answers and on the gateway's own, as APISIX's plugin does."""
 from __future__ import annotations
 
 import base64
+import gzip
 from typing import Any
 
 import trio
@@ -109,3 +110,52 @@ async def test_response_rewrite(nursery: trio.Nursery) -> None:
     assert (resp.status, resp.body) == (418, b"no\n")
     resp = await request(gw, target="/auth/a", headers=[("apikey", "k")])
     assert (resp.status, resp.body) == (418, b"no\n")
+
+
+async def page(req: Received) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    body = b"<p>Hello Upstream, hello upstream. Cost: 5 USD.</p>"
+    headers = [(b"content-type", b"text/html"), (b"etag", b'"v2"')]
+    if req.target.endswith(b"gz"):
+        return 200, [*headers, (b"content-encoding", b"gzip")], gzip.compress(body)
+    if req.target.endswith(b"br"):
+        return 200, [*headers, (b"content-encoding", b"br")], b"\x00not-really-brotli"
+    if req.target.endswith(b"huge"):
+        return 200, headers, b"a" * (8 * 1024 * 1024 + 1)
+    return 200, headers, body
+
+
+async def test_body_filters(nursery: trio.Nursery) -> None:
+    """`filters`: regex replacements over the whole body, once or everywhere, with the
+    regex's groups; a gzip body decoded first; the gateway's own answers too."""
+    upstream = await nursery.start(Upstream(responder=page).serve)
+    once = [{"regex": "upstream", "replace": "gateway", "options": "i"}]
+    every = [
+        {"regex": "(?<w>[Hh])ello (\\w+)", "scope": "global", "replace": "$1i $2!"},
+        {"regex": "(\\d+) USD", "replace": "$$$1"},
+    ]
+    gw = await gateway_with(
+        nursery,
+        upstream,
+        once={"response-rewrite": {"filters": once}},
+        every={"response-rewrite": {"filters": every}},
+        own={"key-auth": {}, "response-rewrite": {"filters": [
+            {"regex": "Missing", "replace": "No"}]}},
+    )  # fmt: skip
+    resp = await request(gw, target="/once/a")
+    assert resp.body == b"<p>Hello gateway, hello upstream. Cost: 5 USD.</p>"
+    assert resp.header(b"content-length") == str(len(resp.body)).encode()
+    assert resp.header(b"etag") is None  # it described the old body
+    resp = await request(gw, target="/every/a")
+    assert resp.body == b"<p>Hi Upstream!, hi upstream!. Cost: $5.</p>"
+    # A gzip body is decoded, rewritten and sent decoded; another encoding is left alone.
+    resp = await request(gw, target="/once/gz")
+    assert resp.body == b"<p>Hello gateway, hello upstream. Cost: 5 USD.</p>"
+    assert resp.header(b"content-encoding") is None
+    resp = await request(gw, target="/once/br")
+    assert (resp.header(b"content-encoding"), resp.body) == (b"br", b"\x00not-really-brotli")
+    # Past 8 MiB: 502, not a body half rewritten.
+    assert (await request(gw, target="/once/huge")).status == 502
+    # The gateway's own answer.
+    resp = await request(gw, target="/own/a")
+    assert resp.status == 401
+    assert resp.json() == {"message": "No API key in request"}
