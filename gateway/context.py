@@ -19,6 +19,18 @@ if TYPE_CHECKING:
 Header = tuple[bytes, bytes]
 
 
+def add_repeated(table: dict[str, Any], name: str, value: Any) -> None:
+    """Put `value` under `name` as nginx's header and argument tables do: a name that
+    comes again holds the list of its values."""
+    held = table.get(name)
+    if held is None:
+        table[name] = value
+    elif isinstance(held, list):
+        held.append(value)
+    else:
+        table[name] = [held, value]
+
+
 def arg_name(raw: bytes) -> str:
     """A query argument's name as `args` has it (percent- and `+`-decoded)."""
     return unquote_plus(raw.decode("latin-1"))

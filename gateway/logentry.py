@@ -21,7 +21,7 @@ import datetime
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from gateway.context import RequestContext, arg_name
+from gateway.context import RequestContext, add_repeated, arg_name
 from gateway.variables import getter
 
 REDACTED = "[redacted]"
@@ -59,14 +59,7 @@ def _headers(pairs: list[tuple[bytes, bytes]], secrets: SecretNames) -> dict[str
     out: dict[str, Any] = {}
     for name, value in pairs:
         text = REDACTED if name in secrets.headers else _text(value)
-        key = _text(name).lower()
-        seen = out.get(key)
-        if seen is None:
-            out[key] = text
-        elif isinstance(seen, list):
-            seen.append(text)
-        else:
-            out[key] = [seen, text]
+        add_repeated(out, _text(name).lower(), text)
     return out
 
 

@@ -151,6 +151,35 @@ def free_port() -> int:
 # --- the gateway ------------------------------------------------------------------------
 
 
+def prefixed_route(upstream: Upstream, rid: str, plugins: dict[str, Any]) -> dict[str, Any]:
+    """Route `rid` for `/<rid>/...` with `plugins`: the upstream sees the path without the
+    prefix (so that several routes can ask one upstream for the same paths)."""
+    rewrite = {"proxy-rewrite": {"regex_uri": [f"^/{rid}(/.*)", "$1"]}}
+    return {
+        "id": rid,
+        "uri": f"/{rid}/*",
+        "upstream": {"nodes": {upstream.address: 1}},
+        "plugins": {**plugins, **rewrite},
+    }
+
+
+class Arrivals:
+    """What a test server records, awaited: `arrived()` from the server, `wait_for(done)`
+    from the test."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def arrived(self) -> None:
+        self._event.set()
+
+    async def wait_for(self, done: Callable[[], bool], timeout: float = 20) -> None:
+        with trio.fail_after(timeout):
+            while not done():
+                self._event = trio.Event()
+                await self._event.wait()
+
+
 def config_for(routes: list[dict[str, Any]], **top: Any) -> dict[str, Any]:
     server = {"listen": "127.0.0.1:0", "access_log": False, **top.pop("server", {})}
     return {"server": server, "routes": routes, **top}

@@ -26,7 +26,7 @@ from urllib.parse import unquote_plus
 import fastjsonschema
 import msgspec
 
-from gateway.context import RequestContext
+from gateway.context import RequestContext, add_repeated
 from gateway.http.replies import Reply, status_reply
 from gateway.pipeline import Plugin, PluginConf, PluginEnv
 
@@ -75,14 +75,7 @@ def decode_form(body: bytes) -> dict[str, Any]:
             continue
         raw_name, eq, raw_value = part.partition("=")
         name = unquote_plus(raw_name)
-        value: Any = unquote_plus(raw_value) if eq else True
-        held = args.get(name)
-        if held is None:
-            args[name] = value
-        elif isinstance(held, list):
-            held.append(value)
-        else:
-            args[name] = [held, value]
+        add_repeated(args, name, unquote_plus(raw_value) if eq else True)
     return args
 
 
@@ -147,15 +140,7 @@ class RequestValidation(Plugin):
         spelled = self.spelled
         for raw_name, raw_value in ctx.headers:
             name = raw_name.decode("latin-1")
-            name = spelled.get(name, name)
-            value = raw_value.decode("latin-1")
-            held = headers.get(name)
-            if held is None:
-                headers[name] = value
-            elif isinstance(held, list):
-                held.append(value)
-            else:
-                headers[name] = [held, value]
+            add_repeated(headers, spelled.get(name, name), raw_value.decode("latin-1"))
         return headers
 
     def _rewrite_headers(self, ctx: RequestContext) -> Reply | None:

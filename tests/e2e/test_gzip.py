@@ -14,6 +14,7 @@ from tests.helpers import (
     Upstream,
     config_for,
     exchange_raw,
+    prefixed_route,
     request,
     start_gateway,
 )
@@ -40,12 +41,7 @@ async def pages(req: Received) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
 
 
 def route(upstream: Upstream, rid: str, conf: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": rid,
-        "uri": f"/{rid}/*",
-        "upstream": {"nodes": {upstream.address: 1}},
-        "plugins": {"gzip": conf, "proxy-rewrite": {"regex_uri": [f"^/{rid}/(.*)", "/$1"]}},
-    }
+    return prefixed_route(upstream, rid, {"gzip": conf})
 
 
 async def test_compresses_what_nginx_would(nursery: trio.Nursery) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import trio
 
-from tests.helpers import Received, Upstream, config_for, request, start_gateway
+from tests.helpers import Arrivals, Received, Upstream, config_for, request, start_gateway
 
 TRACEPARENT = re.compile(rb"^00-([0-9a-f]{32})-([0-9a-f]{16})-(0[01])$")
 INCOMING = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -23,7 +23,7 @@ class Collector:
         self.spans: list[dict[str, Any]] = []
         self.resources: list[dict[str, Any]] = []
         self.posts: list[Received] = []
-        self._arrived = trio.Event()
+        self.arrivals = Arrivals()
 
     async def _respond(self, req: Received) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         self.posts.append(req)
@@ -32,14 +32,11 @@ class Collector:
             self.resources.append(resource_spans["resource"])
             for scope_spans in resource_spans["scopeSpans"]:
                 self.spans.extend(scope_spans["spans"])
-        self._arrived.set()
+        self.arrivals.arrived()
         return 200, [(b"content-type", b"application/json")], b"{}"
 
     async def wait_spans(self, count: int) -> list[dict[str, Any]]:
-        with trio.fail_after(20):
-            while len(self.spans) < count:
-                self._arrived = trio.Event()
-                await self._arrived.wait()
+        await self.arrivals.wait_for(lambda: len(self.spans) >= count)
         return self.spans
 
 

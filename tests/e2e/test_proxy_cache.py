@@ -13,7 +13,7 @@ from gateway.config.load import load
 from gateway.ratelimit import LimitRegistry
 from gateway.runtime import compile_config
 from gateway.server import Gateway
-from tests.helpers import Received, Upstream, config_for, request, start_gateway
+from tests.helpers import Received, Upstream, config_for, prefixed_route, request, start_gateway
 
 
 async def counted(req: Received) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -35,12 +35,7 @@ COUNT = [0]
 
 
 def route(upstream: Upstream, rid: str, conf: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": rid,
-        "uri": f"/{rid}/*",
-        "upstream": {"nodes": {upstream.address: 1}},
-        "plugins": {"proxy-cache": conf, "proxy-rewrite": {"regex_uri": [f"^/{rid}(/.*)", "$1"]}},
-    }
+    return prefixed_route(upstream, rid, {"proxy-cache": conf})
 
 
 async def test_memory_cache(nursery: trio.Nursery) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import trio
 
-from tests.helpers import Received, Upstream, config_for, request, start_gateway
+from tests.helpers import Arrivals, Received, Upstream, config_for, request, start_gateway
 
 TRACE = "463ac35c9f6413ad48485a3953bb6124"
 CLIENT_SPAN = "a2fb4a1d1a96d312"
@@ -18,20 +18,17 @@ class ZipkinCollector:
     def __init__(self) -> None:
         self.server = Upstream(responder=self._respond, name="zipkin")
         self.spans: list[dict[str, Any]] = []
-        self._arrived = trio.Event()
+        self.arrivals = Arrivals()
 
     async def _respond(self, req: Received) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         assert req.target == b"/api/v2/spans"
         assert req.header(b"content-type") == b"application/json"
         self.spans.extend(json.loads(req.body))
-        self._arrived.set()
+        self.arrivals.arrived()
         return 202, [], b""
 
     async def wait_spans(self, count: int) -> list[dict[str, Any]]:
-        with trio.fail_after(20):
-            while len(self.spans) < count:
-                self._arrived = trio.Event()
-                await self._arrived.wait()
+        await self.arrivals.wait_for(lambda: len(self.spans) >= count)
         return self.spans
 
 
