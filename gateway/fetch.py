@@ -108,13 +108,20 @@ def _close_now(stream: trio.abc.Stream) -> None:
     _socket_of(stream).close()
 
 
+def _readable(sock: trio.socket.SocketType) -> bool:
+    """Whether an idle connection has something to read (a FIN, or bytes out of turn): a
+    zero-timeout poll (select() cannot take descriptors past 1023)."""
+    poll = select.poll()
+    poll.register(sock.fileno(), select.POLLIN)
+    return bool(poll.poll(0))
+
+
 def _take(origin: _Origin, now: float) -> _Idle | None:
     """The newest idle connection to `origin` that is still quiet, or None."""
     kept = _idle_lists().get(origin)
     while kept:
         idle = kept.pop()
-        sock = _socket_of(idle.stream)
-        if now < idle.expires and not select.select([sock.fileno()], [], [], 0)[0]:
+        if now < idle.expires and not _readable(_socket_of(idle.stream)):
             return idle
         _close_now(idle.stream)  # expired, or the server closed it or wrote out of turn
     return None
