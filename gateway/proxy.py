@@ -402,7 +402,7 @@ async def _exchange(
     if filter_chain is not None:
         run_header_filters(filter_chain, ctx, status, headers)
         status = ctx.status  # a filter may change it, or the body (response-rewrite)
-        if ctx.body_rewrite is not None and ctx.response_body is None:
+        if ctx.body_rewrite is not None and ctx.response_body is None and not no_body:
             whole_body = await _read_whole_body(conn, upstream, body, buffer, size)
             ctx.response_body = ctx.body_rewrite(ctx, _decoded(whole_body, response))
         if ctx.gzip:

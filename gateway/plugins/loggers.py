@@ -54,7 +54,7 @@ class LoggerPlugin(Plugin):
         super().__init__(conf, env)
         self.now = env.now
         secrets: SecretNames = env.secrets or SecretNames()
-        self.match = compile_vars(conf.match) if conf.match is not None else None
+        self.match = _rules(conf.match)
         if conf.log_format is not None:
             self.entry = custom_format(conf.log_format, secrets)
         else:

@@ -39,6 +39,7 @@ AddLine = Annotated[
 ]
 # What described the old body (its framing is restated by whoever writes the new one).
 BODY_HEADERS = frozenset((b"etag", b"last-modified", b"content-encoding"))
+_FILTERED_BODY_HEADERS = BODY_HEADERS | {b"content-length"}
 
 
 class HeaderOps(Conf, frozen=True, kw_only=True):
@@ -163,7 +164,8 @@ class ResponseRewrite(Plugin):
             encoding = next((v for n, v in headers if n == b"content-encoding"), b"")
             if encoding.strip().lower() in (b"", b"identity", b"gzip"):
                 ctx.body_rewrite = self._filter_body
-                headers[:] = [h for h in headers if h[0] not in BODY_HEADERS]
+                # The length is the new body's (a HEAD answer, never filtered, states none).
+                headers[:] = [h for h in headers if h[0] not in _FILTERED_BODY_HEADERS]
         for name, value in self.add:
             headers.append((name, value.render(ctx).encode("latin-1")))
         if self.dropped:

@@ -159,3 +159,8 @@ async def test_body_filters(nursery: trio.Nursery) -> None:
     resp = await request(gw, target="/own/a")
     assert resp.status == 401
     assert resp.json() == {"message": "No API key in request"}
+    # A HEAD answer has no body to filter: it states no length (the GET's would differ).
+    head = await request(gw, "HEAD", "/once/a")
+    assert head.status == 200
+    assert head.body == b""
+    assert head.header(b"content-length") is None
