@@ -1,5 +1,6 @@
-"""Log entries shipped in batches to HTTP collectors (http-logger; opentelemetry's spans,
-`tracing.SpanQueue`), APISIX's batch processor.
+"""Log entries shipped in batches to collectors, APISIX's batch processor: over HTTP
+(http-logger; opentelemetry's spans, `tracing.SpanQueue`), TCP (tcp-logger) or UDP
+(udp-logger).
 
 A `BatchQueue` per logger conf collects entries (the plugin's log hook pushes); `LogShipper`
 runs one sender per queue, which posts a batch when it holds `batch_max_size` entries,
@@ -15,13 +16,15 @@ conf; a graceful stop posts what is left (`flush`).
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 from collections import deque
 from typing import Any
 
 import msgspec
 import trio
 
-from gateway.fetch import FetchError, wait_request
+from gateway.fetch import FetchError, tls_context, wait_request
 
 log = logging.getLogger("gateway")
 
@@ -92,29 +95,32 @@ class BatchQueue:
             headers.append(("authorization", self.conf.auth_header))
         return headers
 
+    async def deliver(self, body: bytes) -> str | None:
+        """Send one encoded batch once: None when it went, else what went wrong."""
+        conf = self.conf
+        try:
+            with trio.fail_after(conf.timeout):
+                status, _ = await wait_request(
+                    "POST", conf.uri, self.request_headers(), body, verify_tls=conf.ssl_verify
+                )
+        except FetchError as exc:
+            return str(exc)
+        except trio.TooSlowError:
+            return f"no answer within {conf.timeout} s"
+        return None if status < 400 else f"status {status}"
+
     async def post(self, batch: list[Any]) -> None:
         """Send one batch, with the conf's retries; a batch that cannot go is dropped."""
         conf = self.conf
-        headers = self.request_headers()
         body = self.body(batch)
         problem = ""
         for attempt in range(conf.max_retry_count + 1):
             if attempt:
                 await trio.sleep(conf.retry_delay)
-            try:
-                with trio.fail_after(conf.timeout):
-                    status, _ = await wait_request(
-                        "POST", conf.uri, headers, body, verify_tls=conf.ssl_verify
-                    )
-            except FetchError as exc:
-                problem = str(exc)
-                continue
-            except trio.TooSlowError:
-                problem = f"no answer within {conf.timeout} s"
-                continue
-            if status < 400:
+            failed = await self.deliver(body)
+            if failed is None:
                 return
-            problem = f"status {status}"
+            problem = failed
         log.error(
             "%s %r: a batch of %d entries dropped after %d tries: %s",
             self.label,
@@ -130,6 +136,60 @@ class BatchQueue:
                 "%s %r: %d entries dropped, the queue was full", self.label, self.name, self.dropped
             )
             self.dropped = 0
+
+
+class SocketQueue(BatchQueue):
+    """A batch as tcp-logger and udp-logger send it: one JSON object when batches hold one
+    entry, else a JSON array."""
+
+    def body(self, batch: list[Any]) -> bytes:
+        return _encode(batch[0]) if self.conf.batch_max_size == 1 else _encode(batch)
+
+
+class TcpQueue(SocketQueue):
+    """tcp-logger's: a connection per batch (`tls`: with TLS, `tls_options` the server
+    name, the certificate not checked, as APISIX does), `timeout` in milliseconds."""
+
+    label = "tcp-logger"
+
+    async def deliver(self, body: bytes) -> str | None:
+        conf = self.conf
+        try:
+            with trio.fail_after(conf.timeout / 1000):
+                stream: trio.abc.Stream = await trio.open_tcp_stream(conf.host, conf.port)
+                if conf.tls:
+                    stream = trio.SSLStream(
+                        stream, tls_context(False), server_hostname=conf.tls_options or None
+                    )
+                async with stream:
+                    await stream.send_all(body)
+        except trio.TooSlowError:
+            return f"not sent within {conf.timeout} ms"
+        except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+
+class UdpQueue(SocketQueue):
+    """udp-logger's: a datagram per batch, `timeout` in seconds."""
+
+    label = "udp-logger"
+
+    async def deliver(self, body: bytes) -> str | None:
+        conf = self.conf
+        try:
+            with trio.fail_after(conf.timeout):
+                family, kind, proto, _, address = (
+                    await trio.socket.getaddrinfo(conf.host, conf.port, type=socket.SOCK_DGRAM)
+                )[0]
+                with trio.socket.socket(family, kind, proto) as sock:
+                    await sock.connect(address)
+                    await sock.send(body)
+        except trio.TooSlowError:
+            return f"not sent within {conf.timeout} s"
+        except OSError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return None
 
 
 class LogShipper:

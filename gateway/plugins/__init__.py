@@ -37,6 +37,7 @@ from gateway.plugins.referer_restriction import RefererRestriction
 from gateway.plugins.request_id import RequestId
 from gateway.plugins.request_validation import RequestValidation
 from gateway.plugins.response_rewrite import ResponseRewrite
+from gateway.plugins.socket_loggers import TcpLogger, UdpLogger
 from gateway.plugins.traffic_split import TrafficSplit
 from gateway.plugins.ua_restriction import UaRestriction
 from gateway.plugins.uri_blocker import UriBlocker
@@ -75,6 +76,8 @@ PLUGINS: tuple[type[Plugin], ...] = (
     TrafficSplit,
     Prometheus,
     HttpLogger,
+    TcpLogger,
+    UdpLogger,
     FileLogger,
     ResponseRewrite,
     ApiBreaker,

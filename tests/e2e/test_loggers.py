@@ -5,13 +5,23 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from tests.helpers import Received, Upstream, config_for, free_port, request, start_gateway
+from tests.helpers import (
+    Arrivals,
+    Received,
+    Upstream,
+    config_for,
+    free_port,
+    raw_serve,
+    request,
+    start_gateway,
+)
 
 KEY = "s3cret-key-value"
 
@@ -244,3 +254,52 @@ async def test_bodies_in_entries(nursery: trio.Nursery, upstream: Upstream, tmp_
     assert "body" not in no["request"]
     assert refused["response"]["status"] == 401
     assert json.loads(refused["response"]["body"]) == {"message": "Missing API key in request"}
+
+
+async def test_tcp_and_udp_loggers(nursery: trio.Nursery, upstream: Upstream) -> None:
+    """tcp-logger: a connection per batch with a JSON array (an object when batches hold
+    one entry); udp-logger: a datagram per batch."""
+    received: list[bytes] = []
+    arrivals = Arrivals()
+
+    async def collect(stream: trio.SocketStream) -> None:
+        data = b""
+        async with stream:
+            while chunk := await stream.receive_some(65536):
+                data += chunk
+        received.append(data)
+        arrivals.arrived()
+
+    tcp_port = await nursery.start(raw_serve, collect)
+    udp = trio.socket.socket(type=socket.SOCK_DGRAM)
+    await udp.bind(("127.0.0.1", 0))
+    udp_port = udp.getsockname()[1]
+    node = {"nodes": {upstream.address: 1}}
+    fast = {"inactive_timeout": 1, "batch_max_size": 2}
+    routes = [
+        {"id": "tcp", "uri": "/tcp", "upstream": node,
+         "plugins": {"tcp-logger": {"host": "127.0.0.1", "port": tcp_port, **fast}}},
+        {"id": "one", "uri": "/one", "upstream": node,
+         "plugins": {"tcp-logger": {"host": "127.0.0.1", "port": tcp_port,
+                                    "batch_max_size": 1, "log_format": {"s": "$status"}}}},
+        {"id": "udp", "uri": "/udp", "upstream": node,
+         "plugins": {"udp-logger": {"host": "127.0.0.1", "port": udp_port, **fast}}},
+    ]  # fmt: skip
+    with udp:
+        _, gw = await start_gateway(nursery, config_for(routes))
+        for target in ("/tcp?a=1", "/tcp?a=2"):
+            assert (await request(gw, target=target)).status == 200
+        await arrivals.wait_for(lambda: len(received) == 1)
+        batch = json.loads(received[0])
+        assert [e["request"]["uri"] for e in batch] == ["/tcp?a=1", "/tcp?a=2"]
+        assert batch[0]["route_id"] == "tcp"
+        assert (await request(gw, target="/one")).status == 200
+        await arrivals.wait_for(lambda: len(received) == 2)
+        assert json.loads(received[1]) == {"s": "200"}
+
+        assert (await request(gw, target="/udp")).status == 200
+        with trio.fail_after(20):
+            datagram = await udp.recv(65536)
+        (entry,) = json.loads(datagram)
+        assert entry["route_id"] == "udp"
+        assert entry["response"]["status"] == 200

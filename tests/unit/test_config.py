@@ -330,6 +330,10 @@ CASES: list[tuple[dict[str, Any], str]] = [
     on_route("proxy-cache", {"cache_http_status": [199]}, "cache_http_status[0]"),
     on_route("proxy-cache", {"cache_bypass": ["arg_x"]}, "cache_bypass[0]"),
     on_route("proxy-cache", {"cache_ttl": 0}, "cache_ttl"),
+    # tcp-logger, udp-logger: APISIX's schemas.
+    on_route("tcp-logger", {"port": 5140}, ""),
+    on_route("tcp-logger", {"host": "h", "port": 70000}, "port"),
+    on_route("udp-logger", {"host": "h", "port": 514, "timeout": 0}, "timeout"),
     # gzip: APISIX's schema.
     on_route("gzip", {"types": []}, "types"),
     on_route("gzip", {"types": "text/html"}, "types"),
