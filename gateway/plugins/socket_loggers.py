@@ -8,11 +8,11 @@ Priorities 405 and 400, log phase; the request never waits.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 
-from gateway.logship import TcpQueue, UdpQueue
+from gateway.logship import BatchQueue, TcpQueue, UdpQueue
 from gateway.pipeline import PluginEnv
 from gateway.plugins.loggers import LoggerConf, LoggerPlugin
 
@@ -41,27 +41,28 @@ class UdpLoggerConf(SocketLoggerConf, frozen=True, kw_only=True):
     name: str = "udp logger"
 
 
-class TcpLogger(LoggerPlugin):
+class _SocketLogger(LoggerPlugin):
+    """A logger whose entries go to a `logship` queue of kind `queue_kind`."""
+
+    queue_kind: ClassVar[type[BatchQueue]]
+
+    def __init__(self, conf: SocketLoggerConf, env: PluginEnv) -> None:
+        super().__init__(conf, env)
+        self.queue = env.loggers.queue(env.scope, conf, self.queue_kind)
+
+    def emit(self, entry: dict[str, Any]) -> None:
+        self.queue.push(entry)
+
+
+class TcpLogger(_SocketLogger):
     name = "tcp-logger"
     priority = 405
     Conf = TcpLoggerConf
-
-    def __init__(self, conf: TcpLoggerConf, env: PluginEnv) -> None:
-        super().__init__(conf, env)
-        self.queue = env.loggers.queue(env.scope, conf, TcpQueue)
-
-    def emit(self, entry: dict[str, Any]) -> None:
-        self.queue.push(entry)
+    queue_kind = TcpQueue
 
 
-class UdpLogger(LoggerPlugin):
+class UdpLogger(_SocketLogger):
     name = "udp-logger"
     priority = 400
     Conf = UdpLoggerConf
-
-    def __init__(self, conf: UdpLoggerConf, env: PluginEnv) -> None:
-        super().__init__(conf, env)
-        self.queue = env.loggers.queue(env.scope, conf, UdpQueue)
-
-    def emit(self, entry: dict[str, Any]) -> None:
-        self.queue.push(entry)
+    queue_kind = UdpQueue
