@@ -55,8 +55,14 @@ class BodyCopy:
         if room > 0:
             self.data += piece[:room]
 
-    def widen(self, limit: int) -> None:
-        self.limit = max(self.limit, limit)
+    @staticmethod
+    def asked(copy: BodyCopy | None, limit: int) -> BodyCopy:
+        """`copy` made to keep at least `limit` bytes, or a new one: several plugins may
+        ask for the same body."""
+        if copy is None:
+            return BodyCopy(limit)
+        copy.limit = max(copy.limit, limit)
+        return copy
 
 
 class RequestContext:
@@ -191,6 +197,13 @@ class RequestContext:
         # proxy-cache's lookup of this request (a plugins.proxy_cache.Lookup).
         self.proxy_cache: Any = None
         self._args: dict[str, str] | None = None
+
+    @property
+    def upstream_status(self) -> int | None:
+        """nginx's `$upstream_status`: the status of the answer once an upstream was asked
+        (the gateway's own 502 or 504 when it failed), None when none was."""
+        head = self.response_head
+        return head.status if self.upstream_time >= 0 and head is not None else None
 
     @property
     def args(self) -> dict[str, str]:

@@ -24,7 +24,6 @@ from gateway.accesslog import AccessLog
 from gateway.context import RequestContext
 from gateway.errors import DownstreamError, UpstreamError, protocol_fault
 from gateway.fastio import FastSocket
-from gateway.http.compression import start_gzip
 from gateway.http.framing import HeadError, check_head, check_incomplete, find_head_end
 from gateway.http.headers import client_request_headers, is_websocket_upgrade
 from gateway.http.path import PathError, absolute_form, host_without_port, normalized_target
@@ -37,7 +36,7 @@ from gateway.http.replies import (
     status_reply,
 )
 from gateway.http.response import ResponseWriter, start_response, wants_keep_alive
-from gateway.pipeline import run_header_filters, run_log, run_request_phases
+from gateway.pipeline import finish_whole_body, run_header_filters, run_log, run_request_phases
 from gateway.request_body import CLIENT_GONE, RequestBody
 from gateway.upstream.pool import PoolManager
 
@@ -422,13 +421,7 @@ class ClientConnection:
                 body = ctx.response_body
             elif ctx.body_rewrite is not None:  # response-rewrite's filters
                 body = ctx.body_rewrite(ctx, body)
-            if ctx.response_copy is not None:
-                ctx.response_copy.add(body)
-                ctx.response_copy.complete = True
-            if ctx.gzip:
-                gzip = start_gzip(ctx.gzip, ctx.method, ctx.status, ctx.headers, headers)
-                if gzip is not None:
-                    body = gzip.whole(body)
+            body = finish_whole_body(ctx, ctx.method, ctx.status, headers, body)
         headers.append((b"content-length", str(len(body)).encode()))
         # An unread request body cannot be skipped safely: close instead of guessing.
         unread = False

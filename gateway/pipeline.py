@@ -28,6 +28,7 @@ import msgspec
 from gateway.consumers import Consumer, ConsumerTable, Credential
 from gateway.context import RequestContext
 from gateway.expr import compile_vars
+from gateway.http.compression import start_gzip
 from gateway.http.replies import Reply
 
 PHASES = ("rewrite", "access", "before_proxy")
@@ -369,6 +370,23 @@ def run_header_filters(
     """Let plugins edit the response head before it goes to the client."""
     for fn in chain.header_filters:
         fn(ctx, status, headers)
+
+
+def finish_whole_body(
+    ctx: RequestContext, method: bytes, status: int, headers: list[Header], body: bytes
+) -> bytes:
+    """A whole body as it goes out once the header filters ran (the gateway's own answer,
+    or one a filter put in place): copied for whoever asked (`ctx.response_copy`), then
+    gzipped when the gzip plugin asked and nginx's rules agree (`headers` edited for it)."""
+    copy = ctx.response_copy
+    if copy is not None:
+        copy.add(body)
+        copy.complete = True
+    if ctx.gzip:
+        gzip = start_gzip(ctx.gzip, method, status, ctx.headers, headers)
+        if gzip is not None:
+            return gzip.whole(body)
+    return body
 
 
 def run_log(chain: Chain, ctx: RequestContext) -> None:

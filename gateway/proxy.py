@@ -31,7 +31,7 @@ from gateway.http.headers import (
 )
 from gateway.http.replies import Header, reason
 from gateway.http.response import LAST_CHUNK, ResponseWriter, encode_chunk
-from gateway.pipeline import run_header_filters
+from gateway.pipeline import finish_whole_body, run_header_filters
 from gateway.runtime import CompiledRoute, CompiledUpstream
 from gateway.tunnel import tunnel
 from gateway.upstream.balancer import Node
@@ -405,16 +405,13 @@ async def _exchange(
         if ctx.body_rewrite is not None and ctx.response_body is None and not no_body:
             whole_body = await _read_whole_body(conn, upstream, body, buffer, size)
             ctx.response_body = ctx.body_rewrite(ctx, _decoded(whole_body, response))
-        if ctx.gzip:
-            gzip = start_gzip(ctx.gzip, method, status, ctx.headers, headers)
         if ctx.response_body is not None:
-            if ctx.response_copy is not None:
-                ctx.response_copy.add(ctx.response_body)
-                ctx.response_copy.complete = True
-            body_out = ctx.response_body if gzip is None else gzip.whole(ctx.response_body)
+            body_out = finish_whole_body(ctx, method, status, headers, ctx.response_body)
             await _send_replaced(client, body_out, status, headers, whole)
             conn.close()  # its body goes unread
             return
+        if ctx.gzip:
+            gzip = start_gzip(ctx.gzip, method, status, ctx.headers, headers)
     # The body bytes that came with the head are checked before the head is accepted: a
     # body that cannot be framed from its first byte is a 502, not a head and a cut.
     pieces = _feed(body, buffer)

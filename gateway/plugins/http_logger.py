@@ -9,12 +9,11 @@ out); batches go as one JSON array (`concat_method: json`) or one entry per line
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 
-from gateway.pipeline import PluginEnv
-from gateway.plugins.loggers import LoggerConf, LoggerPlugin
+from gateway.plugins.loggers import LoggerConf, QueuedLogger
 
 Seconds = Annotated[int, msgspec.Meta(ge=1)]
 
@@ -36,14 +35,7 @@ class HttpLoggerConf(LoggerConf, frozen=True, kw_only=True):
         return f"HttpLoggerConf(name={self.name!r})"
 
 
-class HttpLogger(LoggerPlugin):
+class HttpLogger(QueuedLogger):
     name = "http-logger"
     priority = 410
     Conf = HttpLoggerConf
-
-    def __init__(self, conf: HttpLoggerConf, env: PluginEnv) -> None:
-        super().__init__(conf, env)
-        self.queue = env.loggers.queue(env.scope, conf)
-
-    def emit(self, entry: dict[str, Any]) -> None:
-        self.queue.push(entry)

@@ -11,13 +11,14 @@ it went upstream. Not with `log_format`."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 
 from gateway.context import BodyCopy, RequestContext
 from gateway.expr import compile_vars
 from gateway.logentry import SecretNames, custom_format, full_entry
+from gateway.logship import BatchQueue
 from gateway.pipeline import Header, Plugin, PluginConf, PluginEnv
 
 MAX_BODY_BYTES = 512 * 1024
@@ -74,18 +75,12 @@ class LoggerPlugin(Plugin):
         body = ctx.request_body
         if body is None or ctx.body is not None:
             return
-        if body.copy is None:
-            body.copy = BodyCopy(self.req_limit)
-        else:
-            body.copy.widen(self.req_limit)
+        body.copy = BodyCopy.asked(body.copy, self.req_limit)
 
     def _copy_response_body(self, ctx: RequestContext, status: int, headers: list[Header]) -> None:
         if self.resp_when is not None and not self.resp_when(ctx):
             return
-        if ctx.response_copy is None:
-            ctx.response_copy = BodyCopy(self.resp_limit)
-        else:
-            ctx.response_copy.widen(self.resp_limit)
+        ctx.response_copy = BodyCopy.asked(ctx.response_copy, self.resp_limit)
 
     def log(self, ctx: RequestContext) -> None:
         if self.match is not None and not self.match(ctx):
@@ -103,3 +98,17 @@ class LoggerPlugin(Plugin):
 
     def emit(self, entry: dict[str, Any]) -> None:
         raise NotImplementedError
+
+
+class QueuedLogger(LoggerPlugin):
+    """A logger whose entries go in batches through a `logship` queue of kind
+    `queue_kind` (http-logger's posts, tcp-logger's connections, udp-logger's datagrams)."""
+
+    queue_kind: ClassVar[type[BatchQueue]] = BatchQueue
+
+    def __init__(self, conf: LoggerConf, env: PluginEnv) -> None:
+        super().__init__(conf, env)
+        self.queue = env.loggers.queue(env.scope, conf, self.queue_kind)
+
+    def emit(self, entry: dict[str, Any]) -> None:
+        self.queue.push(entry)

@@ -207,9 +207,8 @@ class OpenTelemetry(Plugin):
         }
         if span.parent_id is not None:
             document["parentSpanId"] = span.parent_id
-        head = ctx.response_head
-        if ctx.upstream_time >= 0 and head is not None:  # the upstream answered
-            status = head.status
+        status = ctx.upstream_status
+        if status is not None:
             span.attributes.append(attribute("http.status_code", status))
             span.attributes.append(attribute("http.response.status_code", status))
             if status >= 500:

@@ -67,12 +67,13 @@ class ProxyCacheConf(PluginConf, frozen=True, kw_only=True):
 class Lookup:
     """A cacheable request's state between its lookup and its answer."""
 
-    __slots__ = ("key", "label", "ttl")
+    __slots__ = ("headers", "key", "label", "ttl")
 
     def __init__(self, key: bytes, label: bytes) -> None:
         self.key = key
         self.label = label
         self.ttl = 0.0
+        self.headers: list[Header] = []  # the upstream's, once the answer may be kept
 
 
 def _directives(value: bytes | None) -> set[bytes]:
@@ -159,10 +160,8 @@ class ProxyCache(Plugin):
                     return
                 ttl = float(given)
         lookup.ttl = ttl
-        if ctx.response_copy is None:
-            ctx.response_copy = BodyCopy(MAX_ENTRY)
-        else:
-            ctx.response_copy.widen(MAX_ENTRY)
+        lookup.headers = kept
+        ctx.response_copy = BodyCopy.asked(ctx.response_copy, MAX_ENTRY)
 
     def log(self, ctx: RequestContext) -> None:
         lookup: Lookup | None = ctx.proxy_cache
@@ -175,7 +174,7 @@ class ProxyCache(Plugin):
         assert isinstance(head, ResponseHead)
         headers = [
             h
-            for h in client_response_headers(head.headers, status=head.status, no_body=False)
+            for h in client_response_headers(lookup.headers, status=head.status, no_body=False)
             if h[0] not in _NOT_KEPT
         ]
         entry = Entry(head.status, headers, bytes(copy.data), self.monotonic() + lookup.ttl)

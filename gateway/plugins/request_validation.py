@@ -33,7 +33,7 @@ from gateway.pipeline import Plugin, PluginConf, PluginEnv
 log = logging.getLogger(__name__)
 
 MAX_BODY = 8 * 1024 * 1024
-FORM = "application/x-www-form-urlencoded"
+FORM = b"application/x-www-form-urlencoded"
 TEXT_PLAIN = (b"content-type", b"text/plain")
 
 Validator = Callable[[Any], Any]
@@ -165,7 +165,7 @@ class RequestValidation(Plugin):
         if not body:
             return self.bare
         content_type = ctx.header(b"content-type") or b""
-        is_form = content_type.partition(b";")[0].strip().lower() == FORM.encode()
+        is_form = content_type.partition(b";")[0].strip().lower() == FORM
         if is_form:
             data: Any = decode_form(body)
         else:

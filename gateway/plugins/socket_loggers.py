@@ -8,13 +8,12 @@ Priorities 405 and 400, log phase; the request never waits.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from typing import Annotated
 
 import msgspec
 
-from gateway.logship import BatchQueue, TcpQueue, UdpQueue
-from gateway.pipeline import PluginEnv
-from gateway.plugins.loggers import LoggerConf, LoggerPlugin
+from gateway.logship import TcpQueue, UdpQueue
+from gateway.plugins.loggers import LoggerConf, QueuedLogger
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 
@@ -41,27 +40,14 @@ class UdpLoggerConf(SocketLoggerConf, frozen=True, kw_only=True):
     name: str = "udp logger"
 
 
-class _SocketLogger(LoggerPlugin):
-    """A logger whose entries go to a `logship` queue of kind `queue_kind`."""
-
-    queue_kind: ClassVar[type[BatchQueue]]
-
-    def __init__(self, conf: SocketLoggerConf, env: PluginEnv) -> None:
-        super().__init__(conf, env)
-        self.queue = env.loggers.queue(env.scope, conf, self.queue_kind)
-
-    def emit(self, entry: dict[str, Any]) -> None:
-        self.queue.push(entry)
-
-
-class TcpLogger(_SocketLogger):
+class TcpLogger(QueuedLogger):
     name = "tcp-logger"
     priority = 405
     Conf = TcpLoggerConf
     queue_kind = TcpQueue
 
 
-class UdpLogger(_SocketLogger):
+class UdpLogger(QueuedLogger):
     name = "udp-logger"
     priority = 400
     Conf = UdpLoggerConf

@@ -169,9 +169,9 @@ class Zipkin(Plugin):
             "peer.ipv4": ctx.remote_addr,
             "peer.port": str(ctx.remote_port),
         }
-        head = ctx.response_head
-        if ctx.upstream_time >= 0 and head is not None:
-            tags["http.status_code"] = str(head.status)
+        status = ctx.upstream_status
+        if status is not None:
+            tags["http.status_code"] = str(status)
         endpoint = {**self.endpoint, "port": ctx.server_port}
         request: dict[str, Any] = {
             "traceId": trace.trace_id,
