@@ -109,6 +109,7 @@ class RequestContext:
         "start",
         "status",
         "target",
+        "tls",
         "upstream",
         "upstream_addr",
         "upstream_host",
@@ -190,6 +191,9 @@ class RequestContext:
         self.upstream_addr = ""
         self.upstream_time = -1.0
         self.websocket = False
+        # The connection's TLS session when it came to an HTTPS address (an
+        # `https.TlsSession`: the SNI asked for).
+        self.tls: Any = None
         # The opentelemetry plugin's span of a sampled request (a plugins.opentelemetry.Span).
         self.span: Any = None
         # The zipkin plugin's spans of a sampled request (a plugins.zipkin.Trace).
@@ -273,6 +277,11 @@ class RequestContext:
     def remove_header(self, name: bytes) -> None:
         """Drop every `name` header (lower-case bytes)."""
         self.headers[:] = [h for h in self.headers if h[0] != name]
+
+    @property
+    def scheme(self) -> str:
+        """nginx's `$scheme`: `https` when the request came over TLS."""
+        return "https" if self.tls is not None else "http"
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of request header `name` (lower-case bytes), or None."""

@@ -23,7 +23,7 @@ from gateway import proxy
 from gateway.accesslog import AccessLog
 from gateway.context import RequestContext
 from gateway.errors import DownstreamError, UpstreamError, protocol_fault
-from gateway.fastio import FastSocket
+from gateway.fastio import ClientIO, FastSocket
 from gateway.http.framing import HeadError, check_head, check_incomplete, find_head_end
 from gateway.http.headers import client_request_headers, is_websocket_upgrade
 from gateway.http.path import PathError, absolute_form, host_without_port, normalized_target
@@ -36,6 +36,7 @@ from gateway.http.replies import (
     status_reply,
 )
 from gateway.http.response import ResponseWriter, start_response, wants_keep_alive
+from gateway.https import TlsIO, TlsSession
 from gateway.pipeline import finish_whole_body, run_header_filters, run_log, run_request_phases
 from gateway.request_body import CLIENT_GONE, RequestBody
 from gateway.upstream.pool import PoolManager
@@ -80,13 +81,21 @@ class ClientConnection:
         sock: socket.socket,
         remote: tuple[str, int],
         server_port: int,
+        tls: TlsSession | None = None,
     ) -> None:
         self.shared = shared
         # Requests and responses go through `io`; the trio stream serves the WebSocket
-        # tunnel, the lingering close and the final close.
-        self.io = FastSocket(sock)
+        # tunnel, the lingering close and the final close. Over TLS both are the session's.
+        self.tls = tls
+        self.io: ClientIO
+        self.stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
+        if tls is None:
+            self.io = FastSocket(sock)
+            self.stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+        else:
+            self.io = TlsIO(tls.stream, sock)
+            self.stream = tls.stream
         self.io.send_timeout = shared.runtime.limits.send_timeout
-        self.stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
         self.remote_addr, self.remote_port = remote
         self.server_port = server_port
         limits = shared.runtime.limits
@@ -153,7 +162,8 @@ class ClientConnection:
         """Half-close, then discard what the client still sends, for a bounded time/size."""
         with trio.move_on_after(LINGER_S):
             try:
-                await self.stream.send_eof()
+                if isinstance(self.stream, trio.SocketStream):  # TLS has no half-close
+                    await self.stream.send_eof()
                 discarded = 0
                 while discarded < LINGER_BYTES:
                     data = await self.stream.receive_some(self.receive_size)
@@ -346,6 +356,8 @@ class ClientConnection:
             trio.current_time(),
             sent,
         )
+        if self.tls is not None:
+            ctx.tls = self.tls
         host = ctx.header(b"host")
         if host is not None:  # an empty one is a 400 too, as in nginx
             try:

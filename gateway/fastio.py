@@ -18,13 +18,31 @@ Raises OSError like the socket does; the callers translate at their IO boundary.
 from __future__ import annotations
 
 import math
+import select
 import socket
+from typing import Protocol
 
 import trio
 
 FAIR_OPS = 16
 MAX_PARTS = 64
 JOIN_BELOW = 16 * 1024
+
+
+class ClientIO(Protocol):
+    """A client connection's reads and writes: `FastSocket`, or `https.TlsIO` over TLS."""
+
+    send_timeout: float
+
+    def try_receive(self, max_bytes: int) -> bytes | None: ...
+
+    async def wait_receive(self, max_bytes: int) -> bytes: ...
+
+    async def send_parts(self, parts: list[bytes]) -> None: ...
+
+    async def send_all(self, data: bytes | bytearray) -> None: ...
+
+    def has_input(self) -> bool: ...
 
 
 class FastSocket:
@@ -119,3 +137,17 @@ class FastSocket:
         sent = self.send_some(data)
         if sent < len(data):
             await self.wait_send_rest(data, sent)
+
+    def has_input(self) -> bool:
+        return socket_has_input(self.sock)
+
+
+def socket_has_input(sock: socket.socket) -> bool:
+    """True when bytes (or the peer's close) wait on `sock`, without reading them (a poll:
+    `select` cannot take a descriptor past 1023)."""
+    try:
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return False

@@ -90,7 +90,7 @@ def full_entry(
     route = ctx.route
     entry: dict[str, Any] = {
         "request": {
-            "url": f"http://{host}{uri}",
+            "url": f"{ctx.scheme}://{host}{uri}",
             "uri": uri,
             "method": _text(ctx.method),
             "headers": _headers(ctx.headers, secrets),

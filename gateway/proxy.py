@@ -78,7 +78,7 @@ class Client(Protocol):
     def start_switching(self, headers: list[Header], reason: bytes) -> bytes: ...
 
     @property
-    def stream(self) -> trio.SocketStream: ...
+    def stream(self) -> trio.abc.Stream: ...
 
     @property
     def body_started(self) -> bool: ...
@@ -234,6 +234,7 @@ def _request_head(
         remote_addr=ctx.remote_addr.encode(),
         forwarded_host=ctx.host,
         server_port=str(ctx.server_port).encode(),
+        proto=b"http" if ctx.tls is None else b"https",
         framing=framing,
         websocket=ctx.websocket,
     )

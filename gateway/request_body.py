@@ -22,7 +22,7 @@ import trio
 
 from gateway.context import BodyCopy
 from gateway.errors import DownstreamError, protocol_fault
-from gateway.fastio import FastSocket
+from gateway.fastio import ClientIO
 from gateway.http.replies import Header
 
 CLIENT_GONE = 499  # nginx's status for "client closed the connection"
@@ -36,7 +36,7 @@ class BodyClient(Protocol):
     def h11(self) -> h11.Connection: ...
 
     @property
-    def io(self) -> FastSocket: ...
+    def io(self) -> ClientIO: ...
 
     async def send(self, data: bytes | bytearray) -> None: ...
 

@@ -34,6 +34,7 @@ from gateway.consumers import Consumer, ConsumerTable, Credential
 from gateway.context import RequestContext
 from gateway.expr import compile_vars
 from gateway.fetch import tls_context
+from gateway.https import Certificates
 from gateway.logentry import ALWAYS_SECRET, SecretNames
 from gateway.logship import LogShipper
 from gateway.metrics import Metrics
@@ -434,6 +435,9 @@ class Runtime:
         self.metric_prefix = attr.metric_prefix
         # The counter stores this config uses; the server keeps only these after a swap.
         self.limit_stores = registry.take_used()
+        # The HTTPS addresses' certificates, by SNI.
+        enabled = [entry for entry in config.ssls if entry.status == 1]
+        self.certificates = Certificates(enabled) if enabled else None
 
     def carry_over_health(self, previous: Runtime) -> None:
         """Nodes the previous config's health checks found unhealthy stay so here, for the

@@ -1,6 +1,7 @@
 """The listening side of one gateway process: listeners, accept loops, reload and drain.
 
-`Gateway.serve` binds every `server.listen` address, reports readiness through
+`Gateway.serve` binds every `server.listen` and `server.ssl_listen` address (TLS handshakes
+with the certificates of `ssls`, see `https`), reports readiness through
 `task_status.started(addresses)` and serves until `stop()`; then it stops accepting and
 gives open connections `server.shutdown_timeout` seconds to finish. `reload()` swaps the
 compiled runtime atomically or keeps the old one when the new file is invalid.
@@ -9,13 +10,14 @@ compiled runtime atomically or keeps the old one when the new file is invalid.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import logging
 import os
-import select
 import signal
 import socket
+import ssl
 
 import trio
 
@@ -26,6 +28,7 @@ from gateway.config.upstream import split_host_port
 from gateway.downstream import ClientConnection
 from gateway.errors import ConfigErrors
 from gateway.exporter import ExportServer
+from gateway.https import PLAIN_HTTP_TO_HTTPS, TlsSession, handshake_failure
 from gateway.metrics import ServerStats
 from gateway.ratelimit import LimitRegistry
 from gateway.runtime import Runtime, compile_config
@@ -129,15 +132,6 @@ def _close_listener(listener: socket.socket) -> None:
         listener.close()
 
 
-def _has_input(stream: trio.SocketStream) -> bool:
-    """True when bytes (or the peer's close) are waiting to be read, without reading them."""
-    try:
-        readable, _, _ = select.select([stream.socket.fileno()], [], [], 0)
-    except (OSError, ValueError):
-        return False
-    return bool(readable)
-
-
 def _format_address(sockname: tuple[str, int] | tuple[str, int, int, int]) -> str:
     host, port = sockname[0], sockname[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -184,8 +178,13 @@ class Gateway:
     ) -> None:
         """Serve until `stop()`; then drain within `server.shutdown_timeout`."""
         settle_memory()
-        listeners = [open_listener(a, self.reuse_port) for a in self.runtime.server.addresses]
-        addresses = [_format_address(ln.getsockname()) for ln in listeners]
+        server = self.runtime.server
+        listeners = [
+            (open_listener(address, self.reuse_port), tls)
+            for addresses, tls in ((server.addresses, False), (server.ssl_addresses, True))
+            for address in addresses
+        ]
+        addresses = [_format_address(ln.getsockname()) for ln, _ in listeners]
         if self.metrics_file is not None:
             self._take_over_metrics(self.metrics_file)
         else:
@@ -205,7 +204,7 @@ class Gateway:
             with trio.move_on_after(LOG_FLUSH_S):
                 await self.loggers.flush()
         finally:
-            for listener in listeners:
+            for listener, _ in listeners:
                 _close_listener(listener)
             self.exporter.close()
             if self.metrics_file is not None:
@@ -216,7 +215,7 @@ class Gateway:
 
     async def _serve_connections(
         self,
-        listeners: list[socket.socket],
+        listeners: list[tuple[socket.socket, bool]],
         addresses: list[str],
         limiter: trio.Semaphore,
         task_status: trio.TaskStatus[list[str]],
@@ -231,8 +230,8 @@ class Gateway:
                 await acceptors.start(self.limits.redis.run)
                 # Identity providers load (each within its timeout) before accepting.
                 await acceptors.start(self.idps.run)
-                for listener in listeners:
-                    acceptors.start_soon(self._accept_loop, listener, connections, limiter)
+                for listener, tls in listeners:
+                    acceptors.start_soon(self._accept_loop, listener, tls, connections, limiter)
                 acceptors.start_soon(self._reap_pools)
                 acceptors.start_soon(self._run_probes)
                 if self.metrics_file is None:
@@ -245,7 +244,7 @@ class Gateway:
                 task_status.started(addresses)
                 if self._stop_requested:
                     acceptors.cancel_scope.cancel()
-            for listener in listeners:
+            for listener, _ in listeners:
                 _close_listener(listener)
             grace = self.runtime.server.shutdown_timeout
             connections.cancel_scope.deadline = trio.current_time() + grace
@@ -264,7 +263,7 @@ class Gateway:
         already arrived in the socket buffer: that request is served (then the connection
         closes), never dropped."""
         for conn in self.connections:
-            if conn.idle_scope is not None and not _has_input(conn.stream):
+            if conn.idle_scope is not None and not conn.io.has_input():
                 conn.idle_scope.cancel()
 
     def reload(self) -> bool:
@@ -314,6 +313,7 @@ class Gateway:
         new, old = runtime.server, self.runtime.server
         for field, changed in (
             ("server.listen", new.addresses != old.addresses),
+            ("server.ssl_listen", new.ssl_addresses != old.ssl_addresses),
             ("server.workers", new.workers != old.workers),
             (
                 "server.limits.max_connections",
@@ -337,7 +337,11 @@ class Gateway:
         return True
 
     async def _accept_loop(
-        self, listener: socket.socket, connections: trio.Nursery, limiter: trio.Semaphore
+        self,
+        listener: socket.socket,
+        tls: bool,
+        connections: trio.Nursery,
+        limiter: trio.Semaphore,
     ) -> None:
         port = listener.getsockname()[1]
         burst = 0
@@ -373,13 +377,23 @@ class Gateway:
                 limiter.release()
                 raise
             self.accepted += 1
-            connections.start_soon(self._serve_connection, sock, peer, port, limiter)
+            connections.start_soon(self._serve_connection, sock, peer, port, limiter, tls)
 
     async def _serve_connection(
-        self, sock: socket.socket, peer: tuple[str, int], port: int, limiter: trio.Semaphore
+        self,
+        sock: socket.socket,
+        peer: tuple[str, int],
+        port: int,
+        limiter: trio.Semaphore,
+        tls: bool,
     ) -> None:
         try:
-            conn = ClientConnection(self, sock, peer, port)
+            session = None
+            if tls:
+                session = await self._handshake(sock, peer)
+                if session is None:
+                    return
+            conn = ClientConnection(self, sock, peer, port, session)
             self.connections.add(conn)
             try:
                 await conn.serve()
@@ -390,6 +404,33 @@ class Gateway:
                 self.connections.discard(conn)
         finally:
             limiter.release()
+
+    async def _handshake(self, sock: socket.socket, peer: tuple[str, int]) -> TlsSession | None:
+        """The TLS session of a connection to an HTTPS address, its handshake done within
+        `server.limits.head_timeout` with the current config's certificates; None (and the
+        connection closed) when it failed. Plain HTTP sent there gets nginx's 400 answer."""
+        runtime = self.runtime
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+        certificates = runtime.certificates
+        if certificates is None:  # a reload dropped every certificate: `check` refuses it
+            await trio.aclose_forcefully(stream)
+            return None
+        tls = trio.SSLStream(stream, certificates.context, server_side=True, https_compatible=True)
+        failure: BaseException = TimeoutError("timed out")
+        with trio.move_on_after(runtime.limits.head_timeout):
+            try:
+                await tls.do_handshake()
+            except trio.BrokenResourceError as exc:
+                failure = exc.__cause__ or exc
+            else:
+                return TlsSession(tls)
+        if isinstance(failure, ssl.SSLError) and failure.reason == "HTTP_REQUEST":
+            with trio.move_on_after(runtime.limits.send_timeout):
+                with contextlib.suppress(OSError, trio.BrokenResourceError):
+                    await stream.send_all(PLAIN_HTTP_TO_HTTPS)
+        log.info("TLS handshake from %s failed: %s", peer[0], handshake_failure(tls, failure))
+        await trio.aclose_forcefully(stream)
+        return None
 
     async def _run_probes(self) -> None:
         """The active health checks of the current config; a reload restarts them."""

@@ -82,7 +82,7 @@ class Supervisor:
         self.exporter.move(wanted, listener)
         self.export_uri = runtime.export_uri
         self.metric_prefix = runtime.metric_prefix
-        self.addresses = config.server.addresses
+        self.addresses = config.server.addresses + config.server.ssl_addresses
         staged = self.copy_path + ".new"
         with open(staged, "wb") as f:
             f.write(data)

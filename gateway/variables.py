@@ -40,7 +40,10 @@ _FIXED: dict[str, Getter] = {
     "server_port": lambda ctx: str(ctx.server_port),
     "host": lambda ctx: ctx.host.decode("latin-1"),
     "request_method": lambda ctx: ctx.method.decode("latin-1"),
-    "scheme": lambda ctx: "http",
+    "scheme": lambda ctx: ctx.scheme,
+    # nginx's `$https` ("on" over TLS, else empty) and `$ssl_server_name` (the SNI asked for).
+    "https": lambda ctx: "on" if ctx.tls is not None else "",
+    "ssl_server_name": lambda ctx: ctx.tls.server_name if ctx.tls is not None else None,
     "route_id": _route_id,
     "service_id": _service_id,
     "consumer_name": _consumer_name,

@@ -7,6 +7,7 @@ import functools
 import ipaddress
 import ssl
 from pathlib import Path
+from typing import Any
 
 import trio
 from cryptography import x509
@@ -66,3 +67,61 @@ async def serve_tls(
 
     await nursery.start(functools.partial(raw_serve, handle, on_port=upstream._set_port))
     return cert
+
+
+class Authority:
+    """A test CA issuing server certificates as PEM text (APISIX's `ssls` shape)."""
+
+    def __init__(self, name: str = "Gateway Test CA") -> None:
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        now = datetime.datetime.now(datetime.UTC)
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(self.name)
+            .issuer_name(self.name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(self.key, hashes.SHA256())
+        )
+        self.pem = self.cert.public_bytes(serialization.Encoding.PEM).decode()
+
+    def issue(self, common_name: str, *names: str, rsa_key: bool = False) -> tuple[str, str]:
+        """(certificate chain PEM, private key PEM) for `names` (DNS names)."""
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key: Any = (
+            rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            if rsa_key
+            else ec.generate_private_key(ec.SECP256R1())
+        )
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(self.name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(n) for n in names or (common_name,)]),
+                critical=False,
+            )
+            .sign(self.key, hashes.SHA256())
+        )
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+        return cert.public_bytes(serialization.Encoding.PEM).decode() + self.pem, key_pem
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client context that trusts this CA only."""
+        context = ssl.create_default_context(cadata=self.pem)
+        context.set_alpn_protocols(["http/1.1"])
+        return context

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from gateway.config.model import Config, plugin_items, policy_plugins, route_level_plugins
+from gateway.config.ssl import normal_sni
 from gateway.errors import ConfigError
 from gateway.pipeline import AuthPlugin
 from gateway.plugins import BY_NAME
@@ -140,6 +141,27 @@ def check(config: Config) -> list[ConfigError]:
     errors += _credential_filters(config)
     if config.server.workers > 1:
         errors += _local_limits(config)
+    errors += _ssls(config)
+    return errors
+
+
+def _ssls(config: Config) -> list[ConfigError]:
+    """An SNI is answered by one certificate entry only, and an HTTPS address needs one."""
+    errors = _duplicates(
+        (
+            (normal_sni(name), f"$.ssls[{i}]." + ("sni" if ssl.sni is not None else f"snis[{j}]"))
+            for i, ssl in enumerate(config.ssls)
+            if ssl.status == 1
+            for j, name in enumerate(ssl.names)
+        ),
+        "sni",
+    )
+    if config.server.ssl_addresses and not any(ssl.status == 1 for ssl in config.ssls):
+        errors.append(
+            ConfigError(
+                "an HTTPS address needs a certificate: add one to `ssls`", "$.server.ssl_listen"
+            )
+        )
     return errors
 
 

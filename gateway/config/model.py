@@ -15,6 +15,7 @@ import msgspec
 
 from gateway.addresses import networks
 from gateway.config.fields import TOKEN, Host, Labels, Port, Seconds, Username
+from gateway.config.ssl import Ssl
 from gateway.config.upstream import Id, Upstream, split_host_port
 from gateway.expr import compile_vars
 from gateway.http.methods import HttpMethod
@@ -111,14 +112,21 @@ class Server(Conf, frozen=True, kw_only=True):
     shutdown_timeout: Annotated[float, msgspec.Meta(ge=0)] = 30.0
     limits: Limits = msgspec.field(default_factory=Limits)
     access_log: bool | Annotated[str, msgspec.Meta(min_length=1)] = True
+    # Addresses that speak HTTPS, with the certificates of `ssls` (APISIX's
+    # `apisix.ssl.listen`; nginx's `listen ... ssl`).
+    ssl_listen: str | list[str] = []
 
     def __post_init__(self) -> None:
-        for address in self.addresses:
+        for address in self.addresses + self.ssl_addresses:
             split_host_port(address, allow_port_zero=True)
 
     @property
     def addresses(self) -> list[str]:
         return [self.listen] if isinstance(self.listen, str) else list(self.listen)
+
+    @property
+    def ssl_addresses(self) -> list[str]:
+        return [self.ssl_listen] if isinstance(self.ssl_listen, str) else list(self.ssl_listen)
 
 
 class RouteTimeout(Conf, frozen=True, kw_only=True):
@@ -328,6 +336,7 @@ class Config(Conf, frozen=True, kw_only=True):
     consumers: list[Consumer] = []
     consumer_groups: list[ConsumerGroup] = []
     global_rules: list[GlobalRule] = []
+    ssls: list[Ssl] = []
 
 
 def route_level_plugins(config: Config) -> list[tuple[str, Any]]:

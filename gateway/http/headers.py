@@ -102,6 +102,7 @@ def upstream_request_headers(
     server_port: bytes,
     framing: Header | None,
     websocket: bool,
+    proto: bytes = b"http",
 ) -> list[Header]:
     """The head the upstream receives: the request headers (already cleaned by
     `client_request_headers`, then edited by plugins) minus hop-by-hop, forwarding and
@@ -110,7 +111,8 @@ def upstream_request_headers(
     X-Forwarded-For appends the client address to what the client sent (nginx's
     `$proxy_add_x_forwarded_for`); the other forwarding headers are always the gateway's own:
     X-Forwarded-Host is `forwarded_host`, the host the client named without its port (as
-    APISIX sends nginx's `$host`).
+    APISIX sends nginx's `$host`); X-Forwarded-Proto is `proto`, the scheme the request came
+    by.
     """
     out: list[Header] = [(b"host", host)]
     xff: list[bytes] = []
@@ -130,7 +132,7 @@ def upstream_request_headers(
     xff.append(remote_addr)
     out.append((b"x-forwarded-for", b", ".join(xff)))
     out.append((b"x-real-ip", remote_addr))
-    out.append((b"x-forwarded-proto", b"http"))
+    out.append((b"x-forwarded-proto", proto))
     if forwarded_host:  # nginx's `$host`: none when the client named no host
         out.append((b"x-forwarded-host", forwarded_host))
     out.append((b"x-forwarded-port", server_port))

@@ -86,7 +86,7 @@ class ForwardAuth(Plugin):
 
     def _ask_headers(self, ctx: RequestContext) -> list[tuple[str, str]]:
         headers = [
-            ("x-forwarded-proto", "http"),
+            ("x-forwarded-proto", ctx.scheme),
             ("x-forwarded-method", ctx.method.decode("latin-1")),
             ("x-forwarded-host", ctx.host.decode("latin-1")),
             ("x-forwarded-uri", ctx.request_target.decode("latin-1")),

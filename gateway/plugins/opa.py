@@ -79,7 +79,7 @@ class Opa(Plugin):
         data: dict[str, Any] = {
             "type": "http",
             "request": {
-                "scheme": "http",
+                "scheme": ctx.scheme,
                 "method": ctx.method.decode("latin-1"),
                 "host": ctx.host.decode("latin-1"),
                 "port": ctx.server_port,

@@ -166,7 +166,7 @@ class OpenTelemetry(Plugin):
         attributes = [
             attribute("net.host.name", text(ctx.host)),
             attribute("http.method", text(ctx.method)),
-            attribute("http.scheme", "http"),
+            attribute("http.scheme", ctx.scheme),
             attribute("http.target", text(ctx.request_target)),
             attribute("http.user_agent", text(ctx.header(b"user-agent") or b"")),
         ]

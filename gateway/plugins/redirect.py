@@ -79,6 +79,8 @@ class Redirect(Plugin):
     def rewrite(self, ctx: RequestContext) -> Reply | None:
         status = self.status
         if self.to_https:
+            if ctx.tls is not None:
+                return None
             proto = ctx.header(b"x-forwarded-proto")
             if proto is not None and proto.lower() != b"http":
                 return None

@@ -1,0 +1,94 @@
+"""APISIX's `ssls`: the certificates the gateway answers TLS handshakes with, by SNI.
+
+Each entry's PEM certificate chain and private key are parsed when the config loads, and the
+key must belong to the certificate: a bad pair is refused with its JSON path, never met at a
+client's handshake. Error messages never quote the key.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+import msgspec
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from gateway.config.fields import Labels
+from gateway.config.upstream import Id
+from gateway.pipeline import Conf
+
+# APISIX's host pattern for an SNI: a name, `*.` before one, or `*` alone (every name).
+_SNI = re.compile(r"^(\*\.)?[0-9A-Za-z_-]+(\.[0-9A-Za-z_-]+)*\.?\Z|^\*\Z")
+Sni = Annotated[str, msgspec.Meta(min_length=1, max_length=253)]
+Pem = Annotated[str, msgspec.Meta(min_length=64, max_length=64 * 1024)]
+
+
+def normal_sni(name: str) -> str:
+    """An SNI as APISIX keeps it: lower-case, without a final dot."""
+    return name.lower().removesuffix(".")
+
+
+def check_pair(cert: str, key: str, where: str) -> None:
+    """ValueError unless `cert` is a PEM certificate chain and `key` the unencrypted PEM
+    private key of its first certificate (`where` names the pair in the message)."""
+    try:
+        chain = x509.load_pem_x509_certificates(cert.encode())
+    except ValueError:
+        raise ValueError(f"{where}: the certificate is not a PEM certificate chain") from None
+    try:
+        private = serialization.load_pem_private_key(key.encode(), password=None)
+    except TypeError:
+        raise ValueError(
+            f"{where}: the private key is encrypted; give it unencrypted, from the"
+            " environment (`$env://NAME`) to keep it out of the file"
+        ) from None
+    except (ValueError, Exception):  # cryptography raises several types for bad input
+        raise ValueError(f"{where}: the key is not a PEM private key") from None
+    public = private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    leaf = (
+        chain[0]
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    if public != leaf:
+        raise ValueError(f"{where}: the key does not belong to the certificate")
+
+
+class Ssl(Conf, frozen=True, kw_only=True):
+    id: Id | None = None
+    type: Literal["server"] = "server"
+    cert: Pem
+    key: Pem
+    # More pairs for the same names (an ECDSA and an RSA certificate, say); the client's
+    # handshake picks the one it can use.
+    certs: list[Pem] = []
+    keys: list[Pem] = []
+    sni: Sni | None = None
+    snis: Annotated[list[Sni], msgspec.Meta(min_length=1)] | None = None
+    status: Literal[0, 1] = 1
+    labels: Labels | None = None
+    desc: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.sni is None) == (self.snis is None):
+            raise ValueError("takes exactly one of `sni` and `snis`")
+        for name in self.names:
+            if _SNI.match(name) is None:
+                raise ValueError(f"{name!r} is not a host name, `*.` and a name, or `*`")
+        if len(self.certs) != len(self.keys):
+            raise ValueError("`certs` and `keys` must hold as many entries")
+        check_pair(self.cert, self.key, "`cert` and `key`")
+        for i, (cert, key) in enumerate(zip(self.certs, self.keys, strict=True)):
+            check_pair(cert, key, f"`certs[{i}]` and `keys[{i}]`")
+
+    @property
+    def names(self) -> list[str]:
+        """The SNIs this entry answers, as written."""
+        return [self.sni] if self.sni is not None else list(self.snis or [])
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        return [(self.cert, self.key), *zip(self.certs, self.keys, strict=True)]
