@@ -191,8 +191,8 @@ class RequestContext:
         self.upstream_addr = ""
         self.upstream_time = -1.0
         self.websocket = False
-        # The connection's TLS session when it came to an HTTPS address (an
-        # `https.TlsSession`: the SNI asked for).
+        # The client connection when it came to an HTTPS address (an
+        # `https.TlsConnection`: the SNI asked for).
         self.tls: Any = None
         # The opentelemetry plugin's span of a sampled request (a plugins.opentelemetry.Span).
         self.span: Any = None

@@ -36,7 +36,7 @@ from gateway.http.replies import (
     status_reply,
 )
 from gateway.http.response import ResponseWriter, start_response, wants_keep_alive
-from gateway.https import TlsIO, TlsSession
+from gateway.https import TlsConnection
 from gateway.pipeline import finish_whole_body, run_header_filters, run_log, run_request_phases
 from gateway.request_body import CLIENT_GONE, RequestBody
 from gateway.upstream.pool import PoolManager
@@ -81,20 +81,19 @@ class ClientConnection:
         sock: socket.socket,
         remote: tuple[str, int],
         server_port: int,
-        tls: TlsSession | None = None,
+        tls: TlsConnection | None = None,
     ) -> None:
         self.shared = shared
         # Requests and responses go through `io`; the trio stream serves the WebSocket
-        # tunnel, the lingering close and the final close. Over TLS both are the session's.
+        # tunnel, the lingering close and the final close. Over TLS both are the connection.
         self.tls = tls
         self.io: ClientIO
-        self.stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
+        self.stream: trio.abc.HalfCloseableStream | TlsConnection
         if tls is None:
             self.io = FastSocket(sock)
             self.stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
         else:
-            self.io = TlsIO(tls.stream, sock)
-            self.stream = tls.stream
+            self.io = self.stream = tls
         self.io.send_timeout = shared.runtime.limits.send_timeout
         self.remote_addr, self.remote_port = remote
         self.server_port = server_port
@@ -162,7 +161,7 @@ class ClientConnection:
         """Half-close, then discard what the client still sends, for a bounded time/size."""
         with trio.move_on_after(LINGER_S):
             try:
-                if isinstance(self.stream, trio.SocketStream):  # TLS has no half-close
+                if not isinstance(self.stream, TlsConnection):  # TLS has no half-close
                     await self.stream.send_eof()
                 discarded = 0
                 while discarded < LINGER_BYTES:

@@ -30,7 +30,7 @@ JOIN_BELOW = 16 * 1024
 
 
 class ClientIO(Protocol):
-    """A client connection's reads and writes: `FastSocket`, or `https.TlsIO` over TLS."""
+    """A client connection's reads and writes: `FastSocket`, or `https.TlsConnection` over TLS."""
 
     send_timeout: float
 

@@ -28,7 +28,7 @@ from gateway.config.upstream import split_host_port
 from gateway.downstream import ClientConnection
 from gateway.errors import ConfigErrors
 from gateway.exporter import ExportServer
-from gateway.https import PLAIN_HTTP_TO_HTTPS, TlsSession, handshake_failure
+from gateway.https import PLAIN_HTTP_TO_HTTPS, TlsConnection, handshake_failure
 from gateway.metrics import ServerStats
 from gateway.ratelimit import LimitRegistry
 from gateway.runtime import Runtime, compile_config
@@ -405,31 +405,31 @@ class Gateway:
         finally:
             limiter.release()
 
-    async def _handshake(self, sock: socket.socket, peer: tuple[str, int]) -> TlsSession | None:
-        """The TLS session of a connection to an HTTPS address, its handshake done within
+    async def _handshake(self, sock: socket.socket, peer: tuple[str, int]) -> TlsConnection | None:
+        """The connection to an HTTPS address, its handshake done within
         `server.limits.head_timeout` with the current config's certificates; None (and the
-        connection closed) when it failed. Plain HTTP sent there gets nginx's 400 answer."""
+        socket closed) when it failed. Plain HTTP sent there gets nginx's 400 answer."""
         runtime = self.runtime
-        stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
         certificates = runtime.certificates
-        if certificates is None:  # a reload dropped every certificate: `check` refuses it
-            await trio.aclose_forcefully(stream)
+        if certificates is None:  # no certificate in this config: `check` refuses that
+            sock.close()
             return None
-        tls = trio.SSLStream(stream, certificates.context, server_side=True, https_compatible=True)
+        tls = TlsConnection(sock, certificates.context)
+        tls.send_timeout = runtime.limits.send_timeout
         failure: BaseException = TimeoutError("timed out")
         with trio.move_on_after(runtime.limits.head_timeout):
             try:
-                await tls.do_handshake()
-            except trio.BrokenResourceError as exc:
-                failure = exc.__cause__ or exc
+                await tls.handshake()
+            except OSError as exc:  # ssl.SSLError too
+                failure = exc
             else:
-                return TlsSession(tls)
+                return tls
         if isinstance(failure, ssl.SSLError) and failure.reason == "HTTP_REQUEST":
             with trio.move_on_after(runtime.limits.send_timeout):
-                with contextlib.suppress(OSError, trio.BrokenResourceError):
-                    await stream.send_all(PLAIN_HTTP_TO_HTTPS)
+                with contextlib.suppress(OSError):
+                    await tls.raw.send_all(PLAIN_HTTP_TO_HTTPS)
         log.info("TLS handshake from %s failed: %s", peer[0], handshake_failure(tls, failure))
-        await trio.aclose_forcefully(stream)
+        await trio.aclose_forcefully(tls)
         return None
 
     async def _run_probes(self) -> None:

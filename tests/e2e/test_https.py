@@ -394,3 +394,47 @@ async def test_a_websocket_over_https(
         await ws.send_message(text)
         assert await ws.get_message() == f"echo:{text}"
     await ws.aclose()
+
+
+async def test_pipelined_requests_and_the_clients_close(
+    nursery: trio.Nursery, upstream: Upstream, ca: Authority, tmp_path: Path
+) -> None:
+    """Three requests in one TLS write are answered in order; the client's close_notify
+    ends the connection; a client that stops in the middle of a record is dropped without
+    an answer and nothing reaches the upstream."""
+    config = https_config(upstream, [ssl_entry(ca.issue("api.test"), "api.test")])
+    _, _, address = await start(nursery, config, tmp_path / "c.json")
+    tls = await open_tls(address, ca, "api.test")
+    heads = b"".join(f"GET /p{i} HTTP/1.1\r\nHost: api.test\r\n\r\n".encode() for i in range(3))
+    await tls.send_all(heads)
+    for i in range(3):
+        conn = h11.Connection(h11.CLIENT)
+        conn.send(h11.Request(method="GET", target=f"/p{i}", headers=[("host", "api.test")]))
+        conn.send(h11.EndOfMessage())
+        resp = await read_response(tls, conn)  # type: ignore[arg-type]
+        assert resp.json()["target"] == f"/p{i}"
+    await tls.aclose()  # close_notify, then the socket's close
+
+    stream = await connect(address)
+    context = ca.client_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = context.wrap_bio(incoming, outgoing, server_hostname="api.test")
+    async with stream:
+        while True:  # a hand-driven handshake, to send a record cut short afterwards
+            try:
+                client.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                await stream.send_all(outgoing.read())
+                incoming.write(await stream.receive_some(65536))
+        await stream.send_all(outgoing.read())
+        client.write(b"GET /cut HTTP/1.1\r\nHost: api.test\r\n\r\n")
+        record = outgoing.read()
+        await stream.send_all(record[: len(record) // 2])
+        await stream.send_eof()
+        with trio.fail_after(10):
+            rest = await read_until_close(stream)
+    incoming.write(rest)
+    with contextlib.suppress(ssl.SSLError):  # no answer, at most TLS's own close
+        assert client.read(65536) == b"", rest
+    assert [r.target for r in upstream.received] == [b"/p0", b"/p1", b"/p2"]
