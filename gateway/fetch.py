@@ -26,6 +26,8 @@ from urllib.parse import SplitResult, urlsplit
 import h11
 import trio
 
+from gateway.config.ssl import load_pairs
+
 MAX_BODY = 1024 * 1024
 
 
@@ -37,26 +39,33 @@ class _Stale(Exception):
     """A kept connection failed before any byte of the answer: try a fresh one."""
 
 
-def tls_context(verify: bool) -> ssl.SSLContext:
+def tls_context(verify: bool, client: tuple[str, str] | None = None) -> ssl.SSLContext:
     """A TLS client context: the system's CAs (or `SSL_CERT_FILE` / `SSL_CERT_DIR`'s) and
-    the host checked, or (`verify` false) nothing checked. Built again only when the CA
-    bundle changes (loading it takes milliseconds)."""
+    the host checked, or (`verify` false) nothing checked; with `client`, a (certificate
+    chain, key) PEM pair to show a server that asks. Built again only when the CA bundle
+    changes (loading it takes milliseconds)."""
     paths = ssl.get_default_verify_paths()
     try:
         stamp = os.stat(paths.cafile).st_mtime_ns if paths.cafile else 0
     except OSError:
         stamp = 0
-    return _tls_context(verify, paths.cafile, paths.capath, stamp)
+    return _tls_context(verify, client, paths.cafile, paths.capath, stamp)
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=64)
 def _tls_context(
-    verify: bool, _cafile: str | None, _capath: str | None, _stamp: int
+    verify: bool,
+    client: tuple[str, str] | None,
+    _cafile: str | None,
+    _capath: str | None,
+    _stamp: int,
 ) -> ssl.SSLContext:
     context = ssl.create_default_context()
     if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+    if client is not None:
+        load_pairs(context, [client])
     return context
 
 

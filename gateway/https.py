@@ -15,12 +15,10 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-import tempfile
-from pathlib import Path
 
 import trio
 
-from gateway.config.ssl import Ssl, normal_sni
+from gateway.config.ssl import Ssl, load_pairs, normal_sni
 from gateway.fastio import FastSocket
 from gateway.http.replies import error_msg
 
@@ -47,18 +45,9 @@ PLAIN_HTTP_TO_HTTPS = plain_http_answer()
 
 
 def _server_context(pairs: list[tuple[str, str]]) -> ssl.SSLContext:
-    """A server context holding every (certificate chain, key) pair of one entry.
-
-    OpenSSL loads certificates from files only: the PEM text is written to a directory only
-    this process can read and removed as soon as it is loaded."""
+    """A server context holding every (certificate chain, key) pair of one entry."""
     context = _base_context()
-    with tempfile.TemporaryDirectory(prefix="gateway-tls-") as directory:
-        cert_path, key_path = Path(directory) / "cert.pem", Path(directory) / "key.pem"
-        for cert, key in pairs:
-            cert_path.write_text(cert)
-            key_path.touch(mode=0o600)
-            key_path.write_text(key)
-            context.load_cert_chain(cert_path, key_path)
+    load_pairs(context, pairs)
     return context
 
 

@@ -149,7 +149,7 @@ async def forward(
                         conn = await UpstreamConnection.wait_open(node, upstream.connect_timeout)
                     else:
                         conn = await TlsConnection.wait_open_tls(
-                            node, upstream.connect_timeout, upstream.tls, server_name
+                            node, upstream.connect_timeout, upstream.tls, server_name, pool_key
                         )
                 except UpstreamError as exc:
                     now = trio.current_time()
@@ -245,7 +245,7 @@ def _request_head(
     if upstream.tls is None:
         return head, node.address, None
     server_name = tls_server_name(host)
-    return head, (*node.address, server_name), server_name
+    return head, (*node.address, server_name, *upstream.tls_identity), server_name
 
 
 async def _send_upstream(conn: UpstreamConnection, data: bytes, upstream: CompiledUpstream) -> None:

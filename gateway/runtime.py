@@ -9,6 +9,7 @@ swaps it whole; requests in flight keep the one they started with.
 from __future__ import annotations
 
 import copy
+import hashlib
 import platform
 import time
 from collections.abc import Callable
@@ -137,6 +138,7 @@ class CompiledUpstream:
         "retry_timeout",
         "send_timeout",
         "tls",
+        "tls_identity",
         "upstream_host",
     )
 
@@ -157,11 +159,15 @@ class CompiledUpstream:
         self.idle_timeout = conf.keepalive_pool.idle_timeout
         self.max_requests = conf.keepalive_pool.requests
         self.pass_host = conf.pass_host
-        # `scheme: https`: the TLS settings every connection of this upstream uses.
-        self.tls = (
-            tls_context(conf.tls is not None and conf.tls.verify)
-            if conf.scheme == "https"
-            else None
+        # `scheme: https`: the TLS settings every connection of this upstream uses, and
+        # what its pooled connections are kept apart by: a connection whose certificate
+        # was not checked, or that shows another client certificate, serves no other.
+        verify = conf.tls is not None and conf.tls.verify
+        client = conf.tls.client_pair if conf.tls is not None else None
+        self.tls = tls_context(verify, client) if conf.scheme == "https" else None
+        self.tls_identity = (
+            verify,
+            hashlib.sha256(client[0].encode()).hexdigest()[:32] if client else None,
         )
         self.upstream_host = conf.upstream_host.encode("latin-1") if conf.upstream_host else None
         # Other nodes tried after one that cannot be connected to (APISIX's default: each

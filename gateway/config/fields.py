@@ -36,6 +36,9 @@ Labels = Annotated[dict[str, LabelValue], msgspec.Meta(max_length=16)]
 # A consumer's name (APISIX's pattern), also where a plugin names one (`anonymous_consumer`).
 Username = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[a-zA-Z0-9_-]+\Z")]
 
+# A resource's id (APISIX's pattern).
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_.-]+\Z")]
+
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 

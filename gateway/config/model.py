@@ -14,9 +14,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from gateway.addresses import networks
-from gateway.config.fields import TOKEN, Host, Labels, Port, Seconds, Username
+from gateway.config.fields import TOKEN, Host, Id, Labels, Port, Seconds, Username
 from gateway.config.ssl import Ssl
-from gateway.config.upstream import Id, Upstream, split_host_port
+from gateway.config.upstream import Upstream, split_host_port
 from gateway.expr import compile_vars
 from gateway.http.methods import HttpMethod
 from gateway.http.path import PathError, route_path

@@ -8,14 +8,16 @@ client's handshake. Error messages never quote the key.
 from __future__ import annotations
 
 import re
+import ssl
+import tempfile
+from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway.config.fields import Labels
-from gateway.config.upstream import Id
+from gateway.config.fields import Id, Labels
 from gateway.pipeline import Conf
 
 # APISIX's host pattern for an SNI: a name, `*.` before one, or `*` alone (every name).
@@ -55,6 +57,20 @@ def check_pair(cert: str, key: str, where: str) -> None:
     )
     if public != leaf:
         raise ValueError(f"{where}: the key does not belong to the certificate")
+
+
+def load_pairs(context: ssl.SSLContext, pairs: list[tuple[str, str]]) -> None:
+    """Load (certificate chain, key) PEM pairs into `context`.
+
+    OpenSSL loads certificates from files only: the PEM text is written to a directory only
+    this process can read and removed as soon as it is loaded."""
+    with tempfile.TemporaryDirectory(prefix="gateway-tls-") as directory:
+        cert_path, key_path = Path(directory) / "cert.pem", Path(directory) / "key.pem"
+        for cert, key in pairs:
+            cert_path.write_text(cert)
+            key_path.touch(mode=0o600)
+            key_path.write_text(key)
+            context.load_cert_chain(cert_path, key_path)
 
 
 class Ssl(Conf, frozen=True, kw_only=True):

@@ -9,12 +9,11 @@ from typing import Annotated, Literal
 import msgspec
 
 from gateway import variables
-from gateway.config.fields import HOST, TOKEN, Host, HostHeader, Labels, Port, Seconds
+from gateway.config.fields import HOST, TOKEN, Host, HostHeader, Id, Labels, Port, Seconds
 from gateway.config.health import Checks
+from gateway.config.ssl import Pem, check_pair
 from gateway.pipeline import Conf
 from gateway.template import Template
-
-Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_.-]+\Z")]
 
 _HOST_PORT = re.compile(rf"^({HOST}):([0-9]{{1,5}})\Z")
 
@@ -72,10 +71,26 @@ def _check_hash_key(hash_on: str, key: str | None) -> None:
 
 
 class UpstreamTls(Conf, frozen=True, kw_only=True):
-    """APISIX's upstream `tls`: of its fields `verify` is taken (client certificates are
-    refused by name)."""
+    """APISIX's upstream `tls`: `verify` the upstream's certificate, and the gateway's own
+    (`client_cert`, `client_key`: PEM text) for an upstream that asks for one. APISIX's
+    `client_cert_id` (an `ssls` entry of type client) is refused by name: give the pair
+    here, from the environment (`$env://NAME`) to keep the key out of the file."""
 
     verify: bool = False
+    client_cert: Pem | None = None
+    client_key: Pem | None = None
+
+    def __post_init__(self) -> None:
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("`client_cert` and `client_key` go together")
+        if self.client_cert is not None and self.client_key is not None:
+            check_pair(self.client_cert, self.client_key, "`client_cert` and `client_key`")
+
+    @property
+    def client_pair(self) -> tuple[str, str] | None:
+        if self.client_cert is None or self.client_key is None:
+            return None
+        return self.client_cert, self.client_key
 
 
 class Upstream(Conf, frozen=True, kw_only=True):

@@ -14,7 +14,8 @@ from typing import Annotated, Any
 
 import msgspec
 
-from gateway.config.upstream import Id, Upstream
+from gateway.config.fields import Id
+from gateway.config.upstream import Upstream
 from gateway.context import RequestContext
 from gateway.expr import Check, compile_any, compile_vars
 from gateway.pipeline import Conf, Plugin, PluginConf, PluginEnv

@@ -66,7 +66,7 @@ class UpstreamConnection:
     def __init__(self, node: Node, sock: socket.socket, stream: trio.SocketStream) -> None:
         self.node = node
         # Its pool: the node's address, and for TLS the server name too.
-        self.pool_key: tuple[str | int | None, ...] = node.address
+        self.pool_key: tuple[str | int | bool | None, ...] = node.address
         self._sock = sock
         self._io = FastSocket(sock)
         self._poll = select.poll()

@@ -41,10 +41,16 @@ class TlsConnection(UpstreamConnection):
 
     @classmethod
     async def wait_open_tls(
-        cls, node: Node, connect_timeout: float, context: ssl.SSLContext, server_name: str | None
+        cls,
+        node: Node,
+        connect_timeout: float,
+        context: ssl.SSLContext,
+        server_name: str | None,
+        pool_key: tuple[str | int | bool | None, ...],
     ) -> TlsConnection:
         """Connect and shake hands within `connect_timeout`; raises UpstreamError(CONNECT)
-        (a timeout one, 504, when the handshake did not finish in time)."""
+        (a timeout one, 504, when the handshake did not finish in time). The connection
+        goes back to the pool of `pool_key` (the node, SNI and TLS identity)."""
         conn = await cls.wait_open(node, connect_timeout)
         assert isinstance(conn, TlsConnection)
         conn.tls = trio.SSLStream(
@@ -61,7 +67,7 @@ class TlsConnection(UpstreamConnection):
                 conn.close()
                 raise
             conn.stream = conn.tls  # type: ignore[assignment]  # the WebSocket tunnel's
-            conn.pool_key = (*node.address, server_name)
+            conn.pool_key = pool_key
             return conn
         conn.close()
         raise UpstreamError(UpstreamPhase.CONNECT, "TLS handshake timed out", timeout=True)

@@ -3,14 +3,16 @@ certificate, checked or not as `tls.verify` says, and pooled like plain connecti
 
 from __future__ import annotations
 
+import functools
+import ssl
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from tests.helpers import Upstream, config_for, request, start_gateway
-from tests.tls_certs import serve_tls, write_certificate
+from tests.helpers import Upstream, config_for, raw_serve, request, start_gateway
+from tests.tls_certs import Authority, serve_tls, write_certificate
 
 
 async def tls_upstream(nursery: trio.Nursery, directory: Path) -> tuple[Upstream, Path]:
@@ -79,3 +81,55 @@ async def test_a_certificate_for_another_address_is_refused(
     _, gw = await start_gateway(nursery, config_for(routes))
     assert (await request(gw, target="/checked")).status == 502
     assert up.received == []
+
+
+async def test_client_certificates_for_an_upstream_that_asks(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`tls.client_cert` / `client_key` (mutual TLS with the upstream): an upstream that
+    requires a certificate from its CA gets each route's own, also on pooled connections
+    (a connection opened with one identity never carries another's requests); a route
+    without one is refused by the upstream: 502."""
+    ca = Authority("Upstream clients CA")
+    alice, bob = ca.issue("alice"), ca.issue("bob")
+    up = Upstream(name="mtls")
+    server_cert, server_key = write_certificate(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cadata=ca.pem)
+    context.load_cert_chain(server_cert, server_key)
+    context.verify_mode = ssl.CERT_REQUIRED
+    presented: list[str] = []
+
+    async def handle(stream: trio.SocketStream) -> None:
+        tls = trio.SSLStream(stream, context, server_side=True)
+        try:
+            await tls.do_handshake()
+        except trio.BrokenResourceError:
+            await trio.aclose_forcefully(stream)
+            return
+        cert = tls.getpeercert()
+        assert cert is not None
+        presented.append(dict(item[0] for item in cert["subject"])["commonName"])
+        await up._handle(tls)  # type: ignore[arg-type]
+
+    await nursery.start(functools.partial(raw_serve, handle, on_port=up._set_port))
+    monkeypatch.setenv("SSL_CERT_FILE", str(server_cert))
+    routes = [
+        route(up, "alice", tls={"client_cert": alice[0], "client_key": alice[1]}),
+        route(up, "bob", tls={"client_cert": bob[0], "client_key": bob[1]}),
+        # alice's identity, but the upstream's certificate checked: it names 127.0.0.1,
+        # not the Host sent (gateway.test), so never on alice's unchecked connection.
+        route(up, "checked", tls={"client_cert": alice[0], "client_key": alice[1], "verify": True}),
+        route(up, "nobody"),
+    ]
+    _, gw = await start_gateway(nursery, config_for(routes))
+    for _ in range(2):
+        for who in ("alice", "bob"):
+            resp = await request(gw, target=f"/{who}")
+            assert resp.status == 200
+            assert resp.json()["target"] == f"/{who}"
+    # One connection each, kept: the same node and SNI, apart by the certificate shown.
+    assert presented == ["alice", "bob"]
+    assert [r.connection for r in up.received] == [0, 1, 0, 1]
+    assert (await request(gw, target="/checked")).status == 502
+    assert (await request(gw, target="/nobody")).status == 502
+    assert len(up.received) == 4

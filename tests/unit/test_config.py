@@ -202,7 +202,8 @@ CASES: list[tuple[dict[str, Any], str]] = [
     on_route("response-rewrite", {"body": "x", "filters": [{"regex": "a", "replace": "b"}]}),
     on_route("response-rewrite", {"vars": [["status", "===", 1]]}),
     on_upstream({"scheme": "grpc"}, "scheme"),
-    on_upstream({"scheme": "https", "tls": {"client_cert": "x"}}, "tls"),
+    on_upstream({"scheme": "https", "tls": {"client_cert": "x"}}, "tls.client_cert"),
+    on_upstream({"scheme": "https", "tls": {"client_cert_id": "1"}}, "tls"),
     on_upstream({"scheme": "http", "tls": {"verify": True}}),
     on_upstream({"scheme": "https", "checks": {"active": {"type": "http"}}}),
     # redirect: exactly one of uri, regex_uri and http_to_https, as APISIX's schema.

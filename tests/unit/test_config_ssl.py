@@ -134,3 +134,21 @@ def test_the_sni_picks_as_apisix_does() -> None:
     assert certificates.pick("y.x.b.test") is None  # a wildcard covers one label
     assert certificates.pick("c.test") is None
     assert certificates.pick(None) is None
+
+
+@pytest.mark.parametrize(
+    ("tls", "message"),
+    [
+        ({"client_cert": PAIR[0]}, "`client_cert` and `client_key` go together"),
+        ({"client_key": PAIR[1]}, "`client_cert` and `client_key` go together"),
+        (
+            {"client_cert": PAIR[0], "client_key": OTHER[1]},
+            "`client_cert` and `client_key`: the key does not belong to the certificate",
+        ),
+        ({"client_cert_id": "1"}, "unknown field `client_cert_id`"),
+    ],
+)
+def test_an_upstream_client_certificate_is_checked(tls: dict[str, Any], message: str) -> None:
+    upstream = {"nodes": {"h:443": 1}, "scheme": "https", "tls": tls}
+    errors = refused({"routes": [{"id": "r", "uri": "/", "upstream": upstream}]})
+    assert any(p.startswith("$.routes[0].upstream") and message in m for p, m in errors), errors
