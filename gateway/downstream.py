@@ -364,6 +364,11 @@ class ClientConnection:
             except PathError as exc:
                 await self._refuse(400, f"bad Host header: {exc}", ctx.method, ctx.path)
                 return False
+        if self.tls is not None and self.tls.entry is not None and self.tls.entry.mutual:
+            refused = self.tls.refuses(ctx.path, ctx.host)
+            if refused is not None:
+                await self._refuse(400, refused, ctx.method, ctx.path)
+                return False
         keep = True
         reply: Reply | None
         try:

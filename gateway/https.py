@@ -1,11 +1,13 @@
 """HTTPS on `server.ssl_listen`: the certificates of `ssls`, picked by the client's SNI.
 
-`Certificates` is built with each config. Its `context` answers every handshake; the SNI
-the client sent picks the entry's own context during the handshake, as APISIX's SNI router
-does: the exact name first, then `*.parent` for a name one label below `parent`, then `*`.
-A client that sends no SNI, or one no entry names, gets no certificate: the handshake fails
-(APISIX: "failed to find SNI", "failed to find any SSL certificate by SNI"). TLS 1.2 and
-1.3 are offered (APISIX's default `ssl_protocols`), with ALPN `http/1.1`.
+`Certificates` is built with each config. The SNI in a client's ClientHello (read by
+`tlshello` before TLS starts) picks the entry whose context answers the handshake, as
+APISIX's SNI router does: the exact name first, then `*.parent` for a name one label below
+`parent`, then `*`. A client that sends no SNI, or one no entry names, gets no certificate:
+the handshake fails (APISIX: "failed to find SNI", "failed to find any SSL certificate by
+SNI"). TLS 1.2 and 1.3 are offered (APISIX's default `ssl_protocols`), with ALPN
+`http/1.1`. An entry's `client` (mutual TLS) is its context's verify settings, so it
+applies from the handshake on.
 
 `TlsConnection` is one client connection over TLS, with the calls of `fastio.FastSocket`.
 """
@@ -13,20 +15,23 @@ A client that sends no SNI, or one no entry names, gets no certificate: the hand
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import re
 import socket
 import ssl
 
 import trio
+from cryptography import x509
 
 from gateway.config.ssl import Ssl, load_pairs, normal_sni
 from gateway.fastio import FastSocket
 from gateway.http.replies import error_msg
+from gateway.tlshello import NEED_MORE, read_hello
 
 ALPN = ["http/1.1"]
 RECORD_READ = 64 * 1024  # socket bytes read per try: several TLS records (16 KiB each)
-# Where the SNI callback leaves the name the client asked for, on the handshake's SSLObject
-# (a server-side SSLObject does not keep it).
-_SNI_ATTR = "gateway_server_name"
+# What OpenSSL takes for plain HTTP on a TLS port: a request line's method and a space.
+_PLAIN_HTTP = re.compile(rb"[A-Z]{3,10} ")
 
 
 def plain_http_answer() -> bytes:
@@ -59,48 +64,70 @@ def _base_context() -> ssl.SSLContext:
     return context
 
 
+class ServerEntry:
+    """One enabled `ssls` entry: its context, and its client certificate rules."""
+
+    __slots__ = ("context", "depth", "mutual", "optional", "skip")
+
+    def __init__(self, entry: Ssl) -> None:
+        self.context = context = _server_context(entry.pairs)
+        client = entry.client
+        self.mutual = client is not None
+        self.depth = client.depth if client is not None else 0
+        self.skip = client.skip if client is not None else None
+        # With URIs to let through, a client without a certificate finishes its handshake
+        # and each of its other requests is refused (APISIX: not rejected in the handshake).
+        self.optional = self.skip is not None
+        if client is not None:
+            context.load_verify_locations(cadata=client.ca)
+            context.verify_mode = ssl.CERT_OPTIONAL if self.optional else ssl.CERT_REQUIRED
+
+
 class Certificates:
-    """The server side of TLS for one config."""
+    """The server side of TLS for one config: the entries by SNI."""
 
     def __init__(self, ssls: list[Ssl]) -> None:
-        self.exact: dict[str, ssl.SSLContext] = {}
-        self.wildcard: dict[str, ssl.SSLContext] = {}  # "*.example.com" under "example.com"
-        self.any: ssl.SSLContext | None = None
-        for entry in ssls:
-            if entry.status != 1:
+        self.exact: dict[str, ServerEntry] = {}
+        self.wildcard: dict[str, ServerEntry] = {}  # "*.example.com" under "example.com"
+        self.any: ServerEntry | None = None
+        for conf in ssls:
+            if conf.status != 1 or conf.type != "server":
                 continue
-            context = _server_context(entry.pairs)
-            for name in map(normal_sni, entry.names):
+            entry = ServerEntry(conf)
+            for name in map(normal_sni, conf.names):
                 if name == "*":
-                    self.any = context
+                    self.any = entry
                 elif name.startswith("*."):
-                    self.wildcard[name[2:]] = context
+                    self.wildcard[name[2:]] = entry
                 else:
-                    self.exact[name] = context
-        self.context = _base_context()
-        self.context.sni_callback = self._on_server_name
+                    self.exact[name] = entry
+        # For a handshake no entry answers: no certificate, and TLS's "unrecognized name".
+        self.refuse = _base_context()
+        self.refuse.sni_callback = _unrecognized
 
-    def pick(self, server_name: str | None) -> ssl.SSLContext | None:
-        """The context for a handshake that asked for `server_name`, if any entry names it."""
+    def pick(self, server_name: str | None) -> ServerEntry | None:
+        """The entry for a handshake that asked for `server_name`, if any names it."""
         if server_name is None:
             return None
         name = normal_sni(server_name)
-        context = self.exact.get(name)
-        if context is None:
+        entry = self.exact.get(name)
+        if entry is None:
             _, dot, parent = name.partition(".")
             if dot:
-                context = self.wildcard.get(parent)
-        return context if context is not None else self.any
+                entry = self.wildcard.get(parent)
+        return entry if entry is not None else self.any
 
-    def _on_server_name(
-        self, connection: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext
-    ) -> int | None:
-        setattr(connection, _SNI_ATTR, server_name)
-        context = self.pick(server_name)
-        if context is None:
-            return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
-        connection.context = context
-        return None
+
+def _unrecognized(connection: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> int:
+    return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+
+
+class HandshakeRefused(ConnectionError):
+    """A handshake the gateway ends itself; `plain_http` when the client spoke HTTP."""
+
+    def __init__(self, reason: str, plain_http: bool = False) -> None:
+        super().__init__(reason)
+        self.plain_http = plain_http
 
 
 class TlsConnection(trio.abc.Stream):
@@ -120,13 +147,29 @@ class TlsConnection(trio.abc.Stream):
     within `send_timeout`.
     """
 
-    __slots__ = ("_incoming", "_outgoing", "obj", "raw")
+    __slots__ = (
+        "_client",
+        "_incoming",
+        "_outgoing",
+        "entry",
+        "obj",
+        "raw",
+        "server_name",
+        "verify",
+    )
 
-    def __init__(self, sock: socket.socket, context: ssl.SSLContext) -> None:
+    obj: ssl.SSLObject
+
+    def __init__(self, sock: socket.socket) -> None:
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
-        self.obj = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
         self.raw = FastSocket(sock)
+        # Set by the handshake: the SNI asked for and the entry that answered it.
+        self.server_name: str | None = None
+        self.entry: ServerEntry | None = None
+        # nginx's `$ssl_client_verify`: SUCCESS, NONE, or FAILED:reason.
+        self.verify = "NONE"
+        self._client: ClientCertificate | None = None
 
     @property
     def send_timeout(self) -> float:
@@ -136,15 +179,25 @@ class TlsConnection(trio.abc.Stream):
     def send_timeout(self, seconds: float) -> None:
         self.raw.send_timeout = seconds
 
-    @property
-    def server_name(self) -> str | None:
-        """The SNI the client's handshake asked for, if it got that far."""
-        return getattr(self.obj, _SNI_ATTR, None)
-
-    async def handshake(self) -> None:
-        """Shake hands (within the caller's deadline); raises OSError, ssl.SSLError for
-        TLS's own faults (then its alert has been offered to the client)."""
-        obj = self.obj
+    async def handshake(self, certificates: Certificates) -> None:
+        """Shake hands (within the caller's deadline) with the entry the ClientHello's SNI
+        picks; raises OSError: ssl.SSLError for TLS's own faults (its alert offered to the
+        client), HandshakeRefused for the gateway's."""
+        hello = NEED_MORE
+        arrived = bytearray()
+        while not hello.complete:
+            data = await self.raw.receive(RECORD_READ)
+            if not data:
+                raise ConnectionError("the client closed before its ClientHello")
+            arrived += data
+            hello = read_hello(arrived)
+        if not hello.tls:
+            raise HandshakeRefused("not TLS", plain_http=_PLAIN_HTTP.match(arrived) is not None)
+        self.server_name = hello.server_name
+        self.entry = entry = certificates.pick(hello.server_name)
+        context = entry.context if entry is not None else certificates.refuse
+        self.obj = obj = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        self._incoming.write(arrived)
         try:
             while True:
                 try:
@@ -160,6 +213,54 @@ class TlsConnection(trio.abc.Stream):
             self.raw.send_some(self._outgoing.read())
             raise
         await self._flush()
+        if entry is not None and entry.mutual:
+            self._check_client(entry)
+
+    def _check_client(self, entry: ServerEntry) -> None:
+        """`verify` from the client's certificate (TLS checked it against `client.ca`),
+        and its chain against `client.depth`; HandshakeRefused when a certificate is
+        required and the chain is too long."""
+        if not self.obj.getpeercert():
+            return  # none sent (the entry takes that: URIs to let through)
+        chain = _verified_chain(self.obj)
+        if chain is not None and len(chain) - 2 > entry.depth:
+            self.verify = "FAILED:certificate chain too long"
+            if not entry.optional:
+                raise HandshakeRefused(
+                    f"the client certificate's chain has {len(chain) - 2} intermediate"
+                    f" certificates, client.depth allows {entry.depth}"
+                )
+            return
+        self.verify = "SUCCESS"
+
+    def refuses(self, path: bytes, host: bytes) -> str | None:
+        """Why a request must get 400 on this connection, by its entry's client certificate
+        rules (APISIX's checks before routing), or None."""
+        entry = self.entry
+        if entry is None or not entry.mutual:
+            return None
+        if self.verify != "SUCCESS":
+            skip = entry.skip
+            if skip is not None and skip.search(path.decode("latin-1")) is not None:
+                return None
+            if self.verify == "NONE":
+                return "client certificate was not present"
+            return f"client certificate verification is not passed: {self.verify}"
+        if host.decode("latin-1") != normal_sni(self.server_name or ""):
+            # A `*.example.com` entry: the client's certificate was checked for the name
+            # in its SNI, not for another host of the same entry.
+            return (
+                f"client certificate verified with SNI {self.server_name},"
+                f" but the host is {host.decode('latin-1')}"
+            )
+        return None
+
+    @property
+    def client(self) -> ClientCertificate | None:
+        """The client's verified certificate, read once."""
+        if self._client is None and self.verify == "SUCCESS":
+            self._client = ClientCertificate(self.obj.getpeercert(binary_form=True) or b"")
+        return self._client
 
     def _decrypted(self, max_bytes: int) -> bytes | None:
         """Bytes TLS has ready, b"" at the client's close, None when it needs more records."""
@@ -226,15 +327,19 @@ class TlsConnection(trio.abc.Stream):
 
     def has_input(self) -> bool:
         """Whether bytes (or the client's close) wait to be read, in TLS or on the socket."""
-        return bool(self.obj.pending() or self._incoming.pending) or self.raw.has_input()
+        obj = getattr(self, "obj", None)
+        pending = obj is not None and obj.pending()
+        return bool(pending or self._incoming.pending) or self.raw.has_input()
 
     async def aclose(self) -> None:
         """Offer TLS's close (no waiting for the client's), then close the socket."""
         sock = self.raw.sock
         if sock.fileno() < 0:
             return
+        obj = getattr(self, "obj", None)  # none before the ClientHello was read
         with contextlib.suppress(ssl.SSLError, OSError):
-            self.obj.unwrap()
+            if obj is not None:
+                obj.unwrap()
         with contextlib.suppress(ssl.SSLError, OSError, ValueError):
             self.raw.send_some(self._outgoing.read())
         trio.lowlevel.notify_closing(sock)
@@ -246,7 +351,35 @@ def handshake_failure(connection: TlsConnection, failure: BaseException) -> str:
     """Why a handshake failed, for the log."""
     if not isinstance(failure, ssl.SSLError):
         return str(failure) or type(failure).__name__
-    if failure.reason == "CALLBACK_FAILED":
+    if failure.reason == "CALLBACK_FAILED" and connection.entry is None:
         name = connection.server_name
         return "the client sent no SNI" if name is None else f"no certificate for SNI {name!r}"
     return failure.reason or str(failure)
+
+
+def _verified_chain(obj: ssl.SSLObject) -> list[object] | None:
+    """The client's chain as TLS verified it, from its certificate to the CA (public from
+    Python 3.13; before, on the SSLObject's C object), or None when not available."""
+    method = getattr(obj, "get_verified_chain", None)
+    if method is None:
+        method = getattr(getattr(obj, "_sslobj", None), "get_verified_chain", None)
+    if method is None:
+        return None
+    try:
+        chain = method()
+    except (ssl.SSLError, ValueError):
+        return None
+    return list(chain) if chain is not None else None
+
+
+class ClientCertificate:
+    """nginx's `$ssl_client_*` of a verified client certificate."""
+
+    __slots__ = ("fingerprint", "issuer", "serial", "subject")
+
+    def __init__(self, der: bytes) -> None:
+        cert = x509.load_der_x509_certificate(der)
+        self.subject = cert.subject.rfc4514_string()  # nginx: RFC 2253 since 1.11.6
+        self.issuer = cert.issuer.rfc4514_string()
+        self.serial = format(cert.serial_number, "X")
+        self.fingerprint = hashlib.sha1(der).hexdigest()

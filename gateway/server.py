@@ -17,7 +17,6 @@ import logging
 import os
 import signal
 import socket
-import ssl
 
 import trio
 
@@ -28,7 +27,12 @@ from gateway.config.upstream import split_host_port
 from gateway.downstream import ClientConnection
 from gateway.errors import ConfigErrors
 from gateway.exporter import ExportServer
-from gateway.https import PLAIN_HTTP_TO_HTTPS, TlsConnection, handshake_failure
+from gateway.https import (
+    PLAIN_HTTP_TO_HTTPS,
+    HandshakeRefused,
+    TlsConnection,
+    handshake_failure,
+)
 from gateway.metrics import ServerStats
 from gateway.ratelimit import LimitRegistry
 from gateway.runtime import Runtime, compile_config
@@ -414,17 +418,17 @@ class Gateway:
         if certificates is None:  # no certificate in this config: `check` refuses that
             sock.close()
             return None
-        tls = TlsConnection(sock, certificates.context)
+        tls = TlsConnection(sock)
         tls.send_timeout = runtime.limits.send_timeout
         failure: BaseException = TimeoutError("timed out")
         with trio.move_on_after(runtime.limits.head_timeout):
             try:
-                await tls.handshake()
-            except OSError as exc:  # ssl.SSLError too
+                await tls.handshake(certificates)
+            except OSError as exc:  # ssl.SSLError and HandshakeRefused too
                 failure = exc
             else:
                 return tls
-        if isinstance(failure, ssl.SSLError) and failure.reason == "HTTP_REQUEST":
+        if isinstance(failure, HandshakeRefused) and failure.plain_http:
             with trio.move_on_after(runtime.limits.send_timeout):
                 with contextlib.suppress(OSError):
                     await tls.raw.send_all(PLAIN_HTTP_TO_HTTPS)

@@ -29,6 +29,11 @@ def _consumer_name(ctx: RequestContext) -> str | None:
     return ctx.consumer.username if ctx.consumer is not None else None
 
 
+def _client(ctx: RequestContext, field: str) -> str | None:
+    client = ctx.tls.client if ctx.tls is not None else None
+    return getattr(client, field) if client is not None else None
+
+
 _FIXED: dict[str, Getter] = {
     "uri": lambda ctx: ctx.path.decode("latin-1"),
     # nginx's: the target as the client sent it
@@ -44,6 +49,12 @@ _FIXED: dict[str, Getter] = {
     # nginx's `$https` ("on" over TLS, else empty) and `$ssl_server_name` (the SNI asked for).
     "https": lambda ctx: "on" if ctx.tls is not None else "",
     "ssl_server_name": lambda ctx: ctx.tls.server_name if ctx.tls is not None else None,
+    # The client's certificate on an entry with `client` (mutual TLS), as nginx names them.
+    "ssl_client_verify": lambda ctx: ctx.tls.verify if ctx.tls is not None else None,
+    "ssl_client_s_dn": lambda ctx: _client(ctx, "subject"),
+    "ssl_client_i_dn": lambda ctx: _client(ctx, "issuer"),
+    "ssl_client_serial": lambda ctx: _client(ctx, "serial"),
+    "ssl_client_fingerprint": lambda ctx: _client(ctx, "fingerprint"),
     "route_id": _route_id,
     "service_id": _service_id,
     "consumer_name": _consumer_name,

@@ -72,22 +72,26 @@ async def serve_tls(
 class Authority:
     """A test CA issuing server certificates as PEM text (APISIX's `ssls` shape)."""
 
-    def __init__(self, name: str = "Gateway Test CA") -> None:
+    def __init__(self, name: str = "Gateway Test CA", parent: Authority | None = None) -> None:
+        """A root CA, or with `parent` an intermediate one it signs."""
         self.key = ec.generate_private_key(ec.SECP256R1())
         self.name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         now = datetime.datetime.now(datetime.UTC)
         self.cert = (
             x509.CertificateBuilder()
             .subject_name(self.name)
-            .issuer_name(self.name)
+            .issuer_name(parent.name if parent is not None else self.name)
             .public_key(self.key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(hours=1))
             .not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(self.key, hashes.SHA256())
+            .sign(parent.key if parent is not None else self.key, hashes.SHA256())
         )
         self.pem = self.cert.public_bytes(serialization.Encoding.PEM).decode()
+        # What a certificate it issues is sent with: itself, and its parents below the root.
+        self.chain = self.pem + (parent.chain if parent is not None and parent.parent else "")
+        self.parent = parent
 
     def issue(self, common_name: str, *names: str, rsa_key: bool = False) -> tuple[str, str]:
         """(certificate chain PEM, private key PEM) for `names` (DNS names)."""
@@ -118,7 +122,7 @@ class Authority:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         ).decode()
-        return cert.public_bytes(serialization.Encoding.PEM).decode() + self.pem, key_pem
+        return cert.public_bytes(serialization.Encoding.PEM).decode() + self.chain, key_pem
 
     def client_context(self) -> ssl.SSLContext:
         """A client context that trusts this CA only."""

@@ -17,7 +17,7 @@ import msgspec
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway.config.fields import Id, Labels
+from gateway.config.fields import Id, Labels, any_of_patterns
 from gateway.pipeline import Conf
 
 # APISIX's host pattern for an SNI: a name, `*.` before one, or `*` alone (every name).
@@ -73,6 +73,33 @@ def load_pairs(context: ssl.SSLContext, pairs: list[tuple[str, str]]) -> None:
             context.load_cert_chain(cert_path, key_path)
 
 
+class SslClient(Conf, frozen=True, kw_only=True):
+    """APISIX's `client` of an SSL object: client certificates (mutual TLS).
+
+    `ca`: the PEM certificates a client's must chain to; `depth`: how many intermediate
+    certificates may stand between the client's and them (OpenSSL's verify depth);
+    `skip_mtls_uri_regex`: URIs a client without a certificate may still ask for (then the
+    handshake takes one without, and each other request is refused with 400)."""
+
+    ca: Pem
+    depth: Annotated[int, msgspec.Meta(ge=0, le=100)] = 1
+    skip_mtls_uri_regex: Annotated[list[str], msgspec.Meta(min_length=1)] | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            x509.load_pem_x509_certificates(self.ca.encode())
+        except ValueError:
+            raise ValueError("`ca` is not PEM certificates") from None
+        if self.skip_mtls_uri_regex is not None:
+            any_of_patterns(self.skip_mtls_uri_regex, "skip_mtls_uri_regex")
+
+    @property
+    def skip(self) -> re.Pattern[str] | None:
+        if self.skip_mtls_uri_regex is None:
+            return None
+        return any_of_patterns(self.skip_mtls_uri_regex, "skip_mtls_uri_regex")
+
+
 class Ssl(Conf, frozen=True, kw_only=True):
     id: Id | None = None
     type: Literal["server"] = "server"
@@ -85,6 +112,7 @@ class Ssl(Conf, frozen=True, kw_only=True):
     sni: Sni | None = None
     snis: Annotated[list[Sni], msgspec.Meta(min_length=1)] | None = None
     status: Literal[0, 1] = 1
+    client: SslClient | None = None
     labels: Labels | None = None
     desc: Annotated[str, msgspec.Meta(max_length=256)] | None = None
 

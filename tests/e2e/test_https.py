@@ -14,9 +14,12 @@ from typing import Any
 import h11
 import pytest
 import trio
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket, wrap_client_stream
 
 from gateway.config.load import load
+from gateway.config.ssl import load_pairs
 from gateway.ratelimit import LimitRegistry
 from gateway.runtime import compile_config
 from gateway.server import Gateway
@@ -438,3 +441,165 @@ async def test_pipelined_requests_and_the_clients_close(
     with contextlib.suppress(ssl.SSLError):  # no answer, at most TLS's own close
         assert client.read(65536) == b"", rest
     assert [r.target for r in upstream.received] == [b"/p0", b"/p1", b"/p2"]
+
+
+async def open_mtls(
+    address: str, ca: Authority, server_name: str, client: tuple[str, str] | None
+) -> trio.SSLStream[trio.SocketStream]:
+    """A TLS connection showing `client` (a certificate chain and key), if any."""
+    stream = await connect(address)
+    context = ca.client_context()
+    if client is not None:
+        load_pairs(context, [client])
+    tls = trio.SSLStream(stream, context, server_hostname=server_name, https_compatible=True)
+    try:
+        await tls.do_handshake()
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return tls
+
+
+async def refused_after_handshake(tls: trio.SSLStream[trio.SocketStream]) -> bool:
+    """Whether the server ended the connection for its certificate rules: in TLS 1.3 a
+    client learns it at its first read after the handshake."""
+    async with tls:
+        try:
+            await exchange(tls)
+        except (trio.BrokenResourceError, h11.RemoteProtocolError):
+            return True
+    return False
+
+
+async def test_client_certificates_mutual_tls(
+    nursery: trio.Nursery, upstream: Upstream, ca: Authority, tmp_path: Path
+) -> None:
+    """An entry's `client.ca`: a client shows a certificate from that CA or its handshake
+    fails; the upstream can be told who it is (`$ssl_client_*`). Another entry of the same
+    gateway asks no client for a certificate."""
+    clients = Authority("Clients CA")
+    stranger = Authority("Another CA").issue("stranger")
+    alice = clients.issue("alice")
+    routes = [
+        {
+            "id": "who",
+            "uri": "/*",
+            "upstream": {"nodes": {upstream.address: 1}},
+            "plugins": {
+                "proxy-rewrite": {
+                    "headers": {
+                        "set": {
+                            "x-client-dn": "$ssl_client_s_dn",
+                            "x-client-issuer": "$ssl_client_i_dn",
+                            "x-client-serial": "$ssl_client_serial",
+                            "x-client-fingerprint": "$ssl_client_fingerprint",
+                            "x-client-verify": "$ssl_client_verify",
+                        }
+                    }
+                }
+            },
+        }
+    ]
+    ssls = [
+        ssl_entry(ca.issue("api.test"), "api.test", client={"ca": clients.pem}),
+        ssl_entry(ca.issue("open.test"), "open.test"),
+    ]
+    _, _, address = await start(
+        nursery, https_config(upstream, ssls, routes=routes), tmp_path / "c.json"
+    )
+    tls = await open_mtls(address, ca, "api.test", alice)
+    assert (await exchange(tls)).status == 200
+    await tls.aclose()
+    seen = upstream.received[-1]
+    leaf = x509.load_pem_x509_certificates(alice[0].encode())[0]
+    assert seen.header(b"x-client-dn") == b"CN=alice"
+    assert seen.header(b"x-client-issuer") == b"CN=Clients CA"
+    assert seen.header(b"x-client-serial") == format(leaf.serial_number, "X").encode()
+    assert seen.header(b"x-client-verify") == b"SUCCESS"
+    fingerprint = leaf.fingerprint(hashes.SHA1()).hex().encode()
+    assert seen.header(b"x-client-fingerprint") == fingerprint
+
+    for who in (None, stranger):
+        try:
+            tls = await open_mtls(address, ca, "api.test", who)
+        except trio.BrokenResourceError:
+            continue  # refused in the handshake itself (TLS 1.2)
+        assert await refused_after_handshake(tls)
+    assert len(upstream.received) == 1
+
+    tls = await open_mtls(address, ca, "open.test", None)  # no certificate asked for
+    assert (await exchange(tls, host="open.test")).status == 200
+    await tls.aclose()
+    assert upstream.received[-1].header(b"x-client-verify") == b"NONE"
+    assert upstream.received[-1].header(b"x-client-dn") == b""
+
+
+async def test_uris_a_client_without_a_certificate_may_ask_for(
+    nursery: trio.Nursery, upstream: Upstream, ca: Authority, tmp_path: Path
+) -> None:
+    """`client.skip_mtls_uri_regex`: without a certificate only those URIs are served
+    (400 for the rest, the connection closed); with one, all are."""
+    clients = Authority("Clients CA")
+    client = {"ca": clients.pem, "skip_mtls_uri_regex": ["^/public/", "^/health$"]}
+    ssls = [ssl_entry(ca.issue("api.test"), "api.test", client=client)]
+    _, _, address = await start(nursery, https_config(upstream, ssls), tmp_path / "c.json")
+    tls = await open_mtls(address, ca, "api.test", None)
+    assert (await exchange(tls, target="/public/a")).status == 200
+    assert (await exchange(tls, target="/health")).status == 200
+    resp = await exchange(tls, target="/private")
+    assert resp.status == 400
+    assert resp.json() == {"error_msg": "400 Bad Request"}
+    await tls.aclose()
+    assert [r.target for r in upstream.received] == [b"/public/a", b"/health"]
+    tls = await open_mtls(address, ca, "api.test", clients.issue("alice"))
+    assert (await exchange(tls, target="/private")).status == 200
+    await tls.aclose()
+
+
+async def test_a_client_certificate_holds_for_its_sni_only(
+    nursery: trio.Nursery, upstream: Upstream, ca: Authority, tmp_path: Path
+) -> None:
+    """With a `*.` entry, a client verified for a.mtls.test cannot name b.mtls.test in
+    its Host (APISIX refuses that with 400)."""
+    clients = Authority("Clients CA")
+    ssls = [ssl_entry(ca.issue("wild", "*.mtls.test"), "*.mtls.test", client={"ca": clients.pem})]
+    _, _, address = await start(nursery, https_config(upstream, ssls), tmp_path / "c.json")
+    tls = await open_mtls(address, ca, "a.mtls.test", clients.issue("alice"))
+    assert (await exchange(tls, host="a.mtls.test")).status == 200
+    assert (await exchange(tls, host="b.mtls.test")).status == 400
+    await tls.aclose()
+    assert len(upstream.received) == 1
+
+
+async def test_client_depth_bounds_the_intermediates(
+    nursery: trio.Nursery, upstream: Upstream, ca: Authority, tmp_path: Path
+) -> None:
+    """`client.depth`: intermediate certificates allowed between a client's certificate
+    and `client.ca` (1 by default, as APISIX)."""
+    root = Authority("Clients root")
+    one = Authority("Intermediate 1", parent=root)
+    two = Authority("Intermediate 2", parent=one)
+    direct, via_one, via_two = root.issue("direct"), one.issue("one"), two.issue("two")
+    ssls = [
+        ssl_entry(ca.issue("a.test"), "a.test", client={"ca": root.pem}),
+        ssl_entry(ca.issue("b.test"), "b.test", client={"ca": root.pem, "depth": 0}),
+    ]
+    _, _, address = await start(nursery, https_config(upstream, ssls), tmp_path / "c.json")
+    for name, client, passes in [
+        ("a.test", direct, True),
+        ("a.test", via_one, True),
+        ("a.test", via_two, False),
+        ("b.test", direct, True),
+        ("b.test", via_one, False),
+    ]:
+        try:
+            tls = await open_mtls(address, ca, name, client)
+        except trio.BrokenResourceError:
+            assert not passes
+            continue
+        if passes:
+            assert (await exchange(tls, host=name)).status == 200
+            await tls.aclose()
+        else:
+            assert await refused_after_handshake(tls)
+    assert len(upstream.received) == 3

@@ -82,6 +82,7 @@ PURE = [
     "metrics.py",
     "logentry.py",
     "cache.py",
+    "tlshello.py",
 ]
 
 
