@@ -19,6 +19,7 @@ A hook returning a `Reply` ends the request there: later hooks and the upstream 
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, ClassVar, TypeVar
@@ -94,8 +95,11 @@ class PluginEnv:
         mirrors: Any = None,
         attrs: Any = None,
         caches: Any = None,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         self.consumers = consumers
+        # The config's `plugin_metadata` by plugin name (`config.model.PluginMetadata`).
+        self.metadata = metadata or {}
         # proxy-cache's zones (a `cache.CacheZones`), kept across reloads.
         self.caches = caches
         # The config's `plugin_attr` (a `config.model.PluginAttr`), or None.
@@ -119,22 +123,9 @@ class PluginEnv:
 
     def for_scope(self, scope: str) -> PluginEnv:
         """The same environment for plugins held by another resource."""
-        return PluginEnv(
-            self.consumers,
-            self.now,
-            self.limits,
-            self.monotonic,
-            scope,
-            self.idps,
-            self.upstreams,
-            self.metrics,
-            self.secrets,
-            self.hostname,
-            self.loggers,
-            self.mirrors,
-            self.attrs,
-            self.caches,
-        )
+        env = copy.copy(self)
+        env.scope = scope
+        return env
 
 
 class Plugin:

@@ -395,6 +395,7 @@ class Runtime:
             mirrors=self.mirrors,
             attrs=config.plugin_attr,
             caches=self.caches,
+            metadata={m.id: m for m in config.plugin_metadata},
         )
         build_consumers(config, env)
         global_plugins: list[Plugin] = []

@@ -142,6 +142,10 @@ def check(config: Config) -> list[ConfigError]:
     if config.server.workers > 1:
         errors += _local_limits(config)
     errors += _ssls(config)
+    errors += _duplicates(
+        ((m.id, f"$.plugin_metadata[{i}].id") for i, m in enumerate(config.plugin_metadata)),
+        "plugin metadata id",
+    )
     return errors
 
 

@@ -326,6 +326,14 @@ class PluginAttr(Conf, frozen=True, kw_only=True):
     opentelemetry: OpenTelemetryAttr = msgspec.field(default_factory=OpenTelemetryAttr)
 
 
+class PluginMetadata(Conf, frozen=True, kw_only=True):
+    """APISIX's `plugin_metadata`: settings shared by every conf of one plugin (`id`, the
+    plugin's name). Here the loggers' `log_format`, for their confs without one."""
+
+    id: Literal["http-logger", "tcp-logger", "udp-logger", "file-logger"]
+    log_format: dict[str, Any] | None = None
+
+
 class Config(Conf, frozen=True, kw_only=True):
     server: Server = msgspec.field(default_factory=Server)
     plugin_attr: PluginAttr = msgspec.field(default_factory=PluginAttr)
@@ -337,6 +345,7 @@ class Config(Conf, frozen=True, kw_only=True):
     consumer_groups: list[ConsumerGroup] = []
     global_rules: list[GlobalRule] = []
     ssls: list[Ssl] = []
+    plugin_metadata: list[PluginMetadata] = []
 
 
 def route_level_plugins(config: Config) -> list[tuple[str, Any]]:

@@ -56,12 +56,15 @@ class LoggerPlugin(Plugin):
         self.now = env.now
         secrets: SecretNames = env.secrets or SecretNames()
         self.match = _rules(conf.match)
-        if conf.log_format is not None:
-            self.entry = custom_format(conf.log_format, secrets)
+        log_format = conf.log_format
+        if log_format is None:  # the plugin's `plugin_metadata`, if any
+            log_format = getattr(env.metadata.get(self.name), "log_format", None)
+        if log_format is not None:
+            self.entry = custom_format(log_format, secrets)
         else:
             hostname = env.hostname
             self.entry = lambda ctx, now: full_entry(ctx, now, hostname, secrets)
-        full = conf.log_format is None
+        full = log_format is None
         self.req_limit = conf.max_req_body_bytes if conf.include_req_body and full else 0
         self.req_when = _rules(conf.include_req_body_expr)
         self.resp_limit = conf.max_resp_body_bytes if conf.include_resp_body and full else 0

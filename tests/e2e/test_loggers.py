@@ -303,3 +303,26 @@ async def test_tcp_and_udp_loggers(nursery: trio.Nursery, upstream: Upstream) ->
         (entry,) = json.loads(datagram)
         assert entry["route_id"] == "udp"
         assert entry["response"]["status"] == 200
+
+
+async def test_plugin_metadata_log_format(
+    nursery: trio.Nursery, upstream: Upstream, tmp_path: Path
+) -> None:
+    """APISIX's `plugin_metadata`: a logger's `log_format` for every conf of it that has
+    none of its own; one with its own keeps it."""
+    shared, own = tmp_path / "shared.log", tmp_path / "own.log"
+    node = {"nodes": {upstream.address: 1}}
+    routes = [
+        {"id": "a", "uri": "/a", "upstream": node,
+         "plugins": {"file-logger": {"path": str(shared)}}},
+        {"id": "b", "uri": "/b", "upstream": node,
+         "plugins": {"file-logger": {"path": str(own), "log_format": {"mine": "$uri"}}}},
+    ]  # fmt: skip
+    metadata = [
+        {"id": "file-logger", "log_format": {"host": "$host", "route": "$route_id", "k": "$arg_k"}}
+    ]
+    _, gw = await start_gateway(nursery, config_for(routes, plugin_metadata=metadata))
+    assert (await request(gw, target="/a?k=1")).status == 200
+    assert (await request(gw, target="/b")).status == 200
+    assert json.loads(shared.read_text()) == {"host": "gateway.test", "route": "a", "k": "1"}
+    assert json.loads(own.read_text()) == {"mine": "/b"}

@@ -202,6 +202,15 @@ CASES: list[tuple[dict[str, Any], str]] = [
     on_route("response-rewrite", {"body": "x", "filters": [{"regex": "a", "replace": "b"}]}),
     on_route("response-rewrite", {"vars": [["status", "===", 1]]}),
     on_upstream({"scheme": "grpc"}, "scheme"),
+    ({"plugin_metadata": [{"id": "cors"}]}, "$.plugin_metadata[0].id"),
+    (
+        {"plugin_metadata": [{"id": "http-logger", "log_format": []}]},
+        "$.plugin_metadata[0].log_format",
+    ),
+    (
+        {"plugin_metadata": [{"id": "file-logger"}, {"id": "file-logger"}]},
+        "$.plugin_metadata[1].id",
+    ),
     on_upstream({"scheme": "https", "tls": {"client_cert": "x"}}, "tls.client_cert"),
     on_upstream({"scheme": "https", "tls": {"client_cert_id": "1"}}, "tls"),
     on_upstream({"scheme": "http", "tls": {"verify": True}}),
