@@ -56,6 +56,9 @@ def _server_context(pairs: list[tuple[str, str]]) -> ssl.SSLContext:
     return context
 
 
+_VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
+
+
 def _base_context() -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -71,6 +74,9 @@ class ServerEntry:
 
     def __init__(self, entry: Ssl) -> None:
         self.context = context = _server_context(entry.pairs)
+        if entry.ssl_protocols is not None:
+            versions = [_VERSIONS[name] for name in entry.ssl_protocols]
+            context.minimum_version, context.maximum_version = min(versions), max(versions)
         client = entry.client
         self.mutual = client is not None
         self.depth = client.depth if client is not None else 0

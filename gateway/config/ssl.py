@@ -113,6 +113,12 @@ class Ssl(Conf, frozen=True, kw_only=True):
     snis: Annotated[list[Sni], msgspec.Meta(min_length=1)] | None = None
     status: Literal[0, 1] = 1
     client: SslClient | None = None
+    # APISIX's TLSv1.1 is refused: OpenSSL 3 offers it only below its default security
+    # level (APISIX's own docs say its default ciphers do not support it either).
+    ssl_protocols: (
+        Annotated[list[Literal["TLSv1.2", "TLSv1.3"]], msgspec.Meta(min_length=1, max_length=2)]
+        | None
+    ) = None
     labels: Labels | None = None
     desc: Annotated[str, msgspec.Meta(max_length=256)] | None = None
 

@@ -603,3 +603,35 @@ async def test_client_depth_bounds_the_intermediates(
         else:
             assert await refused_after_handshake(tls)
     assert len(upstream.received) == 3
+
+
+async def test_an_entrys_protocols(
+    nursery: trio.Nursery, upstream: Upstream, ca: Authority, tmp_path: Path
+) -> None:
+    """`ssl_protocols`: the TLS versions an entry's handshakes may use."""
+    ssls = [
+        ssl_entry(ca.issue("a.test"), "a.test", ssl_protocols=["TLSv1.3"]),
+        ssl_entry(ca.issue("b.test"), "b.test", ssl_protocols=["TLSv1.2"]),
+        ssl_entry(ca.issue("c.test"), "c.test"),
+    ]
+    _, _, address = await start(nursery, https_config(upstream, ssls), tmp_path / "c.json")
+
+    async def version(name: str, highest: ssl.TLSVersion) -> str | None:
+        stream = await connect(address)
+        context = ca.client_context()
+        context.maximum_version = highest
+        tls = trio.SSLStream(stream, context, server_hostname=name)
+        try:
+            await tls.do_handshake()
+        except trio.BrokenResourceError:
+            await trio.aclose_forcefully(stream)
+            return None
+        async with tls:
+            return tls.version()
+
+    top, v12 = ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2
+    assert await version("a.test", top) == "TLSv1.3"
+    assert await version("a.test", v12) is None
+    assert await version("b.test", top) == "TLSv1.2"
+    assert await version("c.test", top) == "TLSv1.3"
+    assert await version("c.test", v12) == "TLSv1.2"

@@ -77,7 +77,8 @@ def test_an_entry_loads_with_apisix_fields() -> None:
             "",
         ),
         (entry(client={"ca": CA.pem, "verify": True}), "$.ssls[0].client", "unknown field"),
-        (entry(ssl_protocols=["TLSv1.3"]), "$.ssls[0]", "unknown field `ssl_protocols`"),
+        (entry(ssl_protocols=["TLSv1.1"]), "$.ssls[0].ssl_protocols[0]", "Invalid enum value"),
+        (entry(ssl_protocols=[]), "$.ssls[0].ssl_protocols", ""),
         (entry(status=2), "$.ssls[0].status", ""),
     ],
 )
