@@ -95,19 +95,33 @@ class BatchQueue:
             headers.append(("authorization", self.conf.auth_header))
         return headers
 
+    def endpoint(self) -> str:
+        """Where a batch is posted."""
+        return str(self.conf.uri)
+
+    def timeout_s(self) -> float:
+        return float(self.conf.timeout)
+
+    def accepted(self, status: int) -> bool:
+        return status < 400
+
     async def deliver(self, body: bytes) -> str | None:
         """Send one encoded batch once: None when it went, else what went wrong."""
-        conf = self.conf
+        timeout = self.timeout_s()
         try:
-            with trio.fail_after(conf.timeout):
+            with trio.fail_after(timeout):
                 status, _ = await wait_request(
-                    "POST", conf.uri, self.request_headers(), body, verify_tls=conf.ssl_verify
+                    "POST",
+                    self.endpoint(),
+                    self.request_headers(),
+                    body,
+                    verify_tls=self.conf.ssl_verify,
                 )
         except FetchError as exc:
             return str(exc)
         except trio.TooSlowError:
-            return f"no answer within {conf.timeout} s"
-        return None if status < 400 else f"status {status}"
+            return f"no answer within {timeout:g} s"
+        return None if self.accepted(status) else f"status {status}"
 
     async def post(self, batch: list[Any]) -> None:
         """Send one batch, with the conf's retries; a batch that cannot go is dropped."""

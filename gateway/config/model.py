@@ -330,7 +330,16 @@ class PluginMetadata(Conf, frozen=True, kw_only=True):
     """APISIX's `plugin_metadata`: settings shared by every conf of one plugin (`id`, the
     plugin's name). Here the loggers' `log_format`, for their confs without one."""
 
-    id: Literal["http-logger", "tcp-logger", "udp-logger", "file-logger"]
+    id: Literal[
+        "http-logger",
+        "tcp-logger",
+        "udp-logger",
+        "file-logger",
+        "loki-logger",
+        "elasticsearch-logger",
+        "splunk-hec-logging",
+        "clickhouse-logger",
+    ]
     log_format: dict[str, Any] | None = None
 
 

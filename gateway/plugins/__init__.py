@@ -7,6 +7,12 @@ from gateway.plugins.api_breaker import ApiBreaker
 from gateway.plugins.attach_consumer_label import AttachConsumerLabel
 from gateway.plugins.basic_auth import BasicAuth
 from gateway.plugins.client_control import ClientControl
+from gateway.plugins.collector_loggers import (
+    ClickhouseLogger,
+    ElasticsearchLogger,
+    LokiLogger,
+    SplunkHecLogging,
+)
 from gateway.plugins.consumer_restriction import ConsumerRestriction
 from gateway.plugins.cors import Cors
 from gateway.plugins.csrf import Csrf
@@ -75,10 +81,14 @@ PLUGINS: tuple[type[Plugin], ...] = (
     Redirect,
     TrafficSplit,
     Prometheus,
+    LokiLogger,
+    ElasticsearchLogger,
     HttpLogger,
+    SplunkHecLogging,
     TcpLogger,
     UdpLogger,
     FileLogger,
+    ClickhouseLogger,
     ResponseRewrite,
     ApiBreaker,
     LimitConn,

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from gateway.context import RequestContext
 from gateway.pipeline import PluginEnv
 from gateway.plugins.loggers import LoggerConf, LoggerPlugin
 
@@ -34,7 +35,7 @@ class FileLogger(LoggerPlugin):
         self.path = conf.path
         self._failed = False
 
-    def emit(self, entry: dict[str, Any]) -> None:
+    def emit(self, entry: dict[str, Any], ctx: RequestContext) -> None:
         try:
             with open(self.path, "ab", buffering=0) as f:
                 f.write(_encode(entry) + b"\n")

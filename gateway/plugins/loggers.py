@@ -97,9 +97,9 @@ class LoggerPlugin(Plugin):
         copy = ctx.response_copy
         if self.resp_limit and copy is not None and copy.data:
             entry["response"]["body"] = _text(copy.data[: self.resp_limit])
-        self.emit(entry)
+        self.emit(entry, ctx)
 
-    def emit(self, entry: dict[str, Any]) -> None:
+    def emit(self, entry: dict[str, Any], ctx: RequestContext) -> None:
         raise NotImplementedError
 
 
@@ -113,5 +113,10 @@ class QueuedLogger(LoggerPlugin):
         super().__init__(conf, env)
         self.queue = env.loggers.queue(env.scope, conf, self.queue_kind)
 
-    def emit(self, entry: dict[str, Any]) -> None:
-        self.queue.push(entry)
+    def emit(self, entry: dict[str, Any], ctx: RequestContext) -> None:
+        self.queue.push(self.queued(entry, ctx))
+
+    def queued(self, entry: dict[str, Any], ctx: RequestContext) -> Any:
+        """What the queue keeps of one request: its entry, or what its collector's
+        document needs of the request besides (its time, labels)."""
+        return entry
