@@ -4,6 +4,7 @@ an in-process gateway, and the gateway CLI as a subprocess."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -222,6 +223,19 @@ async def start_gateway_to_raw(
     port = await nursery.start(raw_serve, handler)
     route = {"id": "r", "uri": "/*", "upstream": {"nodes": {f"127.0.0.1:{port}": 1}}}
     return await start_gateway(nursery, config_for([route]))
+
+
+class LogLine(logging.Handler):
+    """Sets `seen` once a log line holding `text` was written."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.seen = trio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()
 
 
 # --- raw HTTP client --------------------------------------------------------------------

@@ -57,14 +57,35 @@ class CollectorConf(LoggerConf, frozen=True, kw_only=True):
     def __repr__(self) -> str:  # credentials stay out of any output
         return f"{type(self).__name__}(name={getattr(self, 'name', '')!r})"
 
+    @property
+    def addresses(self) -> list[str]:
+        """The collector's addresses, one picked per batch."""
+        return list(getattr(self, "endpoint_addrs", None) or [])
+
+
+class EitherAddressConf(CollectorConf, frozen=True, kw_only=True):
+    """A conf with APISIX's older `endpoint_addr` beside `endpoint_addrs`."""
+
+    endpoint_addr: Endpoint | None = None
+    endpoint_addrs: Endpoints | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if (self.endpoint_addr is None) == (self.endpoint_addrs is None):
+            raise ValueError("takes exactly one of `endpoint_addr` and `endpoint_addrs`")
+
+    @property
+    def addresses(self) -> list[str]:
+        return [self.endpoint_addr] if self.endpoint_addr else list(self.endpoint_addrs or [])
+
 
 class CollectorQueue(BatchQueue):
-    """A queue posting to one of `endpoint_addrs` (picked per batch) + `path`."""
+    """A queue posting to one of the conf's addresses (picked per batch) + `path`."""
 
     path = ""
 
     def endpoint(self) -> str:
-        return str(random.choice(self.conf.endpoint_addrs)) + self.path
+        return str(random.choice(self.conf.addresses)) + self.path
 
 
 # --- loki-logger ------------------------------------------------------------------------
@@ -162,19 +183,12 @@ class EsAuth(Conf, frozen=True, kw_only=True):
     password: Secret
 
 
-class ElasticsearchLoggerConf(CollectorConf, frozen=True, kw_only=True):
-    endpoint_addr: Endpoint | None = None  # APISIX's older single address
-    endpoint_addrs: Endpoints | None = None
+class ElasticsearchLoggerConf(EitherAddressConf, frozen=True, kw_only=True):
     field: EsField
     auth: EsAuth | None = None
     timeout: Positive = 10
     ssl_verify: bool = True
     name: str = "elasticsearch-logger"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if (self.endpoint_addr is None) == (self.endpoint_addrs is None):
-            raise ValueError("takes exactly one of `endpoint_addr` and `endpoint_addrs`")
 
 
 class ElasticsearchQueue(CollectorQueue):
@@ -191,11 +205,6 @@ class ElasticsearchQueue(CollectorQueue):
         if conf.auth is not None:
             pair = f"{conf.auth.username}:{conf.auth.password}".encode()
             self.headers.append(("authorization", "Basic " + base64.b64encode(pair).decode()))
-
-    def endpoint(self) -> str:
-        conf = self.conf
-        address = conf.endpoint_addr or random.choice(conf.endpoint_addrs)
-        return str(address) + self.path
 
     def request_headers(self) -> list[tuple[str, str]]:
         return self.headers
@@ -282,9 +291,7 @@ class SplunkHecLogging(QueuedLogger):
 # --- clickhouse-logger ------------------------------------------------------------------
 
 
-class ClickhouseLoggerConf(CollectorConf, frozen=True, kw_only=True):
-    endpoint_addr: Endpoint | None = None  # APISIX's older single address
-    endpoint_addrs: Endpoints | None = None
+class ClickhouseLoggerConf(EitherAddressConf, frozen=True, kw_only=True):
     user: HeaderText = ""
     password: HeaderText = ""
     database: HeaderText = ""
@@ -292,11 +299,6 @@ class ClickhouseLoggerConf(CollectorConf, frozen=True, kw_only=True):
     timeout: Positive = 3
     ssl_verify: bool = True
     name: str = "clickhouse logger"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if (self.endpoint_addr is None) == (self.endpoint_addrs is None):
-            raise ValueError("takes exactly one of `endpoint_addr` and `endpoint_addrs`")
 
 
 class ClickhouseQueue(CollectorQueue):
@@ -311,10 +313,6 @@ class ClickhouseQueue(CollectorQueue):
             ("x-clickhouse-database", conf.database),
         ]
         self.insert = f"INSERT INTO {conf.logtable} FORMAT JSONEachRow ".encode()
-
-    def endpoint(self) -> str:
-        conf = self.conf
-        return str(conf.endpoint_addr or random.choice(conf.endpoint_addrs))
 
     def request_headers(self) -> list[tuple[str, str]]:
         return self.headers

@@ -14,8 +14,8 @@ import pytest
 import trio
 
 from gateway.plugins.collector_loggers import ElasticsearchLoggerConf
-from tests.e2e.test_loggers import Collector, LogLine
-from tests.helpers import Upstream, config_for, request, start_gateway
+from tests.e2e.test_loggers import Collector
+from tests.helpers import LogLine, Upstream, config_for, request, start_gateway
 
 SECRET = "collector-s3cret"
 

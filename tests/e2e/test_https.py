@@ -24,6 +24,7 @@ from gateway.ratelimit import LimitRegistry
 from gateway.runtime import compile_config
 from gateway.server import Gateway
 from tests.helpers import (
+    LogLine,
     Response,
     Upstream,
     config_for,
@@ -66,12 +67,16 @@ async def start(
 
 
 async def open_tls(
-    address: str, ca: Authority, server_name: str | None
+    address: str, ca: Authority, server_name: str | None, client: tuple[str, str] | None = None
 ) -> trio.SSLStream[trio.SocketStream]:
+    """A TLS connection asking for `server_name`, showing `client` (a certificate chain
+    and its key) when given."""
     stream = await connect(address)
     context = ca.client_context()
     if server_name is None:
         context.check_hostname = False
+    if client is not None:
+        load_pairs(context, [client])
     tls = trio.SSLStream(stream, context, server_hostname=server_name, https_compatible=True)
     try:
         await tls.do_handshake()
@@ -100,19 +105,6 @@ async def exchange(
     data += conn.send(h11.EndOfMessage())
     await tls.send_all(data)
     return await read_response(tls, conn, method.encode())  # type: ignore[arg-type]
-
-
-class Logged(logging.Handler):
-    """Sets `seen` when the gateway logs a message holding `text`."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
-        self.seen = trio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.text in record.getMessage():
-            self.seen.set()
 
 
 def peer_name(tls: trio.SSLStream[trio.SocketStream]) -> str:
@@ -169,7 +161,7 @@ async def test_the_sni_picks_the_certificate(
         assert peer_name(tls) == expected
         assert (await exchange(tls, host=name)).status == 200
         await tls.aclose()
-    last = Logged("the client sent no SNI")
+    last = LogLine("the client sent no SNI")
     logging.getLogger("gateway").addHandler(last)
     try:
         with caplog.at_level(logging.INFO, logger="gateway"):
@@ -443,23 +435,6 @@ async def test_pipelined_requests_and_the_clients_close(
     assert [r.target for r in upstream.received] == [b"/p0", b"/p1", b"/p2"]
 
 
-async def open_mtls(
-    address: str, ca: Authority, server_name: str, client: tuple[str, str] | None
-) -> trio.SSLStream[trio.SocketStream]:
-    """A TLS connection showing `client` (a certificate chain and key), if any."""
-    stream = await connect(address)
-    context = ca.client_context()
-    if client is not None:
-        load_pairs(context, [client])
-    tls = trio.SSLStream(stream, context, server_hostname=server_name, https_compatible=True)
-    try:
-        await tls.do_handshake()
-    except BaseException:
-        await trio.aclose_forcefully(stream)
-        raise
-    return tls
-
-
 async def refused_after_handshake(tls: trio.SSLStream[trio.SocketStream]) -> bool:
     """Whether the server ended the connection for its certificate rules: in TLS 1.3 a
     client learns it at its first read after the handshake."""
@@ -507,7 +482,7 @@ async def test_client_certificates_mutual_tls(
     _, _, address = await start(
         nursery, https_config(upstream, ssls, routes=routes), tmp_path / "c.json"
     )
-    tls = await open_mtls(address, ca, "api.test", alice)
+    tls = await open_tls(address, ca, "api.test", alice)
     assert (await exchange(tls)).status == 200
     await tls.aclose()
     seen = upstream.received[-1]
@@ -521,13 +496,13 @@ async def test_client_certificates_mutual_tls(
 
     for who in (None, stranger):
         try:
-            tls = await open_mtls(address, ca, "api.test", who)
+            tls = await open_tls(address, ca, "api.test", who)
         except trio.BrokenResourceError:
             continue  # refused in the handshake itself (TLS 1.2)
         assert await refused_after_handshake(tls)
     assert len(upstream.received) == 1
 
-    tls = await open_mtls(address, ca, "open.test", None)  # no certificate asked for
+    tls = await open_tls(address, ca, "open.test", None)  # no certificate asked for
     assert (await exchange(tls, host="open.test")).status == 200
     await tls.aclose()
     assert upstream.received[-1].header(b"x-client-verify") == b"NONE"
@@ -543,7 +518,7 @@ async def test_uris_a_client_without_a_certificate_may_ask_for(
     client = {"ca": clients.pem, "skip_mtls_uri_regex": ["^/public/", "^/health$"]}
     ssls = [ssl_entry(ca.issue("api.test"), "api.test", client=client)]
     _, _, address = await start(nursery, https_config(upstream, ssls), tmp_path / "c.json")
-    tls = await open_mtls(address, ca, "api.test", None)
+    tls = await open_tls(address, ca, "api.test", None)
     assert (await exchange(tls, target="/public/a")).status == 200
     assert (await exchange(tls, target="/health")).status == 200
     resp = await exchange(tls, target="/private")
@@ -551,7 +526,7 @@ async def test_uris_a_client_without_a_certificate_may_ask_for(
     assert resp.json() == {"error_msg": "400 Bad Request"}
     await tls.aclose()
     assert [r.target for r in upstream.received] == [b"/public/a", b"/health"]
-    tls = await open_mtls(address, ca, "api.test", clients.issue("alice"))
+    tls = await open_tls(address, ca, "api.test", clients.issue("alice"))
     assert (await exchange(tls, target="/private")).status == 200
     await tls.aclose()
 
@@ -564,7 +539,7 @@ async def test_a_client_certificate_holds_for_its_sni_only(
     clients = Authority("Clients CA")
     ssls = [ssl_entry(ca.issue("wild", "*.mtls.test"), "*.mtls.test", client={"ca": clients.pem})]
     _, _, address = await start(nursery, https_config(upstream, ssls), tmp_path / "c.json")
-    tls = await open_mtls(address, ca, "a.mtls.test", clients.issue("alice"))
+    tls = await open_tls(address, ca, "a.mtls.test", clients.issue("alice"))
     assert (await exchange(tls, host="a.mtls.test")).status == 200
     assert (await exchange(tls, host="b.mtls.test")).status == 400
     await tls.aclose()
@@ -593,7 +568,7 @@ async def test_client_depth_bounds_the_intermediates(
         ("b.test", via_one, False),
     ]:
         try:
-            tls = await open_mtls(address, ca, name, client)
+            tls = await open_tls(address, ca, name, client)
         except trio.BrokenResourceError:
             assert not passes
             continue

@@ -14,6 +14,7 @@ import trio
 
 from tests.helpers import (
     Arrivals,
+    LogLine,
     Received,
     Upstream,
     config_for,
@@ -109,19 +110,6 @@ class Collector:
                 self._posted = trio.Event()
                 await self._posted.wait()
         return self.server.received
-
-
-class LogLine(logging.Handler):
-    """Sets `seen` once a log line holding `text` was written."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
-        self.seen = trio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.text in record.getMessage():
-            self.seen.set()
 
 
 def http_logger(collector: Collector, **conf: Any) -> dict[str, Any]:
