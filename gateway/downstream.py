@@ -32,6 +32,7 @@ from gateway.http.replies import (
     Header,
     Reply,
     date_header,
+    error_msg,
     reason,
     status_reply,
 )
@@ -53,6 +54,8 @@ _IO_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 # Refused before routing, as nginx (and so APISIX) refuses them: TRACE would echo the
 # request's headers (cookies, credentials) back, CONNECT asks for a tunnel.
 NOT_ALLOWED = frozenset({b"TRACE", b"CONNECT"})
+# APISIX's answer when a route reaches the proxy without an upstream.
+NO_UPSTREAM = error_msg(503, "missing upstream configuration in Route or Service")
 
 
 def _with_host(headers: list[Header], host: bytes) -> list[Header]:
@@ -382,6 +385,14 @@ class ClientConnection:
                 ctx.websocket = route.enable_websocket and is_websocket_upgrade(ctx.headers)
                 # A plugin that reads the body (hmac-auth) meets its faults here too.
                 reply = await run_request_phases(route.chain, ctx)
+            # A route without an upstream whose answering plugin was left out (`_meta.filter`).
+            if (
+                reply is None
+                and route is not None
+                and route.upstream is None
+                and ctx.upstream is None
+            ):
+                reply = NO_UPSTREAM
             if reply is None and route is not None:
                 try:
                     await proxy.forward(self, ctx, route, shared.pools)

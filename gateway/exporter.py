@@ -16,12 +16,12 @@ import trio
 
 from gateway.config.upstream import split_host_port
 from gateway.http.replies import ROUTE_NOT_FOUND, status_reply
+from gateway.metrics import CONTENT_TYPE
 
 log = logging.getLogger("gateway")
 
 READ_TIMEOUT_S = 10.0
 MAX_HEAD = 8 * 1024
-CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 
 class ExportServer:

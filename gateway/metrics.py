@@ -13,7 +13,7 @@ Pure: no IO, no clock.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import msgspec
@@ -59,15 +59,22 @@ def _number(value: float) -> str:
     return str(int(value)) if value == int(value) else repr(value)
 
 
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"  # the exposition format's
+DEFAULT_EXPORT_URI = "/apisix/prometheus/metrics"
+
+
 class Metrics:
     """Request counts by status, latency histograms and bytes, by APISIX's labels."""
 
-    __slots__ = ("bandwidth", "latency", "status")
+    __slots__ = ("bandwidth", "exported", "latency", "status")
 
     def __init__(self) -> None:
         self.status: dict[tuple[str, ...], int] = {}
         self.latency: dict[tuple[str, ...], list[float]] = {}
         self.bandwidth: dict[tuple[str, ...], int] = {}
+        # The whole export as the server renders it (every worker's counts summed), for a
+        # public-api route; set by the server.
+        self.exported: Callable[[], bytes] | None = None
 
     def observe(
         self,

@@ -130,6 +130,7 @@ async def forward(
     `retries` other nodes are tried, whatever the method, and the balancer leaves it out
     of its picks for a while (see `upstream.balancer`)."""
     upstream = ctx.upstream or route.upstream
+    assert upstream is not None  # the caller answers a route without one
     key = "" if upstream.hash_key is None else upstream.hash_key(ctx)
     node = upstream.balancer.pick(ctx.start, key)
     framing = _framing(ctx, client.body_length)

@@ -241,7 +241,7 @@ class CompiledRoute:
         route_id: str,
         service_id: str | None,
         chain: Chain,
-        upstream: CompiledUpstream,
+        upstream: CompiledUpstream | None,
         enable_websocket: bool,
     ) -> None:
         self.id = route_id
@@ -429,7 +429,8 @@ class Runtime:
             )
         self.router: Router[CompiledRoute] = Router(specs)
         # The active health checks of the upstreams routes and plugins use, one per upstream.
-        used = [s.value.upstream for s in specs] + catalog.handed_out
+        used = [s.value.upstream for s in specs if s.value.upstream is not None]
+        used += catalog.handed_out
         probes = {id(u.balancer): u.probe for u in used}
         self.probes = [probe for probe in probes.values() if probe is not None]
         # The metrics export server's address, when any prometheus conf (or its
@@ -437,7 +438,10 @@ class Runtime:
         attr = config.plugin_attr.prometheus
         exported = attr is not None or _uses_plugin(config, "prometheus")
         attr = attr if attr is not None else PrometheusAttr()
-        self.metrics_address = attr.address if exported else None
+        # Counted, and served on the export server unless `enable_export_server` is false
+        # (then through a public-api route only).
+        self.metrics_exported = exported
+        self.metrics_address = attr.address if exported and attr.enable_export_server else None
         self.export_uri = attr.export_uri.encode()
         self.metric_prefix = attr.metric_prefix
         # The counter stores this config uses; the server keeps only these after a swap.
@@ -473,20 +477,26 @@ class Runtime:
         levels.append((plugin_items(route.plugins), f"route:{route.id}"))
         merged = [p for p in merge(levels, self.env).values() if p is not None]
         chain = Chain([*global_plugins, *merged])
-        upstream = self._route_upstream(route, service).with_timeout(route.timeout)
+        upstream = self._route_upstream(route, service)
+        if upstream is not None:
+            upstream = upstream.with_timeout(route.timeout)
         websocket = route.enable_websocket or bool(service and service.enable_websocket)
         return CompiledRoute(route.id, route.service_id, chain, upstream, websocket)
 
-    def _route_upstream(self, route: Route, service: Service | None) -> CompiledUpstream:
+    def _route_upstream(self, route: Route, service: Service | None) -> CompiledUpstream | None:
+        """The route's upstream; None for a route whose plugin answers every request
+        (checks.py allows no other route without one)."""
         if route.upstream is not None:
             return CompiledUpstream(route.upstream, f"route:{route.id}")
         if route.upstream_id is not None:
             return self.upstreams[route.upstream_id]
-        assert service is not None  # checks.py guarantees an upstream somewhere
+        if service is None:
+            return None
         if service.upstream is not None:
             return CompiledUpstream(service.upstream, f"service:{service.id}")
-        assert service.upstream_id is not None
-        return self.upstreams[service.upstream_id]
+        if service.upstream_id is not None:
+            return self.upstreams[service.upstream_id]
+        return None
 
 
 def compile_config(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import gc
+import glob
 import logging
 import os
 import signal
@@ -33,7 +34,7 @@ from gateway.https import (
     TlsConnection,
     handshake_failure,
 )
-from gateway.metrics import ServerStats
+from gateway.metrics import Metrics, ServerStats
 from gateway.ratelimit import LimitRegistry
 from gateway.runtime import Runtime, compile_config
 from gateway.upstream.pool import PoolManager
@@ -165,6 +166,7 @@ class Gateway:
         self.accepted = 0
         # The prometheus plugin's counts outlive reloads, as APISIX's shared dict does.
         self.metrics = runtime.metrics
+        self.metrics.exported = self._render_all_metrics
         self.loggers = runtime.loggers
         self.mirrors = runtime.mirrors
         self.caches = runtime.caches  # proxy-cache's entries outlive reloads too
@@ -461,6 +463,27 @@ class Gateway:
     def _render_metrics(self) -> bytes:
         return self.metrics.render(self.runtime.metric_prefix, self._stats())
 
+    def _render_all_metrics(self) -> bytes:
+        """The export for a public-api route: this process's counts, and as a worker of
+        several the others' too (what they last shared, as the supervisor serves them)."""
+        if self.metrics_file is None:
+            return self._render_metrics()
+        snapshots = [self.metrics.snapshot(self._stats())]
+        for path in glob.glob(os.path.join(os.path.dirname(self.metrics_file), "metrics-*.bin")):
+            if path == self.metrics_file:
+                continue
+            try:
+                with open(path, "rb") as f:
+                    snapshots.append(f.read())
+            except OSError:
+                continue
+        try:
+            metrics, stats = Metrics.merged(snapshots, socket.gethostname())
+        except ValueError as exc:
+            log.error("metrics of another worker not read: %s", exc)
+            return self._render_metrics()
+        return metrics.render(self.runtime.metric_prefix, stats)
+
     def _take_over_metrics(self, path: str) -> None:
         """A restarted worker carries on from its predecessor's counts, so that the sum
         the supervisor serves never goes down (Prometheus would read a counter reset)."""
@@ -479,7 +502,7 @@ class Gateway:
         """Write this worker's counts for the supervisor every `METRICS_SHARE_S`."""
         while True:
             await trio.sleep(METRICS_SHARE_S)
-            if self.runtime.metrics_address is not None:
+            if self.runtime.metrics_exported:
                 data = self.metrics.snapshot(self._stats())  # here: the counts change
                 await trio.to_thread.run_sync(_write_file, path, data)
 

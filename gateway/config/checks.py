@@ -9,7 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from gateway.config.model import Config, plugin_items, policy_plugins, route_level_plugins
+from gateway.config.model import (
+    ANSWERING,
+    Config,
+    plugin_items,
+    policy_plugins,
+    route_level_plugins,
+)
 from gateway.config.ssl import normal_sni
 from gateway.errors import ConfigError
 from gateway.pipeline import AuthPlugin
@@ -99,11 +105,11 @@ def check(config: Config) -> list[ConfigError]:
                 )
             )
         if (
-            service is not None
-            and route.upstream is None
+            route.upstream is None
             and route.upstream_id is None
-            and service.upstream is None
-            and service.upstream_id is None
+            and (route.service_id is None or service is not None)  # else: named above
+            and (service is None or (service.upstream is None and service.upstream_id is None))
+            and not _answers_itself(route, service, config)
         ):
             errors.append(
                 ConfigError("neither the route nor its service names an upstream", f"$.routes[{i}]")
@@ -147,6 +153,19 @@ def check(config: Config) -> list[ConfigError]:
         "plugin metadata id",
     )
     return errors
+
+
+def _answers_itself(route: Any, service: Any, config: Config) -> bool:
+    """Whether a plugin of the route, its plugin config or its service answers every
+    request (then the route needs no upstream)."""
+    shared = next((p for p in config.plugin_configs if p.id == route.plugin_config_id), None)
+    names = {
+        name
+        for holder in (route, shared, service)
+        if holder is not None
+        for name, _ in plugin_items(holder.plugins)
+    }
+    return bool(ANSWERING & names)
 
 
 def _ssls(config: Config) -> list[ConfigError]:

@@ -20,10 +20,15 @@ from gateway.config.upstream import Upstream, split_host_port
 from gateway.expr import compile_vars
 from gateway.http.methods import HttpMethod
 from gateway.http.path import PathError, route_path
+from gateway.metrics import DEFAULT_EXPORT_URI
 from gateway.pipeline import AuthPlugin, Conf, Plugin
 from gateway.plugins import PLUGINS
 
 _HOSTNAME = re.compile(r"^(\*\.)?[a-zA-Z0-9_-]+(\.[a-zA-Z0-9_-]+)*\Z|^\*\Z")
+
+
+# Plugins that answer every request of their route: such a route needs no upstream.
+ANSWERING = frozenset({"public-api", "mocking"})
 
 
 def _normal_uri(uri: str) -> str:
@@ -170,8 +175,17 @@ class Route(Conf, frozen=True, kw_only=True):
             raise ValueError("a route takes `host` or `hosts`, not both")
         if self.upstream is not None and self.upstream_id is not None:
             raise ValueError("a route takes `upstream` or `upstream_id`, not both")
-        if self.upstream is None and self.upstream_id is None and self.service_id is None:
-            raise ValueError("a route needs `upstream`, `upstream_id` or `service_id`")
+        if (
+            self.upstream is None
+            and self.upstream_id is None
+            and self.service_id is None
+            and self.plugin_config_id is None
+            and not (ANSWERING & {name for name, _ in plugin_items(self.plugins)})
+        ):
+            raise ValueError(
+                "a route needs `upstream`, `upstream_id` or `service_id`"
+                " (or a plugin that answers every request itself: public-api, mocking)"
+            )
         for uri in self.uri_list:
             try:
                 _normal_uri(uri)
@@ -272,8 +286,10 @@ class PrometheusAttr(Conf, frozen=True, kw_only=True):
     """APISIX's `plugin_attr.prometheus`: where the metrics are served, and their prefix."""
 
     export_addr: ExportAddr = msgspec.field(default_factory=ExportAddr)
-    export_uri: Annotated[str, msgspec.Meta(pattern=r"^/[!-~]*\Z")] = "/apisix/prometheus/metrics"
+    export_uri: Annotated[str, msgspec.Meta(pattern=r"^/[!-~]*\Z")] = DEFAULT_EXPORT_URI
     metric_prefix: Annotated[str, msgspec.Meta(pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*\Z")] = "apisix_"
+    # False: no export server; the metrics are served only by a route with public-api.
+    enable_export_server: bool = True
 
     @property
     def address(self) -> str:

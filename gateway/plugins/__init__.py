@@ -37,6 +37,7 @@ from gateway.plugins.prometheus import Prometheus
 from gateway.plugins.proxy_cache import ProxyCache
 from gateway.plugins.proxy_mirror import ProxyMirror
 from gateway.plugins.proxy_rewrite import ProxyRewrite
+from gateway.plugins.public_api import PublicApi
 from gateway.plugins.real_ip import RealIp
 from gateway.plugins.redirect import Redirect
 from gateway.plugins.referer_restriction import RefererRestriction
@@ -80,6 +81,7 @@ PLUGINS: tuple[type[Plugin], ...] = (
     ProxyRewrite,
     Redirect,
     TrafficSplit,
+    PublicApi,
     Prometheus,
     LokiLogger,
     ElasticsearchLogger,

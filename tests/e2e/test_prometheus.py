@@ -245,3 +245,84 @@ async def test_several_workers_are_summed_and_a_restart_keeps_the_counts(
 def _children(pid: int) -> set[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
     return {int(p) for p in out.split()}
+
+
+async def test_metrics_through_a_public_api_route(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    """`enable_export_server: false`: no export server; a route with public-api (no
+    upstream needed) serves the export, behind key-auth when the route asks for it, at its
+    own path with `uri`. Other paths and methods of such a route get 404."""
+    export_port = free_port()
+    config = prometheus_config(upstream, export_port, enable_export_server=False)
+    config["routes"] += [
+        {"id": "open", "uri": EXPORT_URI, "plugins": {"public-api": {}}},
+        {
+            "id": "keyed",
+            "uri": "/metrics",
+            "plugins": {"public-api": {"uri": EXPORT_URI}, "key-auth": {}},
+        },
+        {"id": "elsewhere", "uri": "/apisix/other", "plugins": {"public-api": {}}},
+    ]
+    _, gw = await start_gateway(nursery, config)
+    assert (await request(gw, target="/m/a", headers=[("apikey", "jack-key")])).status == 200
+    status, _, got = await scrape(gw)
+    assert status == 200
+    jack = 'route="m",service="",consumer="jack",node="127.0.0.1"'
+    assert got[f'apisix_http_latency_count{{type="request",{jack}}}'] == 1
+    assert (await request(gw, target="/metrics")).status == 401
+    resp = await request(gw, target="/metrics", headers=[("apikey", "jack-key")])
+    assert resp.status == 200
+    assert samples(resp.body.decode())[f'apisix_http_latency_count{{type="request",{jack}}}'] == 1
+    assert (await request(gw, target="/apisix/other")).status == 404
+    assert (await request(gw, method="POST", target=EXPORT_URI)).status == 404
+    with trio.fail_after(10):
+        try:
+            await trio.open_tcp_stream("127.0.0.1", export_port)
+        except OSError:
+            pass
+        else:
+            raise AssertionError("an export server listens though it is disabled")
+
+
+async def test_several_workers_through_public_api(
+    tmp_path: Path, gateway_process: list[GatewayProcess], upstream: Upstream
+) -> None:
+    """Each worker's public-api route serves every worker's counts (as shared once a
+    second), as the export server does."""
+    address = f"127.0.0.1:{free_port()}"
+    config = prometheus_config(upstream, free_port(), enable_export_server=False)
+    config["routes"].append({"id": "api", "uri": EXPORT_URI, "plugins": {"public-api": {}}})
+    config["server"].update(listen=address, workers=2)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    process = GatewayProcess(path, tmp_path)
+    gateway_process.append(process)
+    process.start()
+    await process.wait_log("gateway listening", count=2)
+    for _ in range(40):  # new connections: spread over both workers
+        resp = await request(address, target="/m/a", headers=[("apikey", "jack-key")])
+        assert resp.status == 200
+    jack = 'route="m",service="",consumer="jack",node="127.0.0.1"'
+    count = f'apisix_http_latency_count{{type="request",{jack}}}'
+    for _ in range(4):  # whichever worker answers
+        got = await scrape_until(address, count, 40)
+        assert got[count] == 40
+    process.signal(signal.SIGTERM)
+    assert await process.wait_exit() == 0
+
+
+async def test_a_route_without_upstream_whose_plugin_stood_aside(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    """public-api left out by its `_meta.filter`: nothing to proxy to, 503 as in APISIX."""
+    config = prometheus_config(upstream, free_port(), enable_export_server=False)
+    meta = {"filter": [["arg_show", "==", "1"]]}
+    config["routes"].append(
+        {"id": "api", "uri": EXPORT_URI, "plugins": {"public-api": {"_meta": meta}}}
+    )
+    _, gw = await start_gateway(nursery, config)
+    assert (await scrape(gw, EXPORT_URI + "?show=1"))[0] == 200
+    resp = await request(gw, target=EXPORT_URI)
+    assert resp.status == 503
+    assert resp.json() == {"error_msg": "missing upstream configuration in Route or Service"}

@@ -299,7 +299,7 @@ CASES: list[tuple[dict[str, Any], str]] = [
         {"plugin_attr": {"prometheus": {"export_addr": {"port": 0}}}},
         "$.plugin_attr.prometheus.export_addr.port",
     ),
-    ({"plugin_attr": {"prometheus": {"enable_export_server": False}}}, "$.plugin_attr.prometheus"),
+    ({"routes": [{"id": "r", "uri": "/a", "plugins": {"cors": {}}}]}, "$.routes[0]"),
     ({"plugin_attr": {"zipkin": {}}}, "$.plugin_attr"),
     # client-control: a byte count.
     on_route("client-control", {"max_body_size": -1}, "max_body_size"),
