@@ -23,6 +23,7 @@ from gateway.http.path import PathError, route_path
 from gateway.metrics import DEFAULT_EXPORT_URI
 from gateway.pipeline import AuthPlugin, Conf, Plugin
 from gateway.plugins import PLUGINS
+from gateway.plugins.cors import Origins
 
 _HOSTNAME = re.compile(r"^(\*\.)?[a-zA-Z0-9_-]+(\.[a-zA-Z0-9_-]+)*\Z|^\*\Z")
 
@@ -344,7 +345,8 @@ class PluginAttr(Conf, frozen=True, kw_only=True):
 
 class PluginMetadata(Conf, frozen=True, kw_only=True):
     """APISIX's `plugin_metadata`: settings shared by every conf of one plugin (`id`, the
-    plugin's name). Here the loggers' `log_format`, for their confs without one."""
+    plugin's name). Here the loggers' `log_format`, for their confs without one, and cors'
+    named `allow_origins` lists, for its confs' `allow_origins_by_metadata`."""
 
     id: Literal[
         "http-logger",
@@ -355,8 +357,17 @@ class PluginMetadata(Conf, frozen=True, kw_only=True):
         "elasticsearch-logger",
         "splunk-hec-logging",
         "clickhouse-logger",
+        "cors",
     ]
     log_format: dict[str, Any] | None = None
+    allow_origins: dict[str, Origins] | None = None
+
+    def __post_init__(self) -> None:
+        if self.id == "cors":
+            if self.log_format is not None:
+                raise ValueError("cors metadata takes `allow_origins`, not `log_format`")
+        elif self.allow_origins is not None:
+            raise ValueError(f"{self.id} metadata takes `log_format`, not `allow_origins`")
 
 
 class Config(Conf, frozen=True, kw_only=True):

@@ -9,7 +9,9 @@ read otherwise).
 The allowed origin is `allow_origins` (`*`; `**`, the request's Origin whatever it is; one
 origin; or a comma-separated list, of which the request's Origin is echoed), or, when
 given, the first match of `allow_origins_by_regex` (searched, not anchored, as APISIX's
-`ngx.re.find`). An Origin that is not allowed gets no CORS header. `Timing-Allow-Origin`
+`ngx.re.find`). With `allow_origins_by_metadata`, the named lists of `plugin_metadata`
+cors' `allow_origins` come first (then the conf's own only if `allow_origins` is not `*`).
+An Origin that is not allowed gets no CORS header. `Timing-Allow-Origin`
 follows `timing_allow_origins(_by_regex)` the same way.
 """
 
@@ -57,6 +59,8 @@ class CorsConf(PluginConf, frozen=True, kw_only=True):
     allow_origins_by_regex: OriginRegexes | None = None
     timing_allow_origins: Origins | None = None
     timing_allow_origins_by_regex: OriginRegexes | None = None
+    # Keys of `plugin_metadata` cors' `allow_origins` (a key it lacks allows nothing).
+    allow_origins_by_metadata: Annotated[list[str], msgspec.Meta(min_length=1)] | None = None
 
     def __post_init__(self) -> None:
         if self.allow_credential and "*" in (
@@ -114,12 +118,23 @@ class Cors(Plugin):
     def __init__(self, conf: CorsConf, env: PluginEnv) -> None:
         super().__init__(conf, env)
         self.origins = OriginRule(conf.allow_origins, conf.allow_origins_by_regex)
+        self.by_metadata: list[OriginRule] | None = None
+        if conf.allow_origins_by_metadata is not None:
+            shared = getattr(env.metadata.get("cors"), "allow_origins", None) or {}
+            self.by_metadata = [
+                OriginRule(shared[key], None)
+                for key in conf.allow_origins_by_metadata
+                if key in shared
+            ]
+        # APISIX asks the conf's own origins (or regexes) after the metadata's only when
+        # `allow_origins` is set to something other than the default `*`.
+        self.own_after_metadata = conf.allow_origins != "*"
         self.timing = (
             OriginRule(conf.timing_allow_origins or "", conf.timing_allow_origins_by_regex)
             if conf.timing_allow_origins or conf.timing_allow_origins_by_regex
             else None
         )
-        self.vary = conf.allow_origins != "*"
+        self.vary = conf.allow_origins != "*" or self.by_metadata is not None
         methods = conf.allow_methods.encode()
         # The headers set whatever the request, after Access-Control-Allow-Origin.
         fixed: list[Header] = [
@@ -147,7 +162,16 @@ class Cors(Plugin):
         origin = ctx.request_origin
         if self.vary:
             headers.append(VARY_ORIGIN)
-        allowed = self.origins.allowed(origin)
+        if self.by_metadata is None:
+            allowed = self.origins.allowed(origin)
+        else:
+            allowed = None
+            for rule in self.by_metadata:
+                allowed = rule.allowed(origin)
+                if allowed is not None:
+                    break
+            if allowed is None and self.own_after_metadata:
+                allowed = self.origins.allowed(origin)
         timing = self.timing.allowed(origin) if self.timing is not None else None
         if allowed is None and timing is None:
             return

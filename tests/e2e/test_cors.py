@@ -192,3 +192,39 @@ async def test_single_origin_regex_forced_wildcards_and_timing(
     resp = await request(gw, target="/forced")
     assert cors(resp)[b"access-control-allow-origin"] == [b"*"]
     assert b"access-control-allow-headers" not in cors(resp)
+
+
+async def test_origins_from_plugin_metadata(nursery: trio.Nursery, upstream: Upstream) -> None:
+    """`allow_origins_by_metadata`: named origin lists of `plugin_metadata` cors, the first
+    that allows the Origin wins; when none does, the conf's own `allow_origins` is asked
+    only if it is set to something other than `*` (APISIX's rule)."""
+    node = {"nodes": {upstream.address: 1}}
+    routes = [
+        {"id": "shared", "uri": "/shared", "upstream": node,
+         "plugins": {"cors": {"allow_origins_by_metadata": ["partners", "shop"]}}},
+        {"id": "fallback", "uri": "/fallback", "upstream": node,
+         "plugins": {"cors": {"allow_origins_by_metadata": ["shop"],
+                              "allow_origins": "https://own.example"}}},
+    ]  # fmt: skip
+    metadata = [
+        {
+            "id": "cors",
+            "allow_origins": {
+                "partners": "https://a.example,https://b.example",
+                "shop": "https://shop.example",
+            },
+        }
+    ]
+    _, gw = await start_gateway(nursery, config_for(routes, plugin_metadata=metadata))
+
+    async def allowed(path: str, origin: str) -> list[bytes] | None:
+        resp = await request(gw, target=path, headers=[("origin", origin)])
+        assert resp.status == 200
+        return cors(resp).get(b"access-control-allow-origin")
+
+    assert await allowed("/shared", "https://b.example") == [b"https://b.example"]
+    assert await allowed("/shared", "https://shop.example") == [b"https://shop.example"]
+    assert await allowed("/shared", "https://evil.example") is None
+    assert await allowed("/fallback", "https://shop.example") == [b"https://shop.example"]
+    assert await allowed("/fallback", "https://own.example") == [b"https://own.example"]
+    assert await allowed("/fallback", "https://a.example") is None

@@ -129,7 +129,7 @@ CASES: list[tuple[dict[str, Any], str]] = [
     on_route("cors", {"allow_origins_by_regex": ["a", "a"]}),
     on_route("cors", {"timing_allow_origins_by_regex": [""]}, "timing_allow_origins_by_regex[0]"),
     # Plugin metadata is not part of the config: refused rather than never matching.
-    on_route("cors", {"allow_origins_by_metadata": ["EXAMPLE"]}),
+    on_route("cors", {"allow_origins_by_metadata": []}, "allow_origins_by_metadata"),
     on_route(
         "limit-count",
         {"count": 1, "time_window": 1, "redis_keepalive_timeout": 999},
@@ -202,7 +202,13 @@ CASES: list[tuple[dict[str, Any], str]] = [
     on_route("response-rewrite", {"body": "x", "filters": [{"regex": "a", "replace": "b"}]}),
     on_route("response-rewrite", {"vars": [["status", "===", 1]]}),
     on_upstream({"scheme": "grpc"}, "scheme"),
-    ({"plugin_metadata": [{"id": "cors"}]}, "$.plugin_metadata[0].id"),
+    ({"plugin_metadata": [{"id": "proxy-rewrite"}]}, "$.plugin_metadata[0].id"),
+    ({"plugin_metadata": [{"id": "cors", "log_format": {}}]}, "$.plugin_metadata[0]"),
+    ({"plugin_metadata": [{"id": "file-logger", "allow_origins": {}}]}, "$.plugin_metadata[0]"),
+    (
+        {"plugin_metadata": [{"id": "cors", "allow_origins": {"k": "no scheme"}}]},
+        "$.plugin_metadata[0].allow_origins[...]",
+    ),
     (
         {"plugin_metadata": [{"id": "http-logger", "log_format": []}]},
         "$.plugin_metadata[0].log_format",
