@@ -48,6 +48,7 @@ from gateway.plugins.socket_loggers import TcpLogger, UdpLogger
 from gateway.plugins.traffic_split import TrafficSplit
 from gateway.plugins.ua_restriction import UaRestriction
 from gateway.plugins.uri_blocker import UriBlocker
+from gateway.plugins.workflow import Workflow
 from gateway.plugins.zipkin import Zipkin
 
 PLUGINS: tuple[type[Plugin], ...] = (
@@ -92,6 +93,7 @@ PLUGINS: tuple[type[Plugin], ...] = (
     FileLogger,
     ClickhouseLogger,
     ResponseRewrite,
+    Workflow,
     ApiBreaker,
     LimitConn,
     LimitCount,
