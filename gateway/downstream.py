@@ -358,8 +358,7 @@ class ClientConnection:
             trio.current_time(),
             sent,
         )
-        if self.tls is not None:
-            ctx.tls = self.tls
+        tls = self.tls
         host = ctx.header(b"host")
         if host is not None:  # an empty one is a 400 too, as in nginx
             try:
@@ -367,8 +366,9 @@ class ClientConnection:
             except PathError as exc:
                 await self._refuse(400, f"bad Host header: {exc}", ctx.method, ctx.path)
                 return False
-        if self.tls is not None and self.tls.entry is not None and self.tls.entry.mutual:
-            refused = self.tls.refuses(ctx.path, ctx.host)
+        if tls is not None:
+            ctx.tls = tls
+            refused = tls.refuses(ctx.path, ctx.host)  # its client certificate rules
             if refused is not None:
                 await self._refuse(400, refused, ctx.method, ctx.path)
                 return False
