@@ -90,15 +90,13 @@ class ServerEntry:
 
 
 class Certificates:
-    """The server side of TLS for one config: the entries by SNI."""
+    """The server side of TLS for one config: its enabled `ssls` entries by SNI."""
 
     def __init__(self, ssls: list[Ssl]) -> None:
         self.exact: dict[str, ServerEntry] = {}
         self.wildcard: dict[str, ServerEntry] = {}  # "*.example.com" under "example.com"
         self.any: ServerEntry | None = None
         for conf in ssls:
-            if conf.status != 1 or conf.type != "server":
-                continue
             entry = ServerEntry(conf)
             for name in map(normal_sni, conf.names):
                 if name == "*":
@@ -157,6 +155,7 @@ class TlsConnection(trio.abc.Stream):
         "_client",
         "_incoming",
         "_outgoing",
+        "_sni_host",
         "entry",
         "obj",
         "raw",
@@ -170,8 +169,10 @@ class TlsConnection(trio.abc.Stream):
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self.raw = FastSocket(sock)
-        # Set by the handshake: the SNI asked for and the entry that answered it.
+        # Set by the handshake: the SNI asked for (as sent, and as a Host compares with
+        # it) and the entry that answered it.
         self.server_name: str | None = None
+        self._sni_host = b""
         self.entry: ServerEntry | None = None
         # nginx's `$ssl_client_verify`: SUCCESS, NONE, or FAILED:reason.
         self.verify = "NONE"
@@ -200,6 +201,7 @@ class TlsConnection(trio.abc.Stream):
         if not hello.tls:
             raise HandshakeRefused("not TLS", plain_http=_PLAIN_HTTP.match(arrived) is not None)
         self.server_name = hello.server_name
+        self._sni_host = normal_sni(hello.server_name or "").encode()
         self.entry = entry = certificates.pick(hello.server_name)
         context = entry.context if entry is not None else certificates.refuse
         self.obj = obj = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
@@ -252,7 +254,7 @@ class TlsConnection(trio.abc.Stream):
             if self.verify == "NONE":
                 return "client certificate was not present"
             return f"client certificate verification is not passed: {self.verify}"
-        if host.decode("latin-1") != normal_sni(self.server_name or ""):
+        if host != self._sni_host:
             # A `*.example.com` entry: the client's certificate was checked for the name
             # in its SNI, not for another host of the same entry.
             return (

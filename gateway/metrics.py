@@ -13,10 +13,15 @@ Pure: no IO, no clock.
 from __future__ import annotations
 
 import bisect
+import glob
+import logging
+import os
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import msgspec
+
+log = logging.getLogger("gateway")
 
 # Where a worker writes its snapshot: the supervisor sets it for each worker it starts.
 METRICS_FILE_ENV = "GATEWAY_METRICS_FILE"
@@ -195,3 +200,29 @@ class Metrics:
         name = family("node_info", "gauge", "Info of the gateway node")
         out.append(f'{name}{{hostname="{_escape(stats.hostname)}"}} 1\n')
         return "".join(out).encode()
+
+
+def shared_snapshots(directory: str, skip: str | None = None) -> list[bytes]:
+    """The snapshots the workers of a supervisor shared in `directory` (one file each,
+    `metrics-<n>.bin`), but `skip`'s."""
+    snapshots = []
+    for path in sorted(glob.glob(os.path.join(directory, "metrics-*.bin"))):
+        if path == skip:
+            continue
+        try:
+            with open(path, "rb") as f:
+                snapshots.append(f.read())
+        except OSError:
+            continue
+    return snapshots
+
+
+def render_merged(snapshots: list[bytes], prefix: str, hostname: str) -> bytes:
+    """The export of several processes' snapshots summed (none when one is unreadable:
+    the error is logged)."""
+    try:
+        metrics, stats = Metrics.merged(snapshots, hostname)
+    except ValueError as exc:
+        log.error("metrics not served: %s", exc)
+        metrics, stats = Metrics.merged([], hostname)
+    return metrics.render(prefix, stats)

@@ -76,8 +76,11 @@ def _limits(healthy: Any, unhealthy: Any, statuses: bool = True) -> Limits:
     )
 
 
-def _health_checks(upstream_id: str, checks: Checks, balancer: Balancer) -> tuple[Health, Probe]:
-    """The health state of an upstream with `checks` and what its active probes do."""
+def _health_checks(
+    upstream_id: str, checks: Checks, balancer: Balancer, client: tuple[str, str] | None
+) -> tuple[Health, Probe]:
+    """The health state of an upstream with `checks` and what its active probes do
+    (`type: https` probes show the upstream's client certificate, if it has one)."""
     active, passive = checks.active, checks.passive
     health = Health(
         upstream_id,
@@ -91,7 +94,9 @@ def _health_checks(upstream_id: str, checks: Checks, balancer: Balancer) -> tupl
         health=health,
         nodes=balancer.nodes,
         http=active.type != "tcp",
-        tls=tls_context(active.https_verify_certificate) if active.type == "https" else None,
+        tls=(
+            tls_context(active.https_verify_certificate, client) if active.type == "https" else None
+        ),
         timeout=active.timeout,
         concurrency=active.concurrency,
         host=active.host.encode("latin-1") if active.host else None,
@@ -178,7 +183,7 @@ class CompiledUpstream:
         self.health: Health | None = None
         self.probe: Probe | None = None
         if conf.checks is not None:
-            self.health, self.probe = _health_checks(self.id, conf.checks, self.balancer)
+            self.health, self.probe = _health_checks(self.id, conf.checks, self.balancer, client)
 
     def with_timeout(self, timeout: RouteTimeout | None) -> CompiledUpstream:
         """This upstream with a route's own timeouts; the nodes, their pools and their

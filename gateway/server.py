@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import gc
-import glob
 import logging
 import os
 import signal
@@ -34,7 +33,7 @@ from gateway.https import (
     TlsConnection,
     handshake_failure,
 )
-from gateway.metrics import Metrics, ServerStats
+from gateway.metrics import ServerStats, render_merged, shared_snapshots
 from gateway.ratelimit import LimitRegistry
 from gateway.runtime import Runtime, compile_config
 from gateway.upstream.pool import PoolManager
@@ -468,21 +467,9 @@ class Gateway:
         several the others' too (what they last shared, as the supervisor serves them)."""
         if self.metrics_file is None:
             return self._render_metrics()
-        snapshots = [self.metrics.snapshot(self._stats())]
-        for path in glob.glob(os.path.join(os.path.dirname(self.metrics_file), "metrics-*.bin")):
-            if path == self.metrics_file:
-                continue
-            try:
-                with open(path, "rb") as f:
-                    snapshots.append(f.read())
-            except OSError:
-                continue
-        try:
-            metrics, stats = Metrics.merged(snapshots, socket.gethostname())
-        except ValueError as exc:
-            log.error("metrics of another worker not read: %s", exc)
-            return self._render_metrics()
-        return metrics.render(self.runtime.metric_prefix, stats)
+        own = self.metrics.snapshot(self._stats())
+        others = shared_snapshots(os.path.dirname(self.metrics_file), skip=self.metrics_file)
+        return render_merged([own, *others], self.runtime.metric_prefix, socket.gethostname())
 
     def _take_over_metrics(self, path: str) -> None:
         """A restarted worker carries on from its predecessor's counts, so that the sum

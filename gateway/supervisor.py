@@ -9,7 +9,6 @@ file in the supervisor's private directory every second, and a scrape gets their
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import shutil
@@ -25,7 +24,7 @@ from gateway.accesslog import AccessLog
 from gateway.config.load import parse
 from gateway.errors import ConfigErrors
 from gateway.exporter import ExportServer
-from gateway.metrics import METRICS_FILE_ENV, Metrics
+from gateway.metrics import METRICS_FILE_ENV, render_merged, shared_snapshots
 from gateway.runtime import compile_config
 from gateway.server import open_listener
 
@@ -114,19 +113,8 @@ class Supervisor:
         return True
 
     def _render_metrics(self) -> bytes:
-        snapshots = []
-        for path in sorted(glob.glob(os.path.join(self._copy_dir, "metrics-*.bin"))):
-            try:
-                with open(path, "rb") as f:
-                    snapshots.append(f.read())
-            except OSError:
-                continue
-        try:
-            metrics, stats = Metrics.merged(snapshots, socket.gethostname())
-        except ValueError as exc:
-            log.error("metrics not served: %s", exc)
-            metrics, stats = Metrics.merged([], socket.gethostname())
-        return metrics.render(self.metric_prefix, stats)
+        snapshots = shared_snapshots(self._copy_dir)
+        return render_merged(snapshots, self.metric_prefix, socket.gethostname())
 
     def _signal_all(self, signum: int) -> None:
         for process in self.processes.values():

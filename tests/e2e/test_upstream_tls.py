@@ -83,15 +83,11 @@ async def test_a_certificate_for_another_address_is_refused(
     assert up.received == []
 
 
-async def test_client_certificates_for_an_upstream_that_asks(
-    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """`tls.client_cert` / `client_key` (mutual TLS with the upstream): an upstream that
-    requires a certificate from its CA gets each route's own, also on pooled connections
-    (a connection opened with one identity never carries another's requests); a route
-    without one is refused by the upstream: 502."""
-    ca = Authority("Upstream clients CA")
-    alice, bob = ca.issue("alice"), ca.issue("bob")
+async def mtls_upstream(
+    nursery: trio.Nursery, tmp_path: Path, ca: Authority
+) -> tuple[Upstream, Path, list[str]]:
+    """An echo upstream behind TLS that requires a client certificate from `ca`; returns
+    it, its own certificate, and the client names it saw, one per handshake."""
     up = Upstream(name="mtls")
     server_cert, server_key = write_certificate(tmp_path)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cadata=ca.pem)
@@ -112,6 +108,19 @@ async def test_client_certificates_for_an_upstream_that_asks(
         await up._handle(tls)  # type: ignore[arg-type]
 
     await nursery.start(functools.partial(raw_serve, handle, on_port=up._set_port))
+    return up, server_cert, presented
+
+
+async def test_client_certificates_for_an_upstream_that_asks(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`tls.client_cert` / `client_key` (mutual TLS with the upstream): an upstream that
+    requires a certificate from its CA gets each route's own, also on pooled connections
+    (a connection opened with one identity never carries another's requests); a route
+    without one is refused by the upstream: 502."""
+    ca = Authority("Upstream clients CA")
+    alice, bob = ca.issue("alice"), ca.issue("bob")
+    up, server_cert, presented = await mtls_upstream(nursery, tmp_path, ca)
     monkeypatch.setenv("SSL_CERT_FILE", str(server_cert))
     routes = [
         route(up, "alice", tls={"client_cert": alice[0], "client_key": alice[1]}),
@@ -133,3 +142,27 @@ async def test_client_certificates_for_an_upstream_that_asks(
     assert (await request(gw, target="/checked")).status == 502
     assert (await request(gw, target="/nobody")).status == 502
     assert len(up.received) == 4
+
+
+async def test_https_probes_show_the_client_certificate(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """Active `type: https` checks of an upstream with `tls.client_cert` present it too,
+    so an upstream that asks for one sees the probes (not failed handshakes)."""
+    ca = Authority("Upstream clients CA")
+    alice = ca.issue("alice")
+    up, _, presented = await mtls_upstream(nursery, tmp_path, ca)
+    probes = {
+        "active": {
+            "type": "https",
+            "http_path": "/health",
+            "https_verify_certificate": False,
+            "healthy": {"interval": 1},
+        }
+    }
+    tls = {"client_cert": alice[0], "client_key": alice[1]}
+    _, _ = await start_gateway(nursery, config_for([route(up, "probed", tls=tls, checks=probes)]))
+    with trio.fail_after(20):
+        while not any(r.target == b"/health" for r in up.received):  # noqa: ASYNC110 (probe)
+            await trio.sleep(0.05)
+    assert presented[0] == "alice"
