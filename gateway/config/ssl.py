@@ -45,7 +45,7 @@ def check_pair(cert: str, key: str, where: str) -> None:
             f"{where}: the private key is encrypted; give it unencrypted, from the"
             " environment (`$env://NAME`) to keep it out of the file"
         ) from None
-    except (ValueError, Exception):  # cryptography raises several types for bad input
+    except Exception:  # cryptography raises several types for bad input
         raise ValueError(f"{where}: the key is not a PEM private key") from None
     public = private.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo

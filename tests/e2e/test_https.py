@@ -610,3 +610,40 @@ async def test_an_entrys_protocols(
     assert await version("b.test", top) == "TLSv1.2"
     assert await version("c.test", top) == "TLSv1.3"
     assert await version("c.test", v12) == "TLSv1.2"
+
+
+async def test_hostile_bytes_on_the_https_address(
+    nursery: trio.Nursery, upstream: Upstream, ca: Authority, tmp_path: Path
+) -> None:
+    """Garbage instead of a ClientHello, a ClientHello cut short, and garbage after a good
+    handshake: each connection is closed, nothing reaches the upstream, and the next
+    client is served."""
+    config = https_config(
+        upstream,
+        [ssl_entry(ca.issue("api.test"), "api.test")],
+        server={"limits": {"head_timeout": 1}},
+    )
+    _, _, address = await start(nursery, config, tmp_path / "c.json")
+    hello = bytearray(b"\x16\x03\x01\xff\xff" + bytes(range(256)) * 4)
+    for data in (
+        bytes(range(256)),  # not TLS, not HTTP
+        b"\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00",  # a ClientHello that never ends
+        bytes(hello),  # a record longer than what follows
+        b"\x16" + b"\xff" * 4096,
+    ):
+        async with await connect(address) as stream:
+            await stream.send_all(data)
+            with trio.fail_after(10):
+                await read_until_close(stream)
+    # Plain bytes where TLS records belong, after a good handshake: closed, at most after
+    # TLS's own alert (a record of its own, never an HTTP answer).
+    tls = await open_tls(address, ca, "api.test")
+    await tls.transport_stream.send_all(b"GET / HTTP/1.1\r\nHost: api.test\r\n\r\n")
+    with trio.fail_after(10):
+        rest = await read_until_close(tls.transport_stream)
+    assert b"HTTP/1.1" not in rest
+    await trio.aclose_forcefully(tls)
+    assert upstream.received == []
+    tls = await open_tls(address, ca, "api.test")
+    assert (await exchange(tls)).status == 200
+    await tls.aclose()
