@@ -71,15 +71,15 @@ DEFAULT_EXPORT_URI = "/apisix/prometheus/metrics"
 class Metrics:
     """Request counts by status, latency histograms and bytes, by APISIX's labels."""
 
-    __slots__ = ("bandwidth", "exported", "latency", "status")
+    __slots__ = ("bandwidth", "latency", "status", "totals")
 
     def __init__(self) -> None:
         self.status: dict[tuple[str, ...], int] = {}
         self.latency: dict[tuple[str, ...], list[float]] = {}
         self.bandwidth: dict[tuple[str, ...], int] = {}
-        # The whole export as the server renders it (every worker's counts summed), for a
+        # Every worker's counts and server figures, summed (as last shared), for a
         # public-api route; set by the server.
-        self.exported: Callable[[], bytes] | None = None
+        self.totals: Callable[[], tuple[Metrics, ServerStats]] | None = None
 
     def observe(
         self,
@@ -217,12 +217,11 @@ def shared_snapshots(directory: str, skip: str | None = None) -> list[bytes]:
     return snapshots
 
 
-def render_merged(snapshots: list[bytes], prefix: str, hostname: str) -> bytes:
-    """The export of several processes' snapshots summed (none when one is unreadable:
-    the error is logged)."""
+def merged_or_none(snapshots: list[bytes], hostname: str) -> tuple[Metrics, ServerStats]:
+    """Several processes' snapshots summed (none when one is unreadable: the error is
+    logged)."""
     try:
-        metrics, stats = Metrics.merged(snapshots, hostname)
+        return Metrics.merged(snapshots, hostname)
     except ValueError as exc:
         log.error("metrics not served: %s", exc)
-        metrics, stats = Metrics.merged([], hostname)
-    return metrics.render(prefix, stats)
+        return Metrics.merged([], hostname)

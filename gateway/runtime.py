@@ -445,7 +445,8 @@ class Runtime:
         attr = attr if attr is not None else PrometheusAttr()
         # Counted, and served on the export server unless `enable_export_server` is false
         # (then through a public-api route only).
-        self.metrics_exported = exported
+        # A worker shares its counts (once a second) when they are served anywhere.
+        self.shares_counts = exported or _uses_plugin(config, "public-api")
         self.metrics_address = attr.address if exported and attr.enable_export_server else None
         self.export_uri = attr.export_uri.encode()
         self.metric_prefix = attr.metric_prefix

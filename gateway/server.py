@@ -33,7 +33,7 @@ from gateway.https import (
     TlsConnection,
     handshake_failure,
 )
-from gateway.metrics import ServerStats, render_merged, shared_snapshots
+from gateway.metrics import Metrics, ServerStats, merged_or_none, shared_snapshots
 from gateway.ratelimit import LimitRegistry
 from gateway.runtime import Runtime, compile_config
 from gateway.upstream.pool import PoolManager
@@ -165,7 +165,7 @@ class Gateway:
         self.accepted = 0
         # The prometheus plugin's counts outlive reloads, as APISIX's shared dict does.
         self.metrics = runtime.metrics
-        self.metrics.exported = self._render_all_metrics
+        self.metrics.totals = self._totals
         self.loggers = runtime.loggers
         self.mirrors = runtime.mirrors
         self.caches = runtime.caches  # proxy-cache's entries outlive reloads too
@@ -462,14 +462,14 @@ class Gateway:
     def _render_metrics(self) -> bytes:
         return self.metrics.render(self.runtime.metric_prefix, self._stats())
 
-    def _render_all_metrics(self) -> bytes:
-        """The export for a public-api route: this process's counts, and as a worker of
-        several the others' too (what they last shared, as the supervisor serves them)."""
+    def _totals(self) -> tuple[Metrics, ServerStats]:
+        """For a public-api route: this process's counts and figures, and as a worker of
+        several the others' too (as they last shared them, as the supervisor serves them)."""
         if self.metrics_file is None:
-            return self._render_metrics()
+            return self.metrics, self._stats()
         own = self.metrics.snapshot(self._stats())
         others = shared_snapshots(os.path.dirname(self.metrics_file), skip=self.metrics_file)
-        return render_merged([own, *others], self.runtime.metric_prefix, socket.gethostname())
+        return merged_or_none([own, *others], socket.gethostname())
 
     def _take_over_metrics(self, path: str) -> None:
         """A restarted worker carries on from its predecessor's counts, so that the sum
@@ -489,7 +489,7 @@ class Gateway:
         """Write this worker's counts for the supervisor every `METRICS_SHARE_S`."""
         while True:
             await trio.sleep(METRICS_SHARE_S)
-            if self.runtime.metrics_exported:
+            if self.runtime.shares_counts:
                 data = self.metrics.snapshot(self._stats())  # here: the counts change
                 await trio.to_thread.run_sync(_write_file, path, data)
 

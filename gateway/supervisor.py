@@ -24,7 +24,7 @@ from gateway.accesslog import AccessLog
 from gateway.config.load import parse
 from gateway.errors import ConfigErrors
 from gateway.exporter import ExportServer
-from gateway.metrics import METRICS_FILE_ENV, render_merged, shared_snapshots
+from gateway.metrics import METRICS_FILE_ENV, merged_or_none, shared_snapshots
 from gateway.runtime import compile_config
 from gateway.server import open_listener
 
@@ -113,8 +113,8 @@ class Supervisor:
         return True
 
     def _render_metrics(self) -> bytes:
-        snapshots = shared_snapshots(self._copy_dir)
-        return render_merged(snapshots, self.metric_prefix, socket.gethostname())
+        metrics, stats = merged_or_none(shared_snapshots(self._copy_dir), socket.gethostname())
+        return metrics.render(self.metric_prefix, stats)
 
     def _signal_all(self, signum: int) -> None:
         for process in self.processes.values():

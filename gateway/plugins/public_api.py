@@ -1,26 +1,32 @@
 """public-api: the gateway's own APIs on a route of the config, as APISIX's plugin.
 
-The one API here is the prometheus plugin's export (`plugin_attr.prometheus.export_uri`,
-`/apisix/prometheus/metrics`), which APISIX users serve this way with
-`enable_export_server: false`. The API is the route's path, or `uri` when the route's path
-differs. Priority 501, access phase: after the authentication plugins, so a route can
-ask for a key before it shows the metrics. Any other path gets 404; a route with this
-plugin needs no upstream.
+- The prometheus plugin's export (`plugin_attr.prometheus.export_uri`,
+  `/apisix/prometheus/metrics`), which APISIX users serve this way with
+  `enable_export_server: false`;
+- `/apisix/status`, APISIX's node-status API: the connection and request counts of
+  nginx's stub_status, as strings, and the node's id.
+
+The API is the route's path, or `uri` when the route's path differs. Both add up every
+worker's counts (as they last shared them). Priority 501, access phase: after the
+authentication plugins, so a route can ask for a key first. Any other path, or a method
+other than GET and HEAD, gets 404; a route with this plugin needs no upstream.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
 import msgspec
 
 from gateway.context import RequestContext
-from gateway.http.replies import Reply, status_reply
-from gateway.metrics import CONTENT_TYPE, DEFAULT_EXPORT_URI
+from gateway.http.replies import Reply, json_reply, status_reply
+from gateway.metrics import CONTENT_TYPE, DEFAULT_EXPORT_URI, ServerStats
 from gateway.pipeline import Plugin, PluginConf, PluginEnv
 
 NOT_FOUND = status_reply(404)
 READS = frozenset({b"GET", b"HEAD"})
+STATUS_URI = b"/apisix/status"
 
 
 class PublicApiConf(PluginConf, frozen=True, kw_only=True):
@@ -36,12 +42,34 @@ class PublicApi(Plugin):
         super().__init__(conf, env)
         prometheus = getattr(env.attrs, "prometheus", None)
         self.export_uri = (prometheus.export_uri if prometheus else DEFAULT_EXPORT_URI).encode()
+        self.prefix = prometheus.metric_prefix if prometheus else "apisix_"
         self.uri = conf.uri.encode() if conf.uri is not None else None
         self.metrics = env.metrics
+        # APISIX keeps a node id in a file of its installation; here it is derived from the
+        # host name, so every worker (and every restart) of a host says the same.
+        self.node_id = str(uuid.uuid5(uuid.NAMESPACE_DNS, env.hostname))
 
     def access(self, ctx: RequestContext) -> Reply | None:
         path = self.uri or ctx.path
-        exported = self.metrics.exported if self.metrics is not None else None
-        if path != self.export_uri or exported is None or ctx.method not in READS:
+        totals = self.metrics.totals if self.metrics is not None else None
+        if totals is None or ctx.method not in READS:
             return NOT_FOUND
-        return Reply(200, [(b"content-type", CONTENT_TYPE)], exported())
+        if path == self.export_uri:
+            metrics, stats = totals()
+            return Reply(200, [(b"content-type", CONTENT_TYPE)], metrics.render(self.prefix, stats))
+        if path == STATUS_URI:
+            return json_reply(200, {"status": node_status(totals()[1]), "id": self.node_id})
+        return NOT_FOUND
+
+
+def node_status(stats: ServerStats) -> dict[str, str]:
+    """nginx's stub_status figures as APISIX's node-status gives them (strings)."""
+    return {
+        "active": str(stats.active),
+        "accepted": str(stats.accepted),
+        "handled": str(stats.accepted),
+        "total": str(stats.requests),
+        "reading": "0",
+        "writing": str(stats.active - stats.waiting),
+        "waiting": str(stats.waiting),
+    }

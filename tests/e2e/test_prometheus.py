@@ -326,3 +326,35 @@ async def test_a_route_without_upstream_whose_plugin_stood_aside(
     resp = await request(gw, target=EXPORT_URI)
     assert resp.status == 503
     assert resp.json() == {"error_msg": "missing upstream configuration in Route or Service"}
+
+
+async def test_node_status_through_public_api(nursery: trio.Nursery, upstream: Upstream) -> None:
+    """`/apisix/status` (APISIX's node-status API): stub_status' figures as strings."""
+    config = prometheus_config(upstream, free_port(), enable_export_server=False)
+    config["routes"].append(
+        {"id": "status", "uri": "/apisix/status", "plugins": {"public-api": {}}}
+    )
+    _, gw = await start_gateway(nursery, config)
+    for _ in range(3):
+        assert (await request(gw, target="/plain")).status == 200
+    resp = await request(gw, target="/apisix/status")
+    assert resp.status == 200
+    body = resp.json()
+    status = body["status"]
+    assert set(status) == {
+        "active",
+        "accepted",
+        "handled",
+        "total",
+        "reading",
+        "writing",
+        "waiting",
+    }
+    assert all(isinstance(v, str) for v in status.values())
+    assert int(status["total"]) == 4  # the three, and this one
+    assert int(status["accepted"]) == int(status["handled"]) == 4
+    assert status["active"] == "1"
+    assert len(body["id"]) == 36
+    second = (await request(gw, target="/apisix/status")).json()
+    assert second["id"] == body["id"]
+    assert second["status"]["total"] == "5"
