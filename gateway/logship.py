@@ -166,19 +166,21 @@ class TcpQueue(SocketQueue):
 
     label = "tcp-logger"
 
+    def timeout_s(self) -> float:
+        return float(self.conf.timeout) / 1000  # ms
+
     async def deliver(self, body: bytes) -> str | None:
         conf = self.conf
         try:
-            with trio.fail_after(conf.timeout / 1000):
+            with trio.fail_after(self.timeout_s()):
                 stream: trio.abc.Stream = await trio.open_tcp_stream(conf.host, conf.port)
                 if conf.tls:
-                    stream = trio.SSLStream(
-                        stream, tls_context(False), server_hostname=conf.tls_options or None
-                    )
+                    name = getattr(conf, "tls_options", None) or None
+                    stream = trio.SSLStream(stream, tls_context(False), server_hostname=name)
                 async with stream:
                     await stream.send_all(body)
         except trio.TooSlowError:
-            return f"not sent within {conf.timeout} ms"
+            return f"not sent within {self.timeout_s():g} s"
         except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
             return f"{type(exc).__name__}: {exc}"
         return None
@@ -192,7 +194,7 @@ class UdpQueue(SocketQueue):
     async def deliver(self, body: bytes) -> str | None:
         conf = self.conf
         try:
-            with trio.fail_after(conf.timeout):
+            with trio.fail_after(self.timeout_s()):
                 family, kind, proto, _, address = (
                     await trio.socket.getaddrinfo(conf.host, conf.port, type=socket.SOCK_DGRAM)
                 )[0]
@@ -200,7 +202,7 @@ class UdpQueue(SocketQueue):
                     await sock.connect(address)
                     await sock.send(body)
         except trio.TooSlowError:
-            return f"not sent within {conf.timeout} s"
+            return f"not sent within {self.timeout_s():g} s"
         except OSError as exc:
             return f"{type(exc).__name__}: {exc}"
         return None

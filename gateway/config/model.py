@@ -357,6 +357,7 @@ class PluginMetadata(Conf, frozen=True, kw_only=True):
         "elasticsearch-logger",
         "splunk-hec-logging",
         "clickhouse-logger",
+        "syslog",
         "cors",
     ]
     log_format: dict[str, Any] | None = None

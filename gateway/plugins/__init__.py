@@ -44,7 +44,7 @@ from gateway.plugins.referer_restriction import RefererRestriction
 from gateway.plugins.request_id import RequestId
 from gateway.plugins.request_validation import RequestValidation
 from gateway.plugins.response_rewrite import ResponseRewrite
-from gateway.plugins.socket_loggers import TcpLogger, UdpLogger
+from gateway.plugins.socket_loggers import Syslog, TcpLogger, UdpLogger
 from gateway.plugins.traffic_split import TrafficSplit
 from gateway.plugins.ua_restriction import UaRestriction
 from gateway.plugins.uri_blocker import UriBlocker
@@ -89,6 +89,7 @@ PLUGINS: tuple[type[Plugin], ...] = (
     HttpLogger,
     SplunkHecLogging,
     TcpLogger,
+    Syslog,
     UdpLogger,
     FileLogger,
     ClickhouseLogger,

@@ -111,7 +111,11 @@ class QueuedLogger(LoggerPlugin):
 
     def __init__(self, conf: LoggerConf, env: PluginEnv) -> None:
         super().__init__(conf, env)
-        self.queue = env.loggers.queue(env.scope, conf, self.queue_kind)
+        self.queue = env.loggers.queue(env.scope, conf, self.kind(conf))
+
+    def kind(self, conf: Any) -> type[BatchQueue]:
+        """The queue for `conf` (one kind per plugin, unless a conf picks the transport)."""
+        return self.queue_kind
 
     def emit(self, entry: dict[str, Any], ctx: RequestContext) -> None:
         self.queue.push(self.queued(entry, ctx))

@@ -1,19 +1,30 @@
-"""tcp-logger and udp-logger: each request's log entry (APISIX's, or `log_format`; see
-`plugins.loggers`) sent in batches to `host`:`port`, as APISIX's plugins send them: a batch
-is one JSON array (one JSON object when `batch_max_size` is 1), over a TCP connection of
-its own (`tls` to wrap it, `tls_options` the server name; `timeout` in ms) or as one UDP
-datagram (`timeout` in s). APISIX's batch processor fields, through `gateway.logship`.
-Priorities 405 and 400, log phase; the request never waits.
+"""tcp-logger, udp-logger and syslog: each request's log entry (APISIX's, or `log_format`;
+see `plugins.loggers`) sent in batches to `host`:`port`, as APISIX's plugins send them.
+
+- tcp-logger (405), udp-logger (400): a batch is one JSON array (one JSON object when
+  `batch_max_size` is 1), over a TCP connection of its own (`tls` to wrap it,
+  `tls_options` the server name; `timeout` in ms) or as one UDP datagram (`timeout` in s).
+- syslog (401): each entry an RFC 5424 line, `<46>1 <time> <host> apisix <pid> - - <json>`
+  (facility SYSLOG, severity INFO, the request's host, the worker's pid), a batch of lines
+  per TCP connection (`tls`) or UDP datagram (`sock_type`), `timeout` in ms.
+
+APISIX's batch processor fields, through `gateway.logship`; the request never waits.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import datetime
+import os
+from typing import Annotated, Any, Literal
 
 import msgspec
 
-from gateway.logship import TcpQueue, UdpQueue
+from gateway.context import RequestContext
+from gateway.logship import BatchQueue, TcpQueue, UdpQueue
+from gateway.pipeline import PluginEnv
 from gateway.plugins.loggers import LoggerConf, QueuedLogger
+
+_ENCODE = msgspec.json.Encoder().encode
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 
@@ -52,3 +63,56 @@ class UdpLogger(QueuedLogger):
     priority = 400
     Conf = UdpLoggerConf
     queue_kind = UdpQueue
+
+
+class SyslogConf(SocketLoggerConf, frozen=True, kw_only=True):
+    sock_type: Literal["tcp", "udp"] = "tcp"
+    tls: bool = False
+    timeout: Positive = 3000
+    # lua-resty-logger-socket's buffer and pool settings: accepted; batches are logship's.
+    flush_limit: Positive = 4096
+    drop_limit: int = 1048576
+    pool_size: Annotated[int, msgspec.Meta(ge=5)] = 5
+    name: str = "sys logger"
+
+
+def _lines(batch: list[Any]) -> bytes:
+    return b"".join(batch)
+
+
+class SyslogTcpQueue(TcpQueue):
+    label = "syslog"
+
+    def body(self, batch: list[Any]) -> bytes:
+        return _lines(batch)
+
+
+class SyslogUdpQueue(UdpQueue):
+    label = "syslog"
+
+    def timeout_s(self) -> float:
+        return float(self.conf.timeout) / 1000  # ms, as for TCP
+
+    def body(self, batch: list[Any]) -> bytes:
+        return _lines(batch)
+
+
+class Syslog(QueuedLogger):
+    name = "syslog"
+    priority = 401
+    Conf = SyslogConf
+
+    def __init__(self, conf: SyslogConf, env: PluginEnv) -> None:
+        super().__init__(conf, env)
+        self.pid = os.getpid()
+
+    def kind(self, conf: Any) -> type[BatchQueue]:
+        return SyslogUdpQueue if conf.sock_type == "udp" else SyslogTcpQueue
+
+    def queued(self, entry: dict[str, Any], ctx: RequestContext) -> Any:
+        """The entry's RFC 5424 line, timed when the request started (ms, UTC)."""
+        start = self.now() - (ctx.end - ctx.start)
+        when = datetime.datetime.fromtimestamp(start, datetime.UTC)
+        stamp = when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+        host = ctx.host.decode("latin-1") or "-"
+        return f"<46>1 {stamp} {host} apisix {self.pid} - - ".encode() + _ENCODE(entry) + b"\n"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -314,3 +316,50 @@ async def test_plugin_metadata_log_format(
     assert (await request(gw, target="/b")).status == 200
     assert json.loads(shared.read_text()) == {"host": "gateway.test", "route": "a", "k": "1"}
     assert json.loads(own.read_text()) == {"mine": "/b"}
+
+
+async def test_syslog(nursery: trio.Nursery, upstream: Upstream) -> None:
+    """syslog: RFC 5424 lines (facility SYSLOG, severity INFO, the request's host, app
+    `apisix`, the worker's pid), a batch per TCP connection or UDP datagram."""
+    received: list[bytes] = []
+    arrivals = Arrivals()
+
+    async def collect(stream: trio.SocketStream) -> None:
+        data = b""
+        async with stream:
+            while chunk := await stream.receive_some(65536):
+                data += chunk
+        received.append(data)
+        arrivals.arrived()
+
+    tcp_port = await nursery.start(raw_serve, collect)
+    udp = trio.socket.socket(type=socket.SOCK_DGRAM)
+    await udp.bind(("127.0.0.1", 0))
+    node = {"nodes": {upstream.address: 1}}
+    fmt = {"uri": "$uri"}
+    routes = [
+        {"id": "tcp", "uri": "/tcp", "upstream": node,
+         "plugins": {"syslog": {"host": "127.0.0.1", "port": tcp_port, "batch_max_size": 2,
+                                "log_format": fmt}}},
+        {"id": "udp", "uri": "/udp", "upstream": node,
+         "plugins": {"syslog": {"host": "127.0.0.1", "port": udp.getsockname()[1],
+                                "sock_type": "udp", "batch_max_size": 1}}},
+    ]  # fmt: skip
+    line = re.compile(
+        rb"<46>1 \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z gateway\.test apisix (\d+) - - (\{.*\})\n"
+    )
+    with udp:
+        _, gw = await start_gateway(nursery, config_for(routes))
+        for target in ("/tcp?a=1", "/tcp?a=2"):
+            assert (await request(gw, target=target)).status == 200
+        await arrivals.wait_for(lambda: len(received) == 1)
+        lines = [line.fullmatch(text + b"\n") for text in received[0].split(b"\n")[:-1]]
+        assert all(m is not None for m in lines), received[0]
+        assert [json.loads(m.group(2)) for m in lines if m] == [{"uri": "/tcp"}] * 2
+        assert {int(m.group(1)) for m in lines if m} == {os.getpid()}
+        assert (await request(gw, target="/udp")).status == 200
+        with trio.fail_after(20):
+            datagram = await udp.recv(65536)
+        match = line.fullmatch(datagram)
+        assert match is not None, datagram
+        assert json.loads(match.group(2))["route_id"] == "udp"
