@@ -207,8 +207,9 @@ async def forward(
                 conn.close()
                 raise
     finally:
-        ctx.upstream_time = perf_counter() - started
-        upstream.balancer.release(node)
+        ctx.upstream_time = elapsed = perf_counter() - started
+        # The answer's time (about when it ended on the picks' clock), for ewma.
+        upstream.balancer.release(node, elapsed, ctx.start + elapsed)
 
 
 def _report_failure(health: Health, node: Node, exc: UpstreamError) -> None:

@@ -49,6 +49,7 @@ from gateway.template import Template
 from gateway.upstream.balancer import (
     Balancer,
     ConsistentHash,
+    Ewma,
     LeastConn,
     Node,
     Prioritized,
@@ -62,6 +63,7 @@ BALANCERS: dict[str, type[Balancer]] = {
     "roundrobin": RoundRobin,
     "chash": ConsistentHash,
     "least_conn": LeastConn,
+    "ewma": Ewma,
 }
 
 

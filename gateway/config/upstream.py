@@ -99,7 +99,7 @@ class Upstream(Conf, frozen=True, kw_only=True):
     desc: str | None = None
     labels: Labels = {}
     nodes: dict[str, Annotated[int, msgspec.Meta(ge=0)]] | list[Node]
-    type: Literal["roundrobin", "chash", "least_conn"] = "roundrobin"
+    type: Literal["roundrobin", "chash", "least_conn", "ewma"] = "roundrobin"
     hash_on: Literal["vars", "header", "cookie", "consumer", "vars_combinations"] = "vars"
     key: str | None = None
     scheme: Literal["http", "https"] = "http"

@@ -1,6 +1,6 @@
 """Node choice for an upstream: weighted round robin (nginx's smooth variant), consistent
-hashing on a request key (APISIX's `chash`) or the fewest requests in flight
-(`least_conn`).
+hashing on a request key (APISIX's `chash`), the fewest requests in flight
+(`least_conn`) or the fastest answers lately (`ewma`).
 
 Round robin: each pick adds every node's weight to its running score, takes the highest,
 and subtracts the total from it: weights 5/1/1 give a a b a c a a, not a a a a a b c. Nodes
@@ -18,18 +18,26 @@ goes to the node of the first point at or after its hash, so one key keeps its n
 taking a node out moves only that node's keys. A node left out passes its keys to the next
 points' nodes until it is back.
 
-Pure: no IO; the caller passes the time and the key.
+EWMA (APISIX's, after ingress-nginx's): each node keeps an exponentially weighted moving
+average of its answer times, an old value weighing exp(-age / `DECAY_S`) against a new
+answer; a pick draws two nodes at random (of those not left out) and takes the one whose
+average, faded the same way to the pick's time, is lower. Weights are not used.
+
+Pure: no IO; the caller passes the time, the key and the answer times.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+import random
 import zlib
 from collections.abc import Sequence
 from typing import Final
 
 FAIL_TIMEOUT_S: Final = 10.0
+DECAY_S: Final = 10.0  # APISIX's ewma DECAY_TIME
+PICK_SET: Final = 2
 
 
 class Node:
@@ -82,8 +90,9 @@ class Balancer:
     def pick(self, now: float, key: str = "") -> Node:
         raise NotImplementedError
 
-    def release(self, node: Node) -> None:
-        """The request `pick` gave `node` is over (least_conn counts them)."""
+    def release(self, node: Node, answer_s: float | None = None, now: float = 0.0) -> None:
+        """The request `pick` gave `node` is over (least_conn counts them), after
+        `answer_s` seconds with the upstream when it got that far (ewma learns them)."""
 
     def mark_failed(self, node: Node, now: float) -> None:
         """Leave `node` out of the picks for `FAIL_TIMEOUT_S` after `now` (a failed connect)."""
@@ -230,7 +239,7 @@ class LeastConn(Balancer):
         self._active[best] += 1
         return self._nodes[best]
 
-    def release(self, node: Node) -> None:
+    def release(self, node: Node, answer_s: float | None = None, now: float = 0.0) -> None:
         index = self._index.get(node)
         if index is not None and self._active[index] > 0:
             self._active[index] -= 1
@@ -245,6 +254,52 @@ class LeastConn(Balancer):
             if score < best_score:
                 best, best_score = i, score
         return best
+
+
+class Ewma(Balancer):
+    """APISIX's `ewma`: the lower faded average of two nodes drawn at random (see the
+    module docstring)."""
+
+    __slots__ = ("_average", "_touched")
+
+    def __init__(self, nodes: Sequence[Node], *, keep_alone: bool = True) -> None:
+        super().__init__(nodes, keep_alone=keep_alone)
+        self._average = [0.0] * len(self._nodes)
+        self._touched = [-math.inf] * len(self._nodes)
+
+    def _score(self, index: int, now: float) -> float:
+        return self._average[index] * math.exp(-max(now - self._touched[index], 0.0) / DECAY_S)
+
+    def _best(self, now: float, excluded: Sequence[int]) -> int:
+        """The pick among the nodes not left out at `now` and not `excluded` (-1: none)."""
+        candidates = [
+            i for i, until in enumerate(self._down_until) if until <= now and i not in excluded
+        ]
+        if len(candidates) <= 1:
+            return candidates[0] if candidates else -1
+        drawn = random.sample(candidates, PICK_SET)
+        return min(drawn, key=lambda i: self._score(i, now))
+
+    def pick(self, now: float, key: str = "") -> Node:
+        best = self._best(now, ())
+        if best < 0:  # every node is out: all of them again
+            best = self._best(math.inf, ())
+        return self._nodes[best]
+
+    def pick_untried(self, tried: Sequence[Node], now: float, key: str = "") -> Node | None:
+        excluded = tuple(self._index[node] for node in tried if node in self._index)
+        best = self._best(now, excluded)
+        if best < 0:
+            best = self._best(math.inf, excluded)
+        return self._nodes[best] if best >= 0 else None
+
+    def release(self, node: Node, answer_s: float | None = None, now: float = 0.0) -> None:
+        index = self._index.get(node)
+        if index is None or answer_s is None:
+            return
+        weight = math.exp(-max(now - self._touched[index], 0.0) / DECAY_S)
+        self._average[index] = self._average[index] * weight + answer_s * (1.0 - weight)
+        self._touched[index] = now
 
 
 class Prioritized(Balancer):
@@ -284,8 +339,8 @@ class Prioritized(Balancer):
                 return node
         return None
 
-    def release(self, node: Node) -> None:
-        self._level_of[node].release(node)
+    def release(self, node: Node, answer_s: float | None = None, now: float = 0.0) -> None:
+        self._level_of[node].release(node, answer_s, now)
 
     def mark_failed(self, node: Node, now: float) -> None:
         self._level_of[node].mark_failed(node, now)

@@ -1298,3 +1298,26 @@ async def test_early_answer_on_a_kept_connection_still_sends_the_body(
         await both_read.wait()
     assert bodies == [size, size]  # both bodies whole, on the one upstream connection
     assert len(connections) == 1
+
+
+async def test_ewma_sends_requests_to_the_faster_node(nursery: trio.Nursery) -> None:
+    """APISIX's `type: ewma`: once each node has answered, the one whose answers came
+    faster takes the requests (a node that took 300 ms is not picked again soon)."""
+
+    async def slow(req: Received) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        await trio.sleep(0.3)
+        return 200, [], b"slow"
+
+    async def fast(req: Received) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        return 200, [], b"fast"
+
+    slow_up = await nursery.start(Upstream(responder=slow).serve)
+    fast_up = await nursery.start(Upstream(responder=fast, name="fast").serve)
+    nodes = {slow_up.address: 1, fast_up.address: 1}
+    route = {"id": "r", "uri": "/*", "upstream": {"nodes": nodes, "type": "ewma"}}
+    _, gw = await start_gateway(nursery, config_for([route]))
+    bodies = [(await request(gw, target="/x")).body for _ in range(12)]
+    # Before any answer both score 0: the first picks may go to either, but once the slow
+    # node answered it has the higher average for the rest of this test.
+    assert bodies.count(b"slow") <= 1
+    assert bodies[-10:] == [b"fast"] * 10

@@ -5,8 +5,10 @@ from collections import Counter
 import pytest
 
 from gateway.upstream.balancer import (
+    DECAY_S,
     FAIL_TIMEOUT_S,
     ConsistentHash,
+    Ewma,
     LeastConn,
     Node,
     Prioritized,
@@ -200,3 +202,41 @@ def test_priority_retries_go_down_the_levels_and_health_reaches_the_level() -> N
     assert lb.pick(1.0) is a  # both out: the first level's
     lb.set_healthy(a, True)
     assert lb.pick(1.0) is a
+
+
+def test_ewma_picks_the_faster_node_and_forgets_with_time() -> None:
+    """APISIX's `ewma`: of two nodes picked at random, the one with the lower decayed
+    moving average of its answer times; an old average weighs less against a new answer
+    the longer ago it was (`DECAY_S`)."""
+    fast, slow = Node("fast", 1, 1), Node("slow", 1, 1)
+    lb = Ewma([fast, slow])
+    assert {lb.pick(0.0).host for _ in range(200)} == {"fast", "slow"}  # no answers yet
+    now = 100.0
+    lb.release(slow, 0.5, now)
+    lb.release(fast, 0.01, now)
+    assert all(lb.pick(now + 1) is fast for _ in range(50))
+    # A moment later one slow answer of `fast` barely moves its average...
+    lb.release(fast, 0.5, now + 0.1)
+    assert all(lb.pick(now + 1) is fast for _ in range(50))
+    # ...long after, the new answers are nearly all there is: the order turns.
+    later = now + 10 * DECAY_S
+    lb.release(fast, 1.0, later)
+    lb.release(slow, 0.01, later)
+    assert all(lb.pick(later + 1) is slow for _ in range(50))
+    # A node left out is not picked; tried nodes are skipped.
+    lb.mark_failed(slow, later + 2)
+    assert all(lb.pick(later + 3) is fast for _ in range(20))
+    assert lb.pick_untried([fast], later + 3) is slow  # every other one tried or out
+
+
+def test_ewma_with_many_nodes_compares_two() -> None:
+    nodes = [Node(f"n{i}", 1, 1) for i in range(5)]
+    lb = Ewma(nodes)
+    for node in nodes[:4]:
+        lb.release(node, 1.0, 10.0)
+    # Only n4 is fast; with two compared at random it wins whenever it is drawn.
+    counts = {n.host: 0 for n in nodes}
+    for _ in range(1000):
+        counts[lb.pick(10.5).host] += 1
+    assert counts["n4"] > 300  # drawn in 2 of 5 comparisons on average: about 400
+    assert all(counts[f"n{i}"] < counts["n4"] for i in range(4))
