@@ -246,9 +246,11 @@ async def test_bodies_in_entries(nursery: trio.Nursery, upstream: Upstream, tmp_
     assert json.loads(refused["response"]["body"]) == {"message": "Missing API key in request"}
 
 
-async def test_tcp_and_udp_loggers(nursery: trio.Nursery, upstream: Upstream) -> None:
-    """tcp-logger: a connection per batch with a JSON array (an object when batches hold
-    one entry); udp-logger: a datagram per batch."""
+async def socket_collectors(
+    nursery: trio.Nursery,
+) -> tuple[list[bytes], Arrivals, int, trio.socket.SocketType]:
+    """A TCP collector (what each connection sent, in `received`, `arrivals` told) and a
+    bound UDP socket, for the socket loggers."""
     received: list[bytes] = []
     arrivals = Arrivals()
 
@@ -263,6 +265,13 @@ async def test_tcp_and_udp_loggers(nursery: trio.Nursery, upstream: Upstream) ->
     tcp_port = await nursery.start(raw_serve, collect)
     udp = trio.socket.socket(type=socket.SOCK_DGRAM)
     await udp.bind(("127.0.0.1", 0))
+    return received, arrivals, tcp_port, udp
+
+
+async def test_tcp_and_udp_loggers(nursery: trio.Nursery, upstream: Upstream) -> None:
+    """tcp-logger: a connection per batch with a JSON array (an object when batches hold
+    one entry); udp-logger: a datagram per batch."""
+    received, arrivals, tcp_port, udp = await socket_collectors(nursery)
     udp_port = udp.getsockname()[1]
     node = {"nodes": {upstream.address: 1}}
     fast = {"inactive_timeout": 1, "batch_max_size": 2}
@@ -321,20 +330,7 @@ async def test_plugin_metadata_log_format(
 async def test_syslog(nursery: trio.Nursery, upstream: Upstream) -> None:
     """syslog: RFC 5424 lines (facility SYSLOG, severity INFO, the request's host, app
     `apisix`, the worker's pid), a batch per TCP connection or UDP datagram."""
-    received: list[bytes] = []
-    arrivals = Arrivals()
-
-    async def collect(stream: trio.SocketStream) -> None:
-        data = b""
-        async with stream:
-            while chunk := await stream.receive_some(65536):
-                data += chunk
-        received.append(data)
-        arrivals.arrived()
-
-    tcp_port = await nursery.start(raw_serve, collect)
-    udp = trio.socket.socket(type=socket.SOCK_DGRAM)
-    await udp.bind(("127.0.0.1", 0))
+    received, arrivals, tcp_port, udp = await socket_collectors(nursery)
     node = {"nodes": {upstream.address: 1}}
     fmt = {"uri": "$uri"}
     routes = [

@@ -200,6 +200,20 @@ async def scrape_until(address: str, name: str, at_least: float) -> dict[str, fl
             await trio.sleep(0.1)
 
 
+async def start_workers(
+    config: dict[str, Any], address: str, tmp_path: Path, started: list[GatewayProcess]
+) -> GatewayProcess:
+    """`config` served by two worker processes on `address`, once both listen."""
+    config["server"].update(listen=address, workers=2)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    process = GatewayProcess(path, tmp_path)
+    started.append(process)
+    process.start()
+    await process.wait_log("gateway listening", count=2)
+    return process
+
+
 async def test_several_workers_are_summed_and_a_restart_keeps_the_counts(
     tmp_path: Path, gateway_process: list[GatewayProcess], upstream: Upstream
 ) -> None:
@@ -207,13 +221,7 @@ async def test_several_workers_are_summed_and_a_restart_keeps_the_counts(
     export = f"127.0.0.1:{export_port}"
     address = f"127.0.0.1:{free_port()}"
     config = prometheus_config(upstream, export_port)
-    config["server"].update(listen=address, workers=2)
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(config))
-    process = GatewayProcess(path, tmp_path)
-    gateway_process.append(process)
-    process.start()
-    await process.wait_log("gateway listening", count=2)
+    process = await start_workers(config, address, tmp_path, gateway_process)
     workers = _children(process.pid)
     assert len(workers) == 2
 
@@ -293,13 +301,7 @@ async def test_several_workers_through_public_api(
     address = f"127.0.0.1:{free_port()}"
     config = prometheus_config(upstream, free_port(), enable_export_server=False)
     config["routes"].append({"id": "api", "uri": EXPORT_URI, "plugins": {"public-api": {}}})
-    config["server"].update(listen=address, workers=2)
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(config))
-    process = GatewayProcess(path, tmp_path)
-    gateway_process.append(process)
-    process.start()
-    await process.wait_log("gateway listening", count=2)
+    process = await start_workers(config, address, tmp_path, gateway_process)
     for _ in range(40):  # new connections: spread over both workers
         resp = await request(address, target="/m/a", headers=[("apikey", "jack-key")])
         assert resp.status == 200
