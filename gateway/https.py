@@ -92,7 +92,8 @@ class ServerEntry:
 class Certificates:
     """The server side of TLS for one config: its enabled `ssls` entries by SNI."""
 
-    def __init__(self, ssls: list[Ssl]) -> None:
+    def __init__(self, ssls: list[Ssl], fallback_sni: str | None = None) -> None:
+        self.fallback_sni = fallback_sni
         self.exact: dict[str, ServerEntry] = {}
         self.wildcard: dict[str, ServerEntry] = {}  # "*.example.com" under "example.com"
         self.any: ServerEntry | None = None
@@ -110,9 +111,12 @@ class Certificates:
         self.refuse.sni_callback = _unrecognized
 
     def pick(self, server_name: str | None) -> ServerEntry | None:
-        """The entry for a handshake that asked for `server_name`, if any names it."""
+        """The entry for a handshake that asked for `server_name` (or, asking for none, for
+        the fallback SNI), if any names it."""
         if server_name is None:
-            return None
+            server_name = self.fallback_sni
+            if server_name is None:
+                return None
         name = normal_sni(server_name)
         entry = self.exact.get(name)
         if entry is None:

@@ -456,7 +456,8 @@ class Runtime:
         self.limit_stores = registry.take_used()
         # The HTTPS addresses' certificates, by SNI.
         enabled = [entry for entry in config.ssls if entry.status == 1]
-        self.certificates = Certificates(enabled) if enabled else None
+        fallback = config.server.ssl_fallback_sni
+        self.certificates = Certificates(enabled, fallback) if enabled else None
 
     def carry_over_health(self, previous: Runtime) -> None:
         """Nodes the previous config's health checks found unhealthy stay so here, for the

@@ -179,6 +179,18 @@ def _ssls(config: Config) -> list[ConfigError]:
         ),
         "sni",
     )
+    fallback = config.server.ssl_fallback_sni
+    if fallback is not None:
+        names = {normal_sni(n) for ssl in config.ssls if ssl.status == 1 for n in ssl.names}
+        name = normal_sni(fallback)
+        parent = name.partition(".")[2]
+        if not ({name, f"*.{parent}", "*"} & names):
+            errors.append(
+                ConfigError(
+                    f"no enabled entry of `ssls` answers {fallback!r}",
+                    "$.server.ssl_fallback_sni",
+                )
+            )
     if config.server.ssl_addresses and not any(ssl.status == 1 for ssl in config.ssls):
         errors.append(
             ConfigError(

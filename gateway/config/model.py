@@ -121,6 +121,9 @@ class Server(Conf, frozen=True, kw_only=True):
     # Addresses that speak HTTPS, with the certificates of `ssls` (APISIX's
     # `apisix.ssl.listen`; nginx's `listen ... ssl`).
     ssl_listen: str | list[str] = []
+    # The name whose certificate a client that sends no SNI gets (APISIX's
+    # `apisix.ssl.fallback_sni`); none: such a handshake fails.
+    ssl_fallback_sni: Annotated[str, msgspec.Meta(pattern=r"^[0-9A-Za-z_.-]+\Z")] | None = None
 
     def __post_init__(self) -> None:
         for address in self.addresses + self.ssl_addresses:

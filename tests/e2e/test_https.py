@@ -647,3 +647,19 @@ async def test_hostile_bytes_on_the_https_address(
     tls = await open_tls(address, ca, "api.test")
     assert (await exchange(tls)).status == 200
     await tls.aclose()
+
+
+async def test_a_fallback_sni_for_clients_that_send_none(
+    nursery: trio.Nursery, upstream: Upstream, ca: Authority, tmp_path: Path
+) -> None:
+    """`server.ssl_fallback_sni` (APISIX's `apisix.ssl.fallback_sni`): a client that sends
+    no SNI (one connecting by IP address) gets that name's certificate."""
+    ssls = [ssl_entry(ca.issue("api.test"), "api.test")]
+    config = https_config(upstream, ssls, server={"ssl_fallback_sni": "api.test"})
+    _, _, address = await start(nursery, config, tmp_path / "c.json")
+    tls = await open_tls(address, ca, None)
+    assert peer_name(tls) == "api.test"
+    assert (await exchange(tls)).status == 200
+    await tls.aclose()
+    with pytest.raises(trio.BrokenResourceError):  # a name no entry has still gets none
+        await open_tls(address, ca, "other.test")

@@ -165,3 +165,15 @@ def test_an_upstream_client_certificate_is_checked(tls: dict[str, Any], message:
     upstream = {"nodes": {"h:443": 1}, "scheme": "https", "tls": tls}
     errors = refused({"routes": [{"id": "r", "uri": "/", "upstream": upstream}]})
     assert any(p.startswith("$.routes[0].upstream") and message in m for p, m in errors), errors
+
+
+def test_the_fallback_sni_must_have_a_certificate() -> None:
+    wild = {"cert": OTHER[0], "key": OTHER[1], "sni": "*.other.test"}
+    for fallback in ("api.test", "API.test.", "a.other.test"):
+        parse(
+            json.dumps({"server": {"ssl_fallback_sni": fallback}, "ssls": [entry(), wild]}).encode()
+        )
+    errors = refused({"server": {"ssl_fallback_sni": "a.b.other.test"}, "ssls": [entry(), wild]})
+    assert errors == [
+        ("$.server.ssl_fallback_sni", "no enabled entry of `ssls` answers 'a.b.other.test'")
+    ]
