@@ -38,7 +38,8 @@ def _summary(config: Config) -> str:
         f"{len(config.routes)} routes, {len(config.services)} services, "
         f"{len(config.plugin_configs)} plugin configs, {len(config.upstreams)} upstreams, "
         f"{len(config.consumers)} consumers, "
-        f"{len(config.consumer_groups)} consumer groups, {len(config.global_rules)} global rules"
+        f"{len(config.consumer_groups)} consumer groups, {len(config.global_rules)} global rules, "
+        f"{sum(1 for ssl in config.ssls if ssl.status == 1)} certificates"
     )
 
 
