@@ -96,8 +96,11 @@ class PluginEnv:
         attrs: Any = None,
         caches: Any = None,
         metadata: dict[str, Any] | None = None,
+        https_port: int | None = None,
     ) -> None:
         self.consumers = consumers
+        # Where the gateway speaks HTTPS, for redirect's `http_to_https` (None: not known).
+        self.https_port = https_port
         # The config's `plugin_metadata` by plugin name (`config.model.PluginMetadata`).
         self.metadata = metadata or {}
         # proxy-cache's zones (a `cache.CacheZones`), kept across reloads.

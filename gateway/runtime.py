@@ -30,7 +30,7 @@ from gateway.config.model import (
     policy_plugins,
     route_level_plugins,
 )
-from gateway.config.upstream import Upstream
+from gateway.config.upstream import Upstream, split_host_port
 from gateway.consumers import Consumer, ConsumerTable, Credential
 from gateway.context import RequestContext
 from gateway.expr import compile_vars
@@ -324,6 +324,16 @@ def secret_names(config: Config) -> SecretNames:
     return SecretNames(frozenset(headers), frozenset(args), frozenset(cookies))
 
 
+def _https_port(config: Config) -> int | None:
+    """The port redirect's `http_to_https` names, as APISIX picks it: `plugin_attr.redirect
+    .https_port`, else an HTTPS listen address's (here the first)."""
+    attr = config.plugin_attr.redirect
+    if attr is not None and attr.https_port is not None:
+        return attr.https_port
+    addresses = config.server.ssl_addresses
+    return split_host_port(addresses[0], allow_port_zero=True)[1] if addresses else None
+
+
 def _uses_plugin(config: Config, name: str) -> bool:
     """Whether any resource of `config` holds a conf of plugin `name`."""
     return any(n == name for _, plugins in policy_plugins(config) for n, _ in plugin_items(plugins))
@@ -403,6 +413,7 @@ class Runtime:
             attrs=config.plugin_attr,
             caches=self.caches,
             metadata={m.id: m for m in config.plugin_metadata},
+            https_port=_https_port(config),
         )
         build_consumers(config, env)
         global_plugins: list[Plugin] = []

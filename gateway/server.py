@@ -184,11 +184,15 @@ class Gateway:
         """Serve until `stop()`; then drain within `server.shutdown_timeout`."""
         settle_memory()
         server = self.runtime.server
-        listeners = [
-            (open_listener(address, self.reuse_port), tls)
-            for addresses, tls in ((server.addresses, False), (server.ssl_addresses, True))
-            for address in addresses
-        ]
+        listeners: list[tuple[socket.socket, bool]] = []
+        try:
+            for listened, tls in ((server.addresses, False), (server.ssl_addresses, True)):
+                for address in listened:
+                    listeners.append((open_listener(address, self.reuse_port), tls))
+        except BaseException:
+            for listener, _ in listeners:  # the ones bound before the one that failed
+                listener.close()
+            raise
         addresses = [_format_address(ln.getsockname()) for ln, _ in listeners]
         if self.metrics_file is not None:
             self._take_over_metrics(self.metrics_file)

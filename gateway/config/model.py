@@ -338,11 +338,18 @@ class OpenTelemetryAttr(Conf, frozen=True, kw_only=True):
             raise ValueError("`set_ngx_var`: the gateway has no nginx variables to set")
 
 
+class RedirectAttr(Conf, frozen=True, kw_only=True):
+    """The port `http_to_https` redirects to (default: the first `server.ssl_listen`'s)."""
+
+    https_port: Port | None = None
+
+
 class PluginAttr(Conf, frozen=True, kw_only=True):
     """APISIX's `plugin_attr` (its config.yaml's): settings of a plugin shared by every
     conf of it."""
 
     prometheus: PrometheusAttr | None = None
+    redirect: RedirectAttr | None = None
     opentelemetry: OpenTelemetryAttr = msgspec.field(default_factory=OpenTelemetryAttr)
 
 

@@ -71,6 +71,9 @@ class Redirect(Plugin):
         else:
             self.pattern = None
         self.to_https = bool(conf.http_to_https)
+        # As APISIX: no port in the Location for 443 (or none known).
+        port = env.https_port
+        self.https_port = f":{port}".encode() if port and port != 443 else b""
         self.status = conf.ret_code
         self.encode = conf.encode_uri
         self.append_query = conf.append_query_string
@@ -84,7 +87,7 @@ class Redirect(Plugin):
             proto = ctx.header(b"x-forwarded-proto")
             if proto is not None and proto.lower() != b"http":
                 return None
-            location = b"https://" + ctx.host + ctx.request_target
+            location = b"https://" + ctx.host + self.https_port + ctx.request_target
             status = 301 if ctx.method in _SAFE_METHODS else 308
         else:
             if self.uri is not None:

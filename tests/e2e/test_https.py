@@ -5,8 +5,10 @@ upstream that is told the request came over https."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
+import socket
 import ssl
 from pathlib import Path
 from typing import Any
@@ -663,3 +665,20 @@ async def test_a_fallback_sni_for_clients_that_send_none(
     await tls.aclose()
     with pytest.raises(trio.BrokenResourceError):  # a name no entry has still gets none
         await open_tls(address, ca, "other.test")
+
+
+async def test_an_https_address_that_cannot_be_had(
+    nursery: trio.Nursery, upstream: Upstream, ca: Authority, tmp_path: Path
+) -> None:
+    """The start fails naming the address, and the plain listener bound before it is
+    closed again (none is left open)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        config = https_config(
+            upstream, [ssl_entry(ca.issue("api.test"), "api.test")], server={"ssl_listen": busy}
+        )
+        with pytest.raises(OSError, match=f"cannot listen on {busy}"):
+            await start(nursery, config, tmp_path / "c.json")
+        gc.collect()  # an unclosed listener would be reported here

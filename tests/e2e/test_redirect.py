@@ -8,7 +8,8 @@ from typing import Any
 
 import trio
 
-from tests.helpers import Upstream, config_for, request, start_gateway
+from tests.helpers import Upstream, config_for, free_port, request, start_gateway
+from tests.tls_certs import Authority
 
 
 async def test_redirects_answer_without_the_upstream(
@@ -81,3 +82,37 @@ async def test_redirects_answer_without_the_upstream(
     assert await location("/keyed/x", headers=[("apikey", "a-key")]) == (302, b"/after-auth")
     # Nothing above but the two pass-throughs reached the upstream.
     assert all(r.target.startswith((b"/regex/other", b"/https/a")) for r in upstream.received)
+
+
+async def test_http_to_https_names_the_https_port(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    """As APISIX: `plugin_attr.redirect.https_port`, else the first `server.ssl_listen`
+    port, goes into the Location unless it is 443."""
+    node = {"nodes": {upstream.address: 1}}
+    route = {
+        "id": "r",
+        "uri": "/*",
+        "upstream": node,
+        "plugins": {"redirect": {"http_to_https": True}},
+    }
+    tls_port = free_port()
+    ca = Authority()
+    cert, key = ca.issue("gateway.test")
+    ssls = [{"cert": cert, "key": key, "sni": "gateway.test"}]
+    server = {"ssl_listen": [f"127.0.0.1:{tls_port}", f"127.0.0.1:{free_port()}"]}
+    _, gw = await start_gateway(nursery, config_for([route], server=server, ssls=ssls))
+    resp = await request(gw, target="/a?b=1")
+    assert resp.header(b"location") == f"https://gateway.test:{tls_port}/a?b=1".encode()
+    attr = {"redirect": {"https_port": 8443}}
+    server = {"ssl_listen": f"127.0.0.1:{free_port()}"}
+    _, gw = await start_gateway(
+        nursery, config_for([route], server=server, ssls=ssls, plugin_attr=attr)
+    )
+    assert (await request(gw, target="/a")).header(b"location") == b"https://gateway.test:8443/a"
+    attr = {"redirect": {"https_port": 443}}
+    server = {"ssl_listen": f"127.0.0.1:{free_port()}"}
+    _, gw = await start_gateway(
+        nursery, config_for([route], server=server, ssls=ssls, plugin_attr=attr)
+    )
+    assert (await request(gw, target="/a")).header(b"location") == b"https://gateway.test/a"
