@@ -79,6 +79,11 @@ def _latencies(ctx: RequestContext) -> tuple[float, float | None, float]:
     return latency, upstream, max(0.0, latency - upstream)
 
 
+def started_at(ctx: RequestContext, wall_now: float) -> float:
+    """When the request began, on the wall clock read at its end (`wall_now`)."""
+    return wall_now - (ctx.end - ctx.start)
+
+
 def full_entry(
     ctx: RequestContext, wall_now: float, hostname: str, secrets: SecretNames
 ) -> dict[str, Any]:
@@ -107,7 +112,7 @@ def full_entry(
         "route_id": route.id if route is not None else "",
         "service_id": (route.service_id or "") if route is not None else "",
         "client_ip": ctx.remote_addr,
-        "start_time": round((wall_now - (ctx.end - ctx.start)) * 1000),
+        "start_time": round(started_at(ctx, wall_now) * 1000),
         "latency": latency,
         "apisix_latency": gateway_latency,
     }

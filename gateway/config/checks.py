@@ -72,7 +72,7 @@ def check(config: Config) -> list[ConfigError]:
     )
 
     services = {s.id: s for s in config.services}
-    plugin_configs = {p.id for p in config.plugin_configs}
+    plugin_configs = {p.id: p for p in config.plugin_configs}
     for i, svc in enumerate(config.services):
         if svc.upstream_id is not None and svc.upstream_id not in upstream_ids:
             errors.append(
@@ -109,7 +109,9 @@ def check(config: Config) -> list[ConfigError]:
             and route.upstream_id is None
             and (route.service_id is None or service is not None)  # else: named above
             and (service is None or (service.upstream is None and service.upstream_id is None))
-            and not _answers_itself(route, service, config)
+            and not _answers_itself(
+                route, service, plugin_configs.get(route.plugin_config_id or "")
+            )
         ):
             errors.append(
                 ConfigError("neither the route nor its service names an upstream", f"$.routes[{i}]")
@@ -155,10 +157,9 @@ def check(config: Config) -> list[ConfigError]:
     return errors
 
 
-def _answers_itself(route: Any, service: Any, config: Config) -> bool:
-    """Whether a plugin of the route, its plugin config or its service answers every
-    request (then the route needs no upstream)."""
-    shared = next((p for p in config.plugin_configs if p.id == route.plugin_config_id), None)
+def _answers_itself(route: Any, service: Any, shared: Any) -> bool:
+    """Whether a plugin of the route, its plugin config (`shared`) or its service answers
+    every request (then the route needs no upstream)."""
     names = {
         name
         for holder in (route, shared, service)

@@ -32,11 +32,11 @@ import msgspec
 
 from gateway.config.fields import HeaderText
 from gateway.context import RequestContext
+from gateway.logentry import started_at
 from gateway.logship import BatchQueue
 from gateway.pipeline import Conf, PluginEnv
 from gateway.plugins.loggers import LoggerConf, QueuedLogger
 from gateway.template import Template
-from gateway.variables import getter
 
 _encode = msgspec.json.Encoder().encode
 Positive = Annotated[int, msgspec.Meta(ge=1)]
@@ -57,11 +57,6 @@ class CollectorConf(LoggerConf, frozen=True, kw_only=True):
     def __repr__(self) -> str:  # credentials stay out of any output
         return f"{type(self).__name__}(name={getattr(self, 'name', '')!r})"
 
-    @property
-    def addresses(self) -> list[str]:
-        """The collector's addresses, one picked per batch."""
-        return list(getattr(self, "endpoint_addrs", None) or [])
-
 
 class EitherAddressConf(CollectorConf, frozen=True, kw_only=True):
     """A conf with APISIX's older `endpoint_addr` beside `endpoint_addrs`."""
@@ -80,7 +75,7 @@ class EitherAddressConf(CollectorConf, frozen=True, kw_only=True):
 
 
 class CollectorQueue(BatchQueue):
-    """A queue posting to one of the conf's addresses (picked per batch) + `path`."""
+    """A queue posting to one of the conf's `addresses` (picked per batch) + `path`."""
 
     path = ""
 
@@ -104,6 +99,10 @@ class LokiLoggerConf(CollectorConf, frozen=True, kw_only=True):
     keepalive_timeout: Annotated[int, msgspec.Meta(ge=1000)] = 60000
     keepalive_pool: Positive = 5
     name: str = "loki logger"
+
+    @property
+    def addresses(self) -> list[str]:
+        return list(self.endpoint_addrs)
 
 
 class LokiQueue(CollectorQueue):
@@ -152,9 +151,9 @@ class LokiLogger(QueuedLogger):
             (name, _label_value(value)) for name, value in conf.log_labels.items()
         ]
 
-    def queued(self, entry: dict[str, Any], ctx: RequestContext) -> Any:
+    def queued(self, entry: dict[str, Any], ctx: RequestContext, now: float) -> Any:
         labels = tuple((name, value(ctx)) for name, value in self.labels)
-        start_ns = round((self.now() - (ctx.end - ctx.start)) * 1000) * 1_000_000
+        start_ns = round(started_at(ctx, now) * 1000) * 1_000_000
         if "route_id" not in entry:
             entry["route_id"] = "no-matched"
         return labels, str(start_ns), entry
@@ -162,11 +161,6 @@ class LokiLogger(QueuedLogger):
 
 def _label_value(text: str) -> Callable[[RequestContext], str]:
     template = Template(text)
-    if not template.variable_names:
-        return lambda ctx: text
-    if len(template.variable_names) == 1 and text.startswith("$") and " " not in text:
-        read = getter(template.variable_names[0])
-        return lambda ctx: read(ctx) or text
     return lambda ctx: template.render(ctx) or text
 
 
@@ -278,9 +272,9 @@ class SplunkHecLogging(QueuedLogger):
         super().__init__(conf, env)
         self.host = env.hostname
 
-    def queued(self, entry: dict[str, Any], ctx: RequestContext) -> Any:
+    def queued(self, entry: dict[str, Any], ctx: RequestContext, now: float) -> Any:
         return {
-            "time": round(self.now() - (ctx.end - ctx.start), 3),
+            "time": round(started_at(ctx, now), 3),
             "host": self.host,
             "source": "apache-apisix-splunk-hec-logging",
             "sourcetype": "_json",

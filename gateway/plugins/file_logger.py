@@ -35,7 +35,7 @@ class FileLogger(LoggerPlugin):
         self.path = conf.path
         self._failed = False
 
-    def emit(self, entry: dict[str, Any], ctx: RequestContext) -> None:
+    def emit(self, entry: dict[str, Any], ctx: RequestContext, now: float) -> None:
         try:
             with open(self.path, "ab", buffering=0) as f:
                 f.write(_encode(entry) + b"\n")

@@ -88,7 +88,8 @@ class LoggerPlugin(Plugin):
     def log(self, ctx: RequestContext) -> None:
         if self.match is not None and not self.match(ctx):
             return
-        entry = self.entry(ctx, self.now())
+        now = self.now()
+        entry = self.entry(ctx, now)
         if self.req_limit and (self.req_when is None or self.req_when(ctx)):
             copied = ctx.request_body.copy if ctx.request_body is not None else None
             body = ctx.body if ctx.body is not None else copied.data if copied else None
@@ -97,9 +98,10 @@ class LoggerPlugin(Plugin):
         copy = ctx.response_copy
         if self.resp_limit and copy is not None and copy.data:
             entry["response"]["body"] = _text(copy.data[: self.resp_limit])
-        self.emit(entry, ctx)
+        self.emit(entry, ctx, now)
 
-    def emit(self, entry: dict[str, Any], ctx: RequestContext) -> None:
+    def emit(self, entry: dict[str, Any], ctx: RequestContext, now: float) -> None:
+        """Write one request's entry (`now`: the wall clock at the log phase)."""
         raise NotImplementedError
 
 
@@ -117,10 +119,10 @@ class QueuedLogger(LoggerPlugin):
         """The queue for `conf` (one kind per plugin, unless a conf picks the transport)."""
         return self.queue_kind
 
-    def emit(self, entry: dict[str, Any], ctx: RequestContext) -> None:
-        self.queue.push(self.queued(entry, ctx))
+    def emit(self, entry: dict[str, Any], ctx: RequestContext, now: float) -> None:
+        self.queue.push(self.queued(entry, ctx, now))
 
-    def queued(self, entry: dict[str, Any], ctx: RequestContext) -> Any:
+    def queued(self, entry: dict[str, Any], ctx: RequestContext, now: float) -> Any:
         """What the queue keeps of one request: its entry, or what its collector's
         document needs of the request besides (its time, labels)."""
         return entry

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from gateway.context import RequestContext
+from gateway.logentry import started_at
 from gateway.logship import BatchQueue, TcpQueue, UdpQueue
 from gateway.pipeline import PluginEnv
 from gateway.plugins.loggers import LoggerConf, QueuedLogger
@@ -76,25 +77,22 @@ class SyslogConf(SocketLoggerConf, frozen=True, kw_only=True):
     name: str = "sys logger"
 
 
-def _lines(batch: list[Any]) -> bytes:
-    return b"".join(batch)
+class SyslogLines(BatchQueue):
+    """A syslog batch: its lines one after the other."""
 
-
-class SyslogTcpQueue(TcpQueue):
     label = "syslog"
 
     def body(self, batch: list[Any]) -> bytes:
-        return _lines(batch)
+        return b"".join(batch)
 
 
-class SyslogUdpQueue(UdpQueue):
-    label = "syslog"
+class SyslogTcpQueue(SyslogLines, TcpQueue):
+    pass
 
+
+class SyslogUdpQueue(SyslogLines, UdpQueue):
     def timeout_s(self) -> float:
         return float(self.conf.timeout) / 1000  # ms, as for TCP
-
-    def body(self, batch: list[Any]) -> bytes:
-        return _lines(batch)
 
 
 class Syslog(QueuedLogger):
@@ -109,10 +107,9 @@ class Syslog(QueuedLogger):
     def kind(self, conf: Any) -> type[BatchQueue]:
         return SyslogUdpQueue if conf.sock_type == "udp" else SyslogTcpQueue
 
-    def queued(self, entry: dict[str, Any], ctx: RequestContext) -> Any:
+    def queued(self, entry: dict[str, Any], ctx: RequestContext, now: float) -> Any:
         """The entry's RFC 5424 line, timed when the request started (ms, UTC)."""
-        start = self.now() - (ctx.end - ctx.start)
-        when = datetime.datetime.fromtimestamp(start, datetime.UTC)
+        when = datetime.datetime.fromtimestamp(started_at(ctx, now), datetime.UTC)
         stamp = when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
         host = ctx.host.decode("latin-1") or "-"
         return f"<46>1 {stamp} {host} apisix {self.pid} - - ".encode() + _ENCODE(entry) + b"\n"
