@@ -210,9 +210,42 @@ class ConsistentHash(Balancer):
         return self._nodes[owners[at % count]]
 
 
-class LeastConn(Balancer):
+class Scored(Balancer):
+    """A balancer that chooses by the nodes' state (`_best`) among those not left out at
+    the pick's time, or among all of them when every one is."""
+
+    __slots__ = ()
+
+    def _best(self, now: float, excluded: Sequence[int]) -> int:
+        """The chosen index among the nodes not left out at `now` nor `excluded` (-1:
+        none)."""
+        raise NotImplementedError
+
+    def _taken(self, index: int) -> None:
+        """The node at `index` was picked."""
+
+    def pick(self, now: float, key: str = "") -> Node:
+        best = self._best(now, ())
+        if best < 0:
+            best = self._best(math.inf, ())
+        self._taken(best)
+        return self._nodes[best]
+
+    def pick_untried(self, tried: Sequence[Node], now: float, key: str = "") -> Node | None:
+        excluded = tuple(self._index[node] for node in tried if node in self._index)
+        best = self._best(now, excluded)
+        if best < 0:
+            best = self._best(math.inf, excluded)
+        if best < 0:
+            return None
+        self._taken(best)
+        return self._nodes[best]
+
+
+class LeastConn(Scored):
     """APISIX's `least_conn`: the node with the fewest requests in flight for its weight,
-    (in flight + 1) / weight, the first in order on a tie."""
+    (in flight + 1) / weight, the first in order on a tie; counted as busy until
+    `release`."""
 
     __slots__ = ("_active",)
 
@@ -220,31 +253,15 @@ class LeastConn(Balancer):
         super().__init__(nodes, keep_alone=keep_alone)
         self._active = [0] * len(self._nodes)
 
-    def pick(self, now: float, key: str = "") -> Node:
-        """The least loaded node not left out at `now` (or of all, when every one is),
-        counted as busy until `release`."""
-        best = self._least(now, ())
-        if best < 0:
-            best = self._least(math.inf, ())
-        self._active[best] += 1
-        return self._nodes[best]
-
-    def pick_untried(self, tried: Sequence[Node], now: float, key: str = "") -> Node | None:
-        excluded = tuple(self._index[node] for node in tried if node in self._index)
-        best = self._least(now, excluded)
-        if best < 0:
-            best = self._least(math.inf, excluded)
-        if best < 0:
-            return None
-        self._active[best] += 1
-        return self._nodes[best]
+    def _taken(self, index: int) -> None:
+        self._active[index] += 1
 
     def release(self, node: Node, answer_s: float | None = None, now: float = 0.0) -> None:
         index = self._index.get(node)
         if index is not None and self._active[index] > 0:
             self._active[index] -= 1
 
-    def _least(self, now: float, excluded: Sequence[int]) -> int:
+    def _best(self, now: float, excluded: Sequence[int]) -> int:
         best = -1
         best_score = math.inf
         for i, weight in enumerate(self._weights):
@@ -256,7 +273,7 @@ class LeastConn(Balancer):
         return best
 
 
-class Ewma(Balancer):
+class Ewma(Scored):
     """APISIX's `ewma`: the lower faded average of two nodes drawn at random (see the
     module docstring)."""
 
@@ -279,19 +296,6 @@ class Ewma(Balancer):
             return candidates[0] if candidates else -1
         drawn = random.sample(candidates, PICK_SET)
         return min(drawn, key=lambda i: self._score(i, now))
-
-    def pick(self, now: float, key: str = "") -> Node:
-        best = self._best(now, ())
-        if best < 0:  # every node is out: all of them again
-            best = self._best(math.inf, ())
-        return self._nodes[best]
-
-    def pick_untried(self, tried: Sequence[Node], now: float, key: str = "") -> Node | None:
-        excluded = tuple(self._index[node] for node in tried if node in self._index)
-        best = self._best(now, excluded)
-        if best < 0:
-            best = self._best(math.inf, excluded)
-        return self._nodes[best] if best >= 0 else None
 
     def release(self, node: Node, answer_s: float | None = None, now: float = 0.0) -> None:
         index = self._index.get(node)
