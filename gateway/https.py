@@ -23,7 +23,7 @@ import ssl
 import trio
 from cryptography import x509
 
-from gateway.config.ssl import Ssl, load_pairs, normal_sni
+from gateway.config.ssl import Ssl, load_pairs, normal_sni, sni_keys
 from gateway.fastio import FastSocket
 from gateway.http.replies import error_msg
 from gateway.tlshello import NEED_MORE, read_hello
@@ -94,18 +94,12 @@ class Certificates:
 
     def __init__(self, ssls: list[Ssl], fallback_sni: str | None = None) -> None:
         self.fallback_sni = fallback_sni
-        self.exact: dict[str, ServerEntry] = {}
-        self.wildcard: dict[str, ServerEntry] = {}  # "*.example.com" under "example.com"
-        self.any: ServerEntry | None = None
+        # By name as written: `api.example.com`, `*.example.com` or `*`.
+        self.by_name: dict[str, ServerEntry] = {}
         for conf in ssls:
             entry = ServerEntry(conf)
-            for name in map(normal_sni, conf.names):
-                if name == "*":
-                    self.any = entry
-                elif name.startswith("*."):
-                    self.wildcard[name[2:]] = entry
-                else:
-                    self.exact[name] = entry
+            for name in conf.names:
+                self.by_name[normal_sni(name)] = entry
         # For a handshake no entry answers: no certificate, and TLS's "unrecognized name".
         self.refuse = _base_context()
         self.refuse.sni_callback = _unrecognized
@@ -117,13 +111,11 @@ class Certificates:
             server_name = self.fallback_sni
             if server_name is None:
                 return None
-        name = normal_sni(server_name)
-        entry = self.exact.get(name)
-        if entry is None:
-            _, dot, parent = name.partition(".")
-            if dot:
-                entry = self.wildcard.get(parent)
-        return entry if entry is not None else self.any
+        for key in sni_keys(server_name):
+            entry = self.by_name.get(key)
+            if entry is not None:
+                return entry
+        return None
 
 
 def _unrecognized(connection: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> int:

@@ -16,7 +16,7 @@ from gateway.config.model import (
     policy_plugins,
     route_level_plugins,
 )
-from gateway.config.ssl import normal_sni
+from gateway.config.ssl import normal_sni, sni_keys
 from gateway.errors import ConfigError
 from gateway.pipeline import AuthPlugin
 from gateway.plugins import BY_NAME
@@ -183,9 +183,7 @@ def _ssls(config: Config) -> list[ConfigError]:
     fallback = config.server.ssl_fallback_sni
     if fallback is not None:
         names = {normal_sni(n) for ssl in config.ssls if ssl.status == 1 for n in ssl.names}
-        name = normal_sni(fallback)
-        parent = name.partition(".")[2]
-        if not ({name, f"*.{parent}", "*"} & names):
+        if not names.intersection(sni_keys(fallback)):
             errors.append(
                 ConfigError(
                     f"no enabled entry of `ssls` answers {fallback!r}",

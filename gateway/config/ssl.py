@@ -31,6 +31,14 @@ def normal_sni(name: str) -> str:
     return name.lower().removesuffix(".")
 
 
+def sni_keys(server_name: str) -> tuple[str, ...]:
+    """The `ssls` names that answer `server_name`, in APISIX's order: the name itself,
+    `*.` and its parent (one label down only), then `*`."""
+    name = normal_sni(server_name)
+    _, dot, parent = name.partition(".")
+    return (name, f"*.{parent}", "*") if dot else (name, "*")
+
+
 def check_pair(cert: str, key: str, where: str) -> None:
     """ValueError unless `cert` is a PEM certificate chain and `key` the unencrypted PEM
     private key of its first certificate (`where` names the pair in the message)."""
