@@ -164,6 +164,9 @@ class AuthPlugin(Plugin):
 
     CredentialConf: ClassVar[type[Conf]]  # absent on multi-auth, which holds no credentials
     challenge: list[Header]  # the WWW-Authenticate header(s) of this plugin's 401s
+    # False for jwe-decrypt, which holds credentials but names no consumer (so it is no
+    # entry of multi-auth).
+    names_consumer: ClassVar[bool] = True
 
     @classmethod
     def build_index(cls, entries: Sequence[tuple[Any, Credential]]) -> Any:

@@ -305,7 +305,8 @@ def merge(
 
 def secret_names(config: Config) -> SecretNames:
     """Where the config's authentication plugins read credentials (key-auth's and
-    jwt-auth's `header`, `query` and `cookie`, inside multi-auth too): never logged."""
+    jwt-auth's `header`, `query` and `cookie`, inside multi-auth too) and where jwe-decrypt
+    puts its plaintext: never logged."""
     headers, args, cookies = set(ALWAYS_SECRET), set(), set()
     confs: list[Any] = []
     for _, plugins in route_level_plugins(config):
@@ -317,6 +318,8 @@ def secret_names(config: Config) -> SecretNames:
     for conf in confs:
         if getattr(conf, "header", None):
             headers.add(conf.header.lower().encode("latin-1"))
+        if getattr(conf, "forward_header", None):  # jwe-decrypt's plaintext
+            headers.add(conf.forward_header.lower().encode("latin-1"))
         if getattr(conf, "query", None):
             args.add(conf.query)
         if getattr(conf, "cookie", None):

@@ -23,6 +23,7 @@ from gateway.plugins.gzip import Gzip
 from gateway.plugins.hmac_auth import HmacAuth
 from gateway.plugins.http_logger import HttpLogger
 from gateway.plugins.ip_restriction import IpRestriction
+from gateway.plugins.jwe_decrypt import JweDecrypt
 from gateway.plugins.jwt_auth import JwtAuth
 from gateway.plugins.key_auth import KeyAuth
 from gateway.plugins.limit_conn import LimitConn
@@ -71,6 +72,7 @@ PLUGINS: tuple[type[Plugin], ...] = (
     HmacAuth,
     BasicAuth,
     JwtAuth,
+    JweDecrypt,
     KeyAuth,
     ForwardAuth,
     Opa,

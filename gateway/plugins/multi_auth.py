@@ -21,7 +21,11 @@ def _auth_plugins() -> dict[str, type[AuthPlugin]]:
     # Imported here: the registry imports this module.
     from gateway.plugins import PLUGINS
 
-    return {p.name: p for p in PLUGINS if issubclass(p, AuthPlugin) and p.name != "multi-auth"}
+    return {
+        p.name: p
+        for p in PLUGINS
+        if issubclass(p, AuthPlugin) and p.names_consumer and p.name != "multi-auth"
+    }
 
 
 class MultiAuthConf(PluginConf, frozen=True, kw_only=True):

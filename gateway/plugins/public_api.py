@@ -4,7 +4,9 @@
   `/apisix/prometheus/metrics`), which APISIX users serve this way with
   `enable_export_server: false`;
 - `/apisix/status`, APISIX's node-status API: the connection and request counts of
-  nginx's stub_status, as strings, and the node's id.
+  nginx's stub_status, as strings, and the node's id;
+- `/apisix/plugin/jwe/encrypt?key=<kid>&payload=<text>`, jwe-decrypt's: a token of the
+  payload under that consumer's key (400 without `key`, 404 for a key no consumer has).
 
 The API is the route's path, or `uri` when the route's path differs. Both add up every
 worker's counts (as they last shared them). Priority 501, access phase: after the
@@ -23,10 +25,14 @@ from gateway.context import RequestContext
 from gateway.http.replies import Reply, json_reply, status_reply
 from gateway.metrics import CONTENT_TYPE, DEFAULT_EXPORT_URI, ServerStats
 from gateway.pipeline import Plugin, PluginConf, PluginEnv
+from gateway.plugins.jwe_decrypt import jwe_keys
 
 NOT_FOUND = status_reply(404)
 READS = frozenset({b"GET", b"HEAD"})
 STATUS_URI = b"/apisix/status"
+JWE_ENCRYPT_URI = b"/apisix/plugin/jwe/encrypt"
+BAD_REQUEST = status_reply(400)
+TEXT = [(b"content-type", b"text/plain")]
 
 
 class PublicApiConf(PluginConf, frozen=True, kw_only=True):
@@ -48,11 +54,16 @@ class PublicApi(Plugin):
         # APISIX keeps a node id in a file of its installation; here it is derived from the
         # host name, so every worker (and every restart) of a host says the same.
         self.node_id = str(uuid.uuid5(uuid.NAMESPACE_DNS, env.hostname))
+        self.jwe_keys = jwe_keys(env)
 
     def access(self, ctx: RequestContext) -> Reply | None:
         path = self.uri or ctx.path
+        if ctx.method not in READS:
+            return NOT_FOUND
+        if path == JWE_ENCRYPT_URI:
+            return self._encrypt(ctx)
         totals = self.metrics.totals if self.metrics is not None else None
-        if totals is None or ctx.method not in READS:
+        if totals is None:
             return NOT_FOUND
         if path == self.export_uri:
             metrics, stats = totals()
@@ -60,6 +71,16 @@ class PublicApi(Plugin):
         if path == STATUS_URI:
             return json_reply(200, {"status": node_status(totals()[1]), "id": self.node_id})
         return NOT_FOUND
+
+    def _encrypt(self, ctx: RequestContext) -> Reply:
+        args = ctx.args
+        kid = args.get("key")
+        if not kid:
+            return BAD_REQUEST
+        key = self.jwe_keys.get(kid)
+        if key is None:
+            return NOT_FOUND
+        return Reply(200, TEXT, key.seal(args.get("payload", "").encode()).encode())
 
 
 def node_status(stats: ServerStats) -> dict[str, str]:
