@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 APT_PACKAGES_BENCH := nginx-light wrk valgrind
-APT_PACKAGES_TEST := redis-server
+APT_PACKAGES_TEST := redis-server slapd
+APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y
 
 .PHONY: install run test test-deps lint bench bench-micro bench-load bench-instructions bench-deps clean
 
@@ -23,11 +24,14 @@ run: install
 	trap 'kill $$upstream 2>/dev/null' EXIT INT TERM; \
 	$(PY) -m gateway --config config.json
 
-# Debian packages the tests need: a real redis-server (the fixtures start it on a free port).
+# Debian packages the tests need: a real redis-server and a real OpenLDAP slapd (the
+# fixtures start them on free ports; the packages' own services are not used).
 test-deps:
-	@command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || \
-	  $(SUDO) apt-get install -y $(APT_PACKAGES_TEST) >/dev/null 2>&1 || \
-	  { $(SUDO) apt-get update >/dev/null && $(SUDO) apt-get install -y $(APT_PACKAGES_TEST) >/dev/null; }
+	@missing=""; for p in redis-server slapd; do command -v $$p >/dev/null || [ -x /usr/bin/$$p ] || [ -x /usr/sbin/$$p ] || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  $(APT_INSTALL) $(APT_PACKAGES_TEST) >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update >/dev/null && $(APT_INSTALL) $(APT_PACKAGES_TEST) >/dev/null; }; \
+	fi
 
 test: install test-deps lint
 	$(PY) -m pytest -q
@@ -42,8 +46,8 @@ lint: install
 bench-deps:
 	@missing=""; for p in nginx wrk valgrind; do command -v $$p >/dev/null || [ -x /usr/sbin/$$p ] || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
-	  $(SUDO) apt-get install -y $(APT_PACKAGES_BENCH) >/dev/null 2>&1 || \
-	  { $(SUDO) apt-get update >/dev/null && $(SUDO) apt-get install -y $(APT_PACKAGES_BENCH) >/dev/null; }; \
+	  $(APT_INSTALL) $(APT_PACKAGES_BENCH) >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update >/dev/null && $(APT_INSTALL) $(APT_PACKAGES_BENCH) >/dev/null; }; \
 	fi
 
 bench: bench-micro bench-load

@@ -20,8 +20,8 @@ import functools
 import os
 import select
 import ssl
-from typing import NamedTuple
-from urllib.parse import SplitResult, urlsplit
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 import h11
 import trio
@@ -84,23 +84,26 @@ class KeepAlive(NamedTuple):
 
 DEFAULT_KEEPALIVE = KeepAlive()
 
-_Origin = tuple[str, str, int, bool]  # scheme, host, port, verify
+Origin = tuple[str, str, int, bool]  # scheme, host, port, verify
 
 
-class _Idle(NamedTuple):
+class Idle(NamedTuple):
+    """A kept connection and what its protocol needs to go on with it (h11's parser here,
+    the next message id for LDAP)."""
+
     stream: trio.abc.Stream
-    conn: h11.Connection
+    state: Any
     expires: float
 
 
-_IDLE: trio.lowlevel.RunVar[dict[_Origin, list[_Idle]]] = trio.lowlevel.RunVar("fetch_idle")
+_IDLE: trio.lowlevel.RunVar[dict[Origin, list[Idle]]] = trio.lowlevel.RunVar("fetch_idle")
 
 
-def _idle_lists() -> dict[_Origin, list[_Idle]]:
+def _idle_lists() -> dict[Origin, list[Idle]]:
     try:
         return _IDLE.get()
     except LookupError:
-        lists: dict[_Origin, list[_Idle]] = {}
+        lists: dict[Origin, list[Idle]] = {}
         _IDLE.set(lists)
         return lists
 
@@ -125,7 +128,7 @@ def _readable(sock: trio.socket.SocketType) -> bool:
     return bool(poll.poll(0))
 
 
-def _take(origin: _Origin, now: float) -> _Idle | None:
+def take_idle(origin: Origin, now: float) -> Idle | None:
     """The newest idle connection to `origin` that is still quiet, or None."""
     kept = _idle_lists().get(origin)
     while kept:
@@ -136,7 +139,7 @@ def _take(origin: _Origin, now: float) -> _Idle | None:
     return None
 
 
-def _give(origin: _Origin, idle: _Idle, pool: int, now: float) -> None:
+def give_idle(origin: Origin, idle: Idle, pool: int, now: float) -> None:
     lists = _idle_lists()
     for kept in lists.values():  # expired connections go, whichever origin they are for
         while kept and kept[0].expires <= now:
@@ -204,7 +207,7 @@ async def _exchange(
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise FetchError(f"unsupported URL {url!r}")
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    origin: _Origin = (parts.scheme, parts.hostname, port, verify_tls)
+    origin: Origin = (parts.scheme, parts.hostname, port, verify_tls)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     request_headers = [] if keepalive is not None else [("connection", "close")]
     if not any(name.lower() == "host" for name, _ in headers or ()):
@@ -215,13 +218,15 @@ async def _exchange(
     if body:
         request_headers.append(("content-length", str(len(body))))
     request = h11.Request(method=method, target=target, headers=request_headers)
-    idle = _take(origin, trio.current_time()) if keepalive is not None else None
+    idle = take_idle(origin, trio.current_time()) if keepalive is not None else None
     while True:
         try:
             if idle is not None:
-                stream, conn = idle.stream, idle.conn
+                stream, conn = idle.stream, idle.state
             else:
-                stream = await _open(parts, port, verify_tls)
+                stream = await open_stream(
+                    parts.hostname, port, parts.scheme == "https", verify_tls
+                )
                 conn = h11.Connection(h11.CLIENT)
             try:
                 response = await _round_trip(stream, conn, request, body, idle is not None)
@@ -237,23 +242,24 @@ async def _exchange(
     if keepalive is not None and conn.our_state is h11.DONE and conn.their_state is h11.DONE:
         conn.start_next_cycle()
         now = trio.current_time()
-        _give(origin, _Idle(stream, conn, now + keepalive.idle_s), keepalive.pool, now)
+        give_idle(origin, Idle(stream, conn, now + keepalive.idle_s), keepalive.pool, now)
     else:
         await trio.aclose_forcefully(stream)
     return response
 
 
-async def _open(parts: SplitResult, port: int, verify_tls: bool) -> trio.abc.Stream:
-    assert parts.hostname is not None
-    stream: trio.abc.Stream = await trio.open_tcp_stream(parts.hostname, port)
-    if parts.scheme == "https":
-        tls = trio.SSLStream(stream, tls_context(verify_tls), server_hostname=parts.hostname)
+async def open_stream(host: str, port: int, tls: bool, verify_tls: bool) -> trio.abc.Stream:
+    """A connection to `host:port`, over TLS (handshake done) when `tls`; raises OSError,
+    ssl.SSLError."""
+    stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+    if tls:
+        tls_stream = trio.SSLStream(stream, tls_context(verify_tls), server_hostname=host)
         try:
-            await tls.do_handshake()
+            await tls_stream.do_handshake()
         except BaseException:
             await trio.aclose_forcefully(stream)
             raise
-        stream = tls
+        stream = tls_stream
     return stream
 
 

@@ -26,6 +26,7 @@ from gateway.plugins.ip_restriction import IpRestriction
 from gateway.plugins.jwe_decrypt import JweDecrypt
 from gateway.plugins.jwt_auth import JwtAuth
 from gateway.plugins.key_auth import KeyAuth
+from gateway.plugins.ldap_auth import LdapAuth
 from gateway.plugins.limit_conn import LimitConn
 from gateway.plugins.limit_count import LimitCount
 from gateway.plugins.limit_req import LimitReq
@@ -69,6 +70,7 @@ PLUGINS: tuple[type[Plugin], ...] = (
     RequestValidation,
     MultiAuth,
     OpenIdConnect,
+    LdapAuth,
     HmacAuth,
     BasicAuth,
     JwtAuth,

@@ -41,6 +41,20 @@ class BasicAuthCredential(PluginConf, frozen=True, kw_only=True):
             raise ValueError("a basic-auth username cannot contain `:` (RFC 7617)")
 
 
+def basic_credentials(value: bytes) -> tuple[bytes, bytes] | None:
+    """(username, password) of an `Authorization: Basic` value, split at the first colon
+    (RFC 7617), or None when it is not one."""
+    scheme, _, encoded = value.strip().partition(b" ")
+    if scheme.lower() != b"basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    username, colon, password = decoded.partition(b":")
+    return (username, password) if colon else None
+
+
 def _sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
@@ -76,16 +90,10 @@ class BasicAuth(AuthPlugin):
         value = ctx.header(b"authorization")
         if value is None:
             return self.missing
-        scheme, _, encoded = value.strip().partition(b" ")
-        if scheme.lower() != b"basic":
+        user_pass = basic_credentials(value)
+        if user_pass is None:
             return self.malformed
-        try:
-            decoded = base64.b64decode(encoded.strip(), validate=True)
-        except (binascii.Error, ValueError):
-            return self.malformed
-        username, colon, password = decoded.partition(b":")
-        if not colon:
-            return self.malformed
+        username, password = user_pass
         entry = self.index.get(_sha256(username))
         expected = entry[0] if entry is not None else _DUMMY
         if not hmac.compare_digest(expected, _sha256(password)) or entry is None:
