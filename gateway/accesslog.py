@@ -41,6 +41,7 @@ class AccessLog:
         else:
             self._file = open(target, "ab", buffering=0)  # noqa: SIM115 (lives with the log)
         self._owned = isinstance(target, str)
+        self._path = target if isinstance(target, str) else None
 
     @property
     def enabled(self) -> bool:
@@ -92,6 +93,21 @@ class AccessLog:
             request_time=None,
         )
         self._write(entry)
+
+    def reopen(self) -> bool:
+        """Open the file again by its path (nginx's USR1, after a rotation renamed it);
+        False when there is no file or it cannot be opened (the old one is kept). Raises
+        nothing."""
+        if self._path is None:
+            return False
+        try:
+            new = open(self._path, "ab", buffering=0)  # noqa: SIM115 (lives with the log)
+        except OSError:
+            return False
+        old, self._file = self._file, new
+        if old is not None:
+            old.close()
+        return True
 
     def close(self) -> None:
         if self._owned and self._file is not None:

@@ -5,7 +5,8 @@ with the certificates of `ssls`, see `https`), reports readiness through
 `task_status.started(addresses)` and serves until `stop()`; then it stops accepting and
 gives open connections `server.shutdown_timeout` seconds to finish. `reload()` swaps the
 compiled runtime atomically or keeps the old one when the new file is invalid.
-`run_process` wires this to signals: SIGHUP reloads, SIGTERM/SIGINT drain and exit.
+`run_process` wires this to signals: SIGHUP reloads, SIGUSR1 reopens the access log (as
+nginx's, after a rotation), SIGTERM/SIGINT drain and exit.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from gateway.upstream.pool import PoolManager
 from gateway.upstream.prober import run_probes
 
 log = logging.getLogger("gateway")
+# What a gateway process (and the supervisor, which passes them on) acts on.
+SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 
 BACKLOG = 4096
 ACCEPT_BURST = 64
@@ -274,6 +277,16 @@ class Gateway:
         for conn in self.connections:
             if conn.idle_scope is not None and not conn.io.has_input():
                 conn.idle_scope.cancel()
+
+    def reopen_logs(self) -> None:
+        """Open the access log file again by its path (after logrotate renamed it)."""
+        target = self.runtime.server.access_log
+        if not isinstance(target, str):
+            return
+        if self.access_log.reopen():
+            log.info("reopened the access log %s", target)
+        else:
+            log.error("cannot reopen the access log %s: the old file is kept", target)
 
     def reload(self) -> bool:
         """Re-read the config file; swap the runtime if valid, else keep the old one."""
@@ -524,11 +537,12 @@ async def run_process(
     reuse_port: bool = False,
     metrics_file: str | None = None,
 ) -> None:
-    """Serve with signal handling: SIGHUP reloads, SIGTERM/SIGINT drain then return."""
+    """Serve with signal handling: SIGHUP reloads, SIGUSR1 reopens the access log,
+    SIGTERM/SIGINT drain then return."""
     gateway = Gateway(
         config_path, runtime, limits, reuse_port=reuse_port, metrics_file=metrics_file
     )
-    with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
+    with trio.open_signal_receiver(*SIGNALS) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(gateway.serve)
 
@@ -536,6 +550,8 @@ async def run_process(
                 async for signum in signals:
                     if signum == signal.SIGHUP:
                         gateway.reload()
+                    elif signum == signal.SIGUSR1:
+                        gateway.reopen_logs()
                     else:
                         log.info("received %s, draining", signal.Signals(signum).name)
                         gateway.stop()

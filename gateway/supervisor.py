@@ -1,10 +1,11 @@
 """`server.workers` > 1: N worker processes sharing the listen addresses via SO_REUSEPORT.
 
 The supervisor only starts workers, restarts one that dies, and forwards signals: SIGHUP
-(each worker reloads on its own, keeping its old config if the new one is invalid) and
-SIGTERM/SIGINT (each worker drains; the supervisor exits when all have). With the
-prometheus plugin it also serves the export address: each worker writes its counts to a
-file in the supervisor's private directory every second, and a scrape gets their sum.
+(each worker reloads on its own, keeping its old config if the new one is invalid), SIGUSR1
+(each worker reopens its access log) and SIGTERM/SIGINT (each worker drains; the
+supervisor exits when all have). With the prometheus plugin it also serves the export
+address: each worker writes its counts to a file in the supervisor's private directory
+every second, and a scrape gets their sum.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from gateway.errors import ConfigErrors
 from gateway.exporter import ExportServer
 from gateway.metrics import METRICS_FILE_ENV, merged_or_none, shared_snapshots
 from gateway.runtime import compile_config
-from gateway.server import open_listener
+from gateway.server import SIGNALS, open_listener
 
 log = logging.getLogger("gateway")
 
@@ -128,7 +129,7 @@ class Supervisor:
             shutil.rmtree(self._copy_dir, ignore_errors=True)
             return 1
         try:
-            with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
+            with trio.open_signal_receiver(*SIGNALS) as signals:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(
                         self.exporter.serve, lambda: self.export_uri, self._render_metrics
@@ -140,6 +141,9 @@ class Supervisor:
                             if self.take_config():
                                 log.info("workers reload %s", self.config_path)
                                 self._signal_all(signal.SIGHUP)
+                            continue
+                        if signum == signal.SIGUSR1:
+                            self._signal_all(signal.SIGUSR1)
                             continue
                         self.stopping = True
                         self._signal_all(signal.SIGTERM)

@@ -580,3 +580,44 @@ async def test_demo_echo_upstream_answers_head_and_get_through_the_gateway(
     finally:
         process.kill()
         await process.wait()
+
+
+def _entries(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+async def _lines(path: Path, count: int) -> list[dict[str, Any]]:
+    """The access log's entries once it holds `count` lines (each is written just after
+    its response went out)."""
+    with trio.fail_after(10):
+        while len(entries := _entries(path)) < count:  # noqa: ASYNC110 (a file, no event)
+            await trio.sleep(0.02)
+    return entries
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_sigusr1_reopens_the_access_log_after_rotation(
+    tmp_path: Path, gateway_process: list[GatewayProcess], upstream: Upstream, workers: int
+) -> None:
+    """As nginx's USR1: logrotate renames the file, then the gateway writes a new one (every
+    worker, the supervisor passing the signal on)."""
+    address = f"127.0.0.1:{free_port()}"
+    log_file = tmp_path / "access.log"
+    config = basic_config(0, upstream.address, workers=workers, access_log=str(log_file))
+    config["server"]["listen"] = address
+    process, _ = await start_process(tmp_path, gateway_process, config)
+    await process.wait_log("gateway listening", count=workers)
+    assert (await request(address, target="/before")).status == 200
+    await _lines(log_file, 1)
+
+    rotated = tmp_path / "access.log.1"
+    log_file.rename(rotated)
+    process.signal(signal.SIGUSR1)
+    await process.wait_log("reopened the access log", count=workers)
+    for _ in range(4):
+        assert (await request(address, target="/after")).status == 200
+    assert [e["path"] for e in await _lines(log_file, 4)] == ["/after"] * 4
+    assert [e["path"] for e in await _lines(rotated, 1)] == ["/before"]
+    # Still serving, and USR1 did not stop anything.
+    process.signal(signal.SIGTERM)
+    assert await process.wait_exit() == 0
