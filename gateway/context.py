@@ -81,6 +81,7 @@ class RequestContext:
         "body_rewrite",
         "bytes_sent",
         "chain",
+        "connection",
         "consumer",
         "credential",
         "end",
@@ -191,6 +192,9 @@ class RequestContext:
         self.upstream_addr = ""
         self.upstream_time = -1.0
         self.websocket = False
+        # The client connection serving this request (a `downstream.ClientConnection`), for
+        # batch-requests' sub-requests: `await ctx.connection.serve_internal(sock)`.
+        self.connection: Any = None
         # The client connection when it came to an HTTPS address (an
         # `https.TlsConnection`: the SNI asked for).
         self.tls: Any = None

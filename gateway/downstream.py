@@ -210,6 +210,13 @@ class ClientConnection:
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(self.stream)
 
+    async def serve_internal(self, sock: socket.socket) -> None:
+        """Serve the requests written to `sock` (one end of a socket pair) as if this
+        connection's client had sent them: batch-requests' sub-requests, which meet every
+        route rule and plugin from the client's address and port."""
+        remote = (self.remote_addr, self.remote_port)
+        await ClientConnection(self.shared, sock, remote, self.server_port).serve()
+
     def _next_cycle(self) -> None:
         """A fresh h11 parser for the next request, holding what already arrived of it.
 
@@ -358,6 +365,7 @@ class ClientConnection:
             trio.current_time(),
             sent,
         )
+        ctx.connection = self
         tls = self.tls
         host = ctx.header(b"host")
         if host is not None:  # an empty one is a 400 too, as in nginx

@@ -258,9 +258,20 @@ class Response:
         return json.loads(self.body)
 
 
-async def connect(address: str) -> trio.SocketStream:
+async def connect(address: str, source: str | None = None) -> trio.SocketStream:
+    """A connection to `address`, from the loopback address `source` when given (any of
+    127.0.0.0/8 reaches a 127.0.0.1 listener)."""
     host, _, port = address.rpartition(":")
-    return await trio.open_tcp_stream(host.strip("[]"), int(port))
+    if source is None:
+        return await trio.open_tcp_stream(host.strip("[]"), int(port))
+    sock = trio.socket.socket()
+    try:
+        await sock.bind((source, 0))
+        await sock.connect((host.strip("[]"), int(port)))
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
 
 
 async def read_response(
@@ -297,9 +308,11 @@ async def request(
     target: str = "/",
     headers: list[tuple[str, str]] | None = None,
     body: bytes = b"",
+    source: str | None = None,
 ) -> Response:
-    """One request on a new connection, returning the parsed response."""
-    stream = await connect(address)
+    """One request on a new connection (from `source`, see `connect`), returning the
+    parsed response."""
+    stream = await connect(address, source)
     async with stream:
         hdrs = list(headers or [])
         if not any(n.lower() == "host" for n, _ in hdrs):

@@ -355,8 +355,9 @@ class PluginAttr(Conf, frozen=True, kw_only=True):
 
 class PluginMetadata(Conf, frozen=True, kw_only=True):
     """APISIX's `plugin_metadata`: settings shared by every conf of one plugin (`id`, the
-    plugin's name). Here the loggers' `log_format`, for their confs without one, and cors'
-    named `allow_origins` lists, for its confs' `allow_origins_by_metadata`."""
+    plugin's name). Here the loggers' `log_format`, for their confs without one, cors'
+    named `allow_origins` lists, for its confs' `allow_origins_by_metadata`, and
+    batch-requests' bounds on a batch."""
 
     id: Literal[
         "http-logger",
@@ -369,16 +370,24 @@ class PluginMetadata(Conf, frozen=True, kw_only=True):
         "clickhouse-logger",
         "syslog",
         "cors",
+        "batch-requests",
     ]
     log_format: dict[str, Any] | None = None
     allow_origins: dict[str, Origins] | None = None
+    max_body_size: Annotated[int, msgspec.Meta(gt=0)] | None = None
+    max_pipeline_items: Annotated[int, msgspec.Meta(gt=0)] | None = None
 
     def __post_init__(self) -> None:
-        if self.id == "cors":
-            if self.log_format is not None:
-                raise ValueError("cors metadata takes `allow_origins`, not `log_format`")
-        elif self.allow_origins is not None:
-            raise ValueError(f"{self.id} metadata takes `log_format`, not `allow_origins`")
+        taken = {
+            "cors": {"allow_origins"},
+            "batch-requests": {"max_body_size", "max_pipeline_items"},
+        }.get(self.id, {"log_format"})
+        for field in ("log_format", "allow_origins", "max_body_size", "max_pipeline_items"):
+            if getattr(self, field) is not None and field not in taken:
+                raise ValueError(
+                    f"{self.id} metadata takes {', '.join(f'`{t}`' for t in sorted(taken))},"
+                    f" not `{field}`"
+                )
 
 
 class Config(Conf, frozen=True, kw_only=True):

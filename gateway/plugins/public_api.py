@@ -6,12 +6,14 @@
 - `/apisix/status`, APISIX's node-status API: the connection and request counts of
   nginx's stub_status, as strings, and the node's id;
 - `/apisix/plugin/jwe/encrypt?key=<kid>&payload=<text>`, jwe-decrypt's: a token of the
-  payload under that consumer's key (400 without `key`, 404 for a key no consumer has).
+  payload under that consumer's key (400 without `key`, 404 for a key no consumer has);
+- `POST /apisix/batch-requests`, batch-requests' (see `plugins.batch_requests`).
 
 The API is the route's path, or `uri` when the route's path differs. Both add up every
 worker's counts (as they last shared them). Priority 501, access phase: after the
 authentication plugins, so a route can ask for a key first. Any other path, or a method
-other than GET and HEAD, gets 404; a route with this plugin needs no upstream.
+other than GET and HEAD (POST for batches), gets 404; a route with this plugin needs no
+upstream.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from gateway.context import RequestContext
 from gateway.http.replies import Reply, json_reply, status_reply
 from gateway.metrics import CONTENT_TYPE, DEFAULT_EXPORT_URI, ServerStats
 from gateway.pipeline import Plugin, PluginConf, PluginEnv
+from gateway.plugins import batch_requests
 from gateway.plugins.jwe_decrypt import jwe_keys
 
 NOT_FOUND = status_reply(404)
@@ -55,9 +58,16 @@ class PublicApi(Plugin):
         # host name, so every worker (and every restart) of a host says the same.
         self.node_id = str(uuid.uuid5(uuid.NAMESPACE_DNS, env.hostname))
         self.jwe_keys = jwe_keys(env)
+        batch = env.metadata.get("batch-requests")
+        self.batch_max_body = (batch and batch.max_body_size) or batch_requests.DEFAULT_MAX_BODY
+        self.batch_max_items = (
+            batch and batch.max_pipeline_items
+        ) or batch_requests.DEFAULT_MAX_ITEMS
 
-    def access(self, ctx: RequestContext) -> Reply | None:
+    async def access(self, ctx: RequestContext) -> Reply | None:
         path = self.uri or ctx.path
+        if path == batch_requests.URI and ctx.method == b"POST":
+            return await batch_requests.run(ctx, self.batch_max_body, self.batch_max_items)
         if ctx.method not in READS:
             return NOT_FOUND
         if path == JWE_ENCRYPT_URI:
