@@ -19,16 +19,15 @@ items by `max_pipeline_items` (1000), and **(ours)** the answers' bodies togethe
 
 from __future__ import annotations
 
-import socket
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from urllib.parse import quote
 
 import h11
 import msgspec
-import trio
 
 from gateway.context import RequestContext
 from gateway.http.replies import Header, Reply, error_msg, json_reply
+from gateway.subrequest import exchange
 
 URI = b"/apisix/batch-requests"
 DEFAULT_MAX_BODY = 1024 * 1024
@@ -47,7 +46,6 @@ _HOP_BY_HOP = frozenset(
         b"expect",
     }
 )
-_NO_BODY = frozenset({204, 304})
 
 Scalar = str | int | float | bool
 HeaderValue = str | int | float | list[str]
@@ -176,70 +174,7 @@ async def run(ctx: RequestContext, max_body: int, max_items: int) -> Reply:
     answers = []
     room = MAX_ANSWERS
     for item, conn, data in requests:
-        answer, size = await _exchange(ctx.connection, conn, item.method, data, batch.timeout, room)
+        answer, size = await exchange(ctx.connection, conn, item.method, data, batch.timeout, room)
         room -= size
         answers.append(answer)
     return json_reply(200, answers)
-
-
-async def _exchange(
-    connection: Any, conn: h11.Connection, method: str, data: bytes, timeout_ms: int, room: int
-) -> tuple[dict[str, Any], int]:
-    """One sub-request served by `connection`'s gateway on a socket pair: its answer's
-    record and body size."""
-    here, there = socket.socketpair()
-    here.setblocking(False)
-    there.setblocking(False)
-    stream = trio.SocketStream(trio.socket.from_stdlib_socket(here))
-    answer = None
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(connection.serve_internal, there)
-        try:
-            with trio.move_on_after(timeout_ms / 1000):
-                answer = await _answer(stream, conn, method, data, room)
-            if answer is None:
-                nursery.cancel_scope.cancel()  # the sub-request is given up
-        finally:
-            await trio.aclose_forcefully(stream)
-    return answer or ({"status": 504, "reason": "upstream timeout"}, 0)
-
-
-async def _answer(
-    stream: trio.SocketStream, conn: h11.Connection, method: str, data: bytes, room: int
-) -> tuple[dict[str, Any], int]:
-    await stream.send_all(data)
-    record: dict[str, Any] = {}
-    body = bytearray()
-    while True:
-        try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError as exc:
-            return {"status": 502, "reason": f"bad response: {exc}"}, 0
-        if event is h11.NEED_DATA:
-            conn.receive_data(await stream.receive_some(65536))
-        elif isinstance(event, h11.Response):
-            headers: dict[str, Any] = {}
-            for name, value in event.headers.raw_items():
-                key, text = name.decode("latin-1"), value.decode("latin-1")
-                known = headers.get(key)
-                if known is None:
-                    headers[key] = text
-                elif isinstance(known, list):
-                    known.append(text)
-                else:
-                    headers[key] = [known, text]
-            record = {
-                "status": event.status_code,
-                "reason": event.reason.decode("latin-1"),
-                "headers": headers,
-            }
-        elif isinstance(event, h11.Data):
-            body += event.data
-            if len(body) > room:
-                return {"status": 502, "reason": "response too large"}, 0
-        elif isinstance(event, h11.EndOfMessage):
-            if method != "HEAD" and record["status"] not in _NO_BODY:
-                record["body"] = body.decode("utf-8", "replace")
-            return record, len(body)
-        elif isinstance(event, h11.ConnectionClosed):
-            return {"status": 502, "reason": "connection closed before the response ended"}, 0

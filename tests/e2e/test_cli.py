@@ -63,7 +63,7 @@ def basic_config(port: int, upstream: str, **server: Any) -> dict[str, Any]:
 def test_check_accepts_the_shipped_config() -> None:
     result = run_cli("check", "--config", str(ROOT / "config.json"))
     assert result.returncode == 0, result.stderr
-    assert "configuration is valid: 2 routes, 0 services, 0 plugin configs" in result.stdout
+    assert "configuration is valid: 3 routes, 0 services, 0 plugin configs" in result.stdout
     assert result.stdout.rstrip().endswith("0 global rules, 0 certificates")
 
 
