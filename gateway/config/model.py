@@ -356,8 +356,8 @@ class PluginAttr(Conf, frozen=True, kw_only=True):
 class PluginMetadata(Conf, frozen=True, kw_only=True):
     """APISIX's `plugin_metadata`: settings shared by every conf of one plugin (`id`, the
     plugin's name). Here the loggers' `log_format`, for their confs without one, cors'
-    named `allow_origins` lists, for its confs' `allow_origins_by_metadata`, and
-    batch-requests' bounds on a batch."""
+    named `allow_origins` lists, for its confs' `allow_origins_by_metadata`,
+    batch-requests' bounds on a batch, and datadog's agent."""
 
     id: Literal[
         "http-logger",
@@ -371,19 +371,26 @@ class PluginMetadata(Conf, frozen=True, kw_only=True):
         "syslog",
         "cors",
         "batch-requests",
+        "datadog",
     ]
     log_format: dict[str, Any] | None = None
     allow_origins: dict[str, Origins] | None = None
     max_body_size: Annotated[int, msgspec.Meta(gt=0)] | None = None
     max_pipeline_items: Annotated[int, msgspec.Meta(gt=0)] | None = None
+    # datadog's agent (DogStatsD) and what every metric carries.
+    host: Annotated[str, msgspec.Meta(min_length=1)] | None = None
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
+    namespace: str | None = None
+    constant_tags: list[str] | None = None
 
     def __post_init__(self) -> None:
         taken = {
             "cors": {"allow_origins"},
             "batch-requests": {"max_body_size", "max_pipeline_items"},
+            "datadog": {"host", "port", "namespace", "constant_tags"},
         }.get(self.id, {"log_format"})
-        for field in ("log_format", "allow_origins", "max_body_size", "max_pipeline_items"):
-            if getattr(self, field) is not None and field not in taken:
+        for field in self.__struct_fields__:
+            if field != "id" and getattr(self, field) is not None and field not in taken:
                 raise ValueError(
                     f"{self.id} metadata takes {', '.join(f'`{t}`' for t in sorted(taken))},"
                     f" not `{field}`"

@@ -16,6 +16,7 @@ from gateway.plugins.collector_loggers import (
 from gateway.plugins.consumer_restriction import ConsumerRestriction
 from gateway.plugins.cors import Cors
 from gateway.plugins.csrf import Csrf
+from gateway.plugins.datadog import Datadog
 from gateway.plugins.fault_injection import FaultInjection
 from gateway.plugins.file_logger import FileLogger
 from gateway.plugins.forward_auth import ForwardAuth
@@ -88,6 +89,7 @@ PLUGINS: tuple[type[Plugin], ...] = (
     TrafficSplit,
     PublicApi,
     Prometheus,
+    Datadog,
     LokiLogger,
     ElasticsearchLogger,
     HttpLogger,

@@ -17,7 +17,7 @@ class PrometheusConf(PluginConf, frozen=True, kw_only=True):
     prefer_name: bool = False
 
 
-def _node(address: str) -> str:
+def node_ip(address: str) -> str:
     """The upstream node's IP, as APISIX's `balancer_ip` label holds it."""
     host = address.rpartition(":")[0]
     return host[1:-1] if host.startswith("[") else host
@@ -42,7 +42,7 @@ class Prometheus(Plugin):
         if self.prefer_name and route.service_name:
             service = route.service_name
         consumer = ctx.consumer.username if ctx.consumer is not None else ""
-        node = _node(ctx.upstream_addr) if ctx.upstream_addr else ""
+        node = node_ip(ctx.upstream_addr) if ctx.upstream_addr else ""
         upstream_ms = ctx.upstream_time * 1000 if ctx.upstream_time >= 0 else None
         self.metrics.observe(
             (
