@@ -25,6 +25,7 @@ import msgspec
 import trio
 
 from gateway.fetch import FetchError, tls_context, wait_request
+from gateway.wakeup import wake
 
 log = logging.getLogger("gateway")
 
@@ -253,8 +254,13 @@ class LogShipper:
         if queue is None:
             queue = self._queues[key] = kind(conf)
             self._pending.append(queue)
-            self._wakeup.set()
+            wake(self._wakeup)
         return queue
+
+    def wake_pending(self) -> None:
+        """Start what a reload compiled on a worker thread added (see `gateway.wakeup`)."""
+        if self._pending:
+            self._wakeup.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:

@@ -23,6 +23,7 @@ from jwt import PyJWK
 from jwt.exceptions import PyJWKError
 
 from gateway.fetch import FetchError, wait_request
+from gateway.wakeup import wake
 
 log = logging.getLogger("gateway")
 
@@ -188,8 +189,13 @@ class IdpRegistry:
         if provider is None:
             provider = self._providers[key] = Provider(discovery, verify_tls, timeout_s)
             self._pending.append(provider)
-            self._wakeup.set()
+            wake(self._wakeup)
         return provider
+
+    def wake_pending(self) -> None:
+        """Start what a reload compiled on a worker thread added (see `gateway.wakeup`)."""
+        if self._pending:
+            self._wakeup.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Load every provider (each within its timeout), report started, keep refreshing."""

@@ -36,8 +36,12 @@ PHASES = ("rewrite", "access", "before_proxy")
 Header = tuple[bytes, bytes]
 
 
-class Conf(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """Base of every config shape: unknown fields are errors, values never change."""
+class Conf(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, gc=False):
+    """Base of every config shape: unknown fields are errors, values never change.
+
+    Decoded from JSON, a config is a tree and can hold no reference cycle, so its Structs
+    stay out of the cyclic collector's sight (`gc=False`): with 100,000 consumers that is
+    600,000 objects fewer for the collection after each reload to walk."""
 
 
 class PluginMeta(Conf, frozen=True, kw_only=True):
@@ -146,8 +150,10 @@ class Plugin:
     Conf: ClassVar[type[Conf]]
 
     def __init__(self, conf: Any, env: PluginEnv) -> None:
+        # `env` is not kept: a plugin keeps what it reads of it, so that the consumers'
+        # plugins do not point back at the table of every consumer (a reference cycle per
+        # consumer, which only a full collection of the old config could free).
         self.conf = conf
-        self.env = env
 
     def __repr__(self) -> str:
         return f"<plugin {self.name} priority={self.priority}>"

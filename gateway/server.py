@@ -4,7 +4,8 @@
 with the certificates of `ssls`, see `https`), reports readiness through
 `task_status.started(addresses)` and serves until `stop()`; then it stops accepting and
 gives open connections `server.shutdown_timeout` seconds to finish. `reload()` swaps the
-compiled runtime atomically or keeps the old one when the new file is invalid.
+compiled runtime atomically (compiled on a worker thread) or keeps the old one when the
+new file is invalid.
 `run_process` wires this to signals: SIGHUP reloads, SIGUSR1 reopens the access log (as
 nginx's, after a rotation), SIGTERM/SIGINT drain and exit.
 """
@@ -39,6 +40,7 @@ from gateway.ratelimit import LimitRegistry
 from gateway.runtime import Runtime, compile_config
 from gateway.upstream.pool import PoolManager
 from gateway.upstream.prober import run_probes
+from gateway.wakeup import deferred
 
 log = logging.getLogger("gateway")
 # What a gateway process (and the supervisor, which passes them on) acts on.
@@ -288,12 +290,29 @@ class Gateway:
         else:
             log.error("cannot reopen the access log %s: the old file is kept", target)
 
-    def reload(self) -> bool:
-        """Re-read the config file; swap the runtime if valid, else keep the old one."""
+    async def reload(self) -> bool:
+        """Re-read the config file; swap the runtime if valid, else keep the old one.
+
+        The file is read, checked and compiled on a worker thread while the old config
+        keeps serving (100,000 consumers take seconds; the trio thread only waits for the
+        interpreter now and then), with the cyclic collector off meanwhile (it would walk
+        the half-built config again and again); the swap is made here."""
         if self.config_path is None:
             return False
+        gc.disable()
         try:
-            runtime = compile_config(
+            runtime = await trio.to_thread.run_sync(deferred, self._build)
+        finally:
+            gc.enable()
+            for registry in (self.loggers, self.idps, self.limits.redis):
+                registry.wake_pending()
+        return runtime is not None and self._swap(runtime)
+
+    def _build(self) -> Runtime | None:
+        """The new runtime, or None (and why, logged) when it cannot be had."""
+        assert self.config_path is not None
+        try:
+            return compile_config(
                 load(self.config_path),
                 limits=self.limits,
                 idps=self.idps,
@@ -305,12 +324,15 @@ class Gateway:
         except ConfigErrors as exc:
             self.limits.take_used()
             log.error("reload refused, the previous config keeps serving:\n%s", exc)
-            return False
         except Exception:
             # A bug met while building the new config must not take the old one down.
             self.limits.take_used()
             log.exception("reload failed, the previous config keeps serving")
-            return False
+        return None
+
+    def _swap(self, runtime: Runtime) -> bool:
+        """Serve `runtime` from now on, unless what only the trio thread can set up for it
+        (its access log file, its metrics address) fails."""
         access_log = None
         if runtime.server.access_log != self.runtime.server.access_log:
             try:
@@ -549,7 +571,7 @@ async def run_process(
             async def watch_signals() -> None:
                 async for signum in signals:
                     if signum == signal.SIGHUP:
-                        gateway.reload()
+                        await gateway.reload()
                     elif signum == signal.SIGUSR1:
                         gateway.reopen_logs()
                     else:

@@ -100,6 +100,7 @@ class HmacAuth(AuthPlugin):
 
     def __init__(self, conf: HmacAuthConf, env: PluginEnv) -> None:
         super().__init__(conf, env)
+        self.now = env.now
         self.allowed = frozenset(conf.allowed_algorithms)
         self.skew = conf.clock_skew
         self.signed = tuple(h.lower() for h in conf.signed_headers)
@@ -207,5 +208,5 @@ class HmacAuth(AuthPlugin):
             sent = parsedate_to_datetime(date.decode("latin-1")).timestamp()
         except (TypeError, ValueError, IndexError, OverflowError):
             raise _Failure("Date header is not an HTTP date") from None
-        if abs(self.env.now() - sent) > self.skew:
+        if abs(self.now() - sent) > self.skew:
             raise _Failure("Date outside clock_skew")

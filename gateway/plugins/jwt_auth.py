@@ -122,6 +122,7 @@ class JwtAuth(AuthPlugin):
 
     def __init__(self, conf: JwtAuthConf, env: PluginEnv) -> None:
         super().__init__(conf, env)
+        self.now = env.now
         self.header = conf.header.lower().encode("latin-1")
         self.query = conf.query
         self.cookie = conf.cookie
@@ -204,7 +205,7 @@ class JwtAuth(AuthPlugin):
         return None
 
     def _claims_valid(self, payload: dict[str, Any], grace: int) -> bool:
-        now = self.env.now()
+        now = self.now()
         for claim in ("exp", "nbf"):
             if claim not in payload:
                 if claim in self.required:

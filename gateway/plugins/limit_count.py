@@ -28,6 +28,7 @@ log = logging.getLogger("gateway")
 LIMIT = b"x-ratelimit-limit"
 REMAINING = b"x-ratelimit-remaining"
 RESET = b"x-ratelimit-reset"
+FAILED = error_msg(500, "failed to limit count")
 
 
 class LimitCountConf(RedisPolicyConf, frozen=True, kw_only=True):
@@ -67,7 +68,6 @@ class LimitCount(Plugin):
         self.degrade = conf.allow_degradation
         self.rejected_code = conf.rejected_code
         self.rejected = rejected_reply(conf.rejected_code, conf.rejected_msg)
-        self.failed = error_msg(500, "failed to limit count")
         self.key = key_reader(conf.key_type, conf.key)
         if conf.policy != "local":
             self.access = self._access_redis  # type: ignore[method-assign,assignment]
@@ -81,7 +81,7 @@ class LimitCount(Plugin):
             decision = await self.store.incoming(self.key(ctx), 1)
         except RedisUnavailable as exc:
             log.error("limit-count: redis failed: %s", exc)
-            return None if self.degrade else self.failed
+            return None if self.degrade else FAILED
         return self._apply(ctx, decision)
 
     def _apply(self, ctx: RequestContext, decision: Decision) -> Reply | None:

@@ -135,7 +135,8 @@ class _Verifier:
     def __init__(self, conf: ProviderConf, env: PluginEnv) -> None:
         assert conf.discovery is not None
         self.conf = conf
-        self.env = env
+        self.now = env.now
+        self.consumers = env.consumers
         self.provider: Provider = env.idps.provider(conf.discovery, conf.ssl_verify, conf.timeout)
         name = conf.token_header.lower()
         self.header = name.encode("latin-1")
@@ -179,7 +180,7 @@ class _Verifier:
         cached = self.verified.get(token)
         if cached is not None:
             exp = cached.get("exp")
-            if exp is None or exp > self.env.now():
+            if exp is None or exp > self.now():
                 return token, cached
             del self.verified[token]
         try:
@@ -241,7 +242,7 @@ class _Verifier:
         return None
 
     def _check_times(self, claims: dict[str, Any]) -> None:
-        now = self.env.now()
+        now = self.now()
         exp, nbf = claims.get("exp"), claims.get("nbf")
         if exp is not None and (not isinstance(exp, (int, float)) or exp <= now):
             raise _Rejected("expired")
@@ -258,7 +259,7 @@ class _Verifier:
             self.conf.client_id,
             self.conf.client_secret,
             self.conf.introspection_endpoint_auth_method,
-            self.env.now(),
+            self.now(),
         )
         if result.get("active") is not True:
             raise _Rejected("introspection: token not active")
@@ -305,6 +306,7 @@ class OpenIdConnect(AuthPlugin):
 
     def __init__(self, conf: OpenIdConnectConf, env: PluginEnv) -> None:
         super().__init__(conf, env)
+        self.consumers = env.consumers
         confs = conf.providers if conf.providers is not None else [conf]
         self.verifiers = [_Verifier(c, env) for c in confs]
         self.any = conf.mode == "any"
@@ -331,7 +333,7 @@ class OpenIdConnect(AuthPlugin):
             if claim is None:
                 continue
             value = claims.get(claim)
-            consumer = self.env.consumers.by_name.get(value) if isinstance(value, str) else None
+            consumer = self.consumers.by_name.get(value) if isinstance(value, str) else None
             if consumer is None:
                 if not verifier.conf.consumer_optional:
                     return verifier.unmapped

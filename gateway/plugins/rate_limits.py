@@ -8,6 +8,7 @@ The key comes from request variables (`remote_addr` by default, or `consumer_nam
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import Annotated, Literal
@@ -74,8 +75,10 @@ class KeyedLimitConf(RedisPolicyConf, frozen=True, kw_only=True):
         check_key(self.key_type, self.key)
 
 
+@functools.lru_cache(maxsize=1024)
 def rejected_reply(code: int, text: str | None) -> Reply:
-    """A limit's refusal: `{"error_msg": rejected_msg}`, or the status's own text."""
+    """A limit's refusal: `{"error_msg": rejected_msg}`, or the status's own text (one
+    Reply for every conf that says the same: a Reply is never changed)."""
     return error_msg(code, text) if text is not None else status_reply(code)
 
 
@@ -96,8 +99,11 @@ def _var_supported(name: str) -> bool:
     return name in _KEY_VARIABLES or _REQUEST_VARIABLE.fullmatch(name) is not None
 
 
+@functools.lru_cache(maxsize=1024)
 def key_reader(key_type: str, key: str) -> KeyReader:
-    """The function giving a request's key (`constant`, `var` or `var_combination`)."""
+    """The function giving a request's key (`constant`, `var` or `var_combination`); one
+    per key for every conf that names it (a limit per consumer would otherwise hold a
+    closure each)."""
     if key_type == "constant":
         return lambda ctx: key
     if key_type == "var":

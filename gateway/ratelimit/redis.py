@@ -20,6 +20,7 @@ import coredis
 import trio
 
 from gateway.ratelimit.local import Decision, seconds_left
+from gateway.wakeup import wake
 
 log = logging.getLogger("gateway")
 
@@ -182,15 +183,20 @@ class RedisClients:
     def add_sync(self, store: BackgroundStore) -> None:
         """Run `store`'s periodic push in the background (until the store is dropped)."""
         self._pending_syncs.append(store)
-        self._wakeup.set()
+        wake(self._wakeup)
 
     def handle(self, target: RedisTarget) -> RedisHandle:
         handle = self._handles.get(target)
         if handle is None:
             handle = self._handles[target] = RedisHandle(target)
             self._pending.append(handle)
-            self._wakeup.set()
+            wake(self._wakeup)
         return handle
+
+    def wake_pending(self) -> None:
+        """Start what a reload compiled on a worker thread added (see `gateway.wakeup`)."""
+        if self._pending or self._pending_syncs:
+            self._wakeup.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Enter each client as it is first asked for; never returns until cancelled."""

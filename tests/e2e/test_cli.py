@@ -9,12 +9,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
+from gateway import server as server_module
 from gateway.config.load import load
 from gateway.plugins.key_auth import KeyAuth
 from gateway.ratelimit import LimitRegistry
@@ -261,8 +263,47 @@ async def test_a_reload_that_meets_a_bug_keeps_the_old_config(
     keyed = basic_config(0, upstream.address)
     keyed["routes"][0]["plugins"] = {"key-auth": {}}
     write_config(path, keyed)
-    assert gateway.reload() is False
+    assert await gateway.reload() is False
     assert (await request(address)).status == 200  # the old config: no key-auth
+
+
+async def test_the_old_config_serves_while_the_new_one_compiles(
+    tmp_path: Path, nursery: trio.Nursery, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload compiles on a worker thread (100,000 consumers take seconds): requests
+    meanwhile are served by the old config, then by the new one."""
+    path = write_config(tmp_path / "c.json", basic_config(0, upstream.address))
+    limits = LimitRegistry()
+    gateway = Gateway(str(path), compile_config(load(str(path)), limits=limits), limits)
+    address = (await nursery.start(gateway.serve))[0]
+    compiling, go_on = threading.Event(), threading.Event()
+    real = server_module.compile_config
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        compiling.set()
+        go_on.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(server_module, "compile_config", held)
+    keyed = basic_config(0, upstream.address)
+    keyed["routes"][0]["plugins"] = {"key-auth": {}}
+    write_config(path, keyed)
+    done = trio.Event()
+    results: list[bool] = []
+
+    async def reload() -> None:
+        results.append(await gateway.reload())
+        done.set()
+
+    nursery.start_soon(reload)
+    await trio.to_thread.run_sync(compiling.wait)
+    for _ in range(3):
+        assert (await request(address)).status == 200  # the old config, without key-auth
+    assert not done.is_set()
+    go_on.set()
+    await done.wait()
+    assert results == [True]
+    assert (await request(address)).status == 401  # the new one asks for a key
 
 
 async def test_a_reload_names_what_only_a_restart_applies(
@@ -277,7 +318,7 @@ async def test_a_reload_names_what_only_a_restart_applies(
     changed = basic_config(0, upstream.address, workers=2, limits={"max_connections": 5})
     write_config(path, changed)
     with caplog.at_level("WARNING", logger="gateway"):
-        assert gateway.reload() is True
+        assert await gateway.reload() is True
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warned == [
         "server.workers changed: restart the gateway to apply it",

@@ -173,7 +173,7 @@ async def test_a_reload_starts_the_new_configs_probes(
     await nursery.start(gateway.serve)
     await first.wait_probes(2)
     path.write_text(json.dumps(config_for([checked([second.server.address], {"active": ACTIVE})])))
-    assert gateway.reload()
+    assert await gateway.reload()
     await second.wait_probes(2)
     seen = first.probes
     await second.wait_probes(3)
@@ -203,7 +203,7 @@ async def test_a_reload_keeps_what_the_checks_found(nursery: trio.Nursery, tmp_p
     assert sick.served() == 1
     config["routes"].append({"id": "more", "uri": "/more", "upstream_id": "u"})
     path.write_text(json.dumps(config))
-    assert gateway.reload()
+    assert await gateway.reload()
     assert [(await request(gw, target="/x")).status for _ in range(4)] == [200] * 4
     assert sick.served() == 1
 

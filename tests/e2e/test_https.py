@@ -345,7 +345,7 @@ async def test_a_reload_serves_the_new_certificate(
     before = await open_tls(address, ca, "api.test")
     config["ssls"] = [ssl_entry(ca.issue("new", "api.test"), "api.test")]
     path.write_text(json.dumps(config))
-    assert gateway.reload()
+    assert await gateway.reload()
     after = await open_tls(address, ca, "api.test")
     assert peer_name(after) == "new"
     assert (await exchange(after)).status == 200
@@ -359,7 +359,7 @@ async def test_a_reload_serves_the_new_certificate(
     config["ssls"] = [{"cert": cert, "key": other_key, "sni": "api.test"}]
     path.write_text(json.dumps(config))
     with caplog.at_level(logging.INFO, logger="gateway"):
-        assert not gateway.reload()
+        assert not await gateway.reload()
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "the key does not belong to the certificate - at `$.ssls[0]`" in logged
     key_body = other_key.splitlines()[1]

@@ -382,7 +382,7 @@ async def test_counters_survive_reload_when_conf_unchanged(
     # Same conf on /a, a changed conf on /b.
     config["routes"][1]["plugins"] = {"limit-count": {"count": 3, "time_window": 60}}
     path.write_text(json.dumps(config))
-    assert gateway.reload()
+    assert await gateway.reload()
     assert (await request(gw, target="/a")).status == 503  # /a's counter carried on
     assert [(await request(gw, target="/b")).status for _ in range(4)] == [200, 200, 200, 503]
 

@@ -167,7 +167,7 @@ async def test_counts_survive_a_reload_that_moves_the_export(
     addresses = await nursery.start(gateway.serve)
     await request(addresses[0], target="/m/a", headers=[("apikey", "jack-key")])
     path.write_text(json.dumps(prometheus_config(upstream, second)))
-    assert gateway.reload()
+    assert await gateway.reload()
     await request(addresses[0], target="/m/a", headers=[("apikey", "jack-key")])
     _, _, got = await scrape(f"127.0.0.1:{second}")
     assert (

@@ -126,6 +126,6 @@ async def test_entries_survive_a_reload(nursery: trio.Nursery, tmp_path: Path) -
     path.write_text(
         json.dumps(config_for([route(upstream, "c", memory), route(upstream, "d", {})]))
     )
-    assert gateway.reload()
+    assert await gateway.reload()
     again = await request(address, target="/c/a")
     assert (again.header(b"apisix-cache-status"), again.body) == (b"HIT", first.body)
