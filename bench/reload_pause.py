@@ -22,12 +22,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+sys.path.insert(0, str(ROOT / "bench/load"))
+from run import free_port, wait_port  # noqa: E402 (the load benchmark's helpers)
 
 
 def config(port: int, upstream: int, count: int) -> dict[str, object]:
@@ -49,17 +45,6 @@ def config(port: int, upstream: int, count: int) -> dict[str, object]:
              "upstream": {"nodes": {f"127.0.0.1:{upstream}": 1}}}  # fmt: skip
     return {"server": {"listen": f"127.0.0.1:{port}", "access_log": False},
             "routes": [route], "consumers": consumers}  # fmt: skip
-
-
-def wait_port(port: int, timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 def one_request(sock: socket.socket, data: bytes) -> None:
@@ -93,7 +78,7 @@ def main() -> None:
     )  # fmt: skip
     try:
         started = time.monotonic()
-        wait_port(port)
+        wait_port(port, timeout=600)
         print(f"{args.consumers} consumers: started in {time.monotonic() - started:.1f} s")
         request = b"GET /x HTTP/1.1\r\nHost: bench\r\napikey: key-7\r\n\r\n"
         times: list[tuple[float, float]] = []

@@ -194,20 +194,28 @@ class UdpQueue(SocketQueue):
     label = "udp-logger"
 
     async def deliver(self, body: bytes) -> str | None:
-        conf = self.conf
-        try:
-            with trio.fail_after(self.timeout_s()):
-                family, kind, proto, _, address = (
-                    await trio.socket.getaddrinfo(conf.host, conf.port, type=socket.SOCK_DGRAM)
-                )[0]
-                with trio.socket.socket(family, kind, proto) as sock:
-                    await sock.connect(address)
-                    await sock.send(body)
-        except trio.TooSlowError:
-            return f"not sent within {self.timeout_s():g} s"
-        except OSError as exc:
-            return f"{type(exc).__name__}: {exc}"
-        return None
+        return await send_datagrams(self.conf.host, self.conf.port, [body], self.timeout_s())
+
+
+async def send_datagrams(
+    host: str, port: int, datagrams: list[bytes], within_s: float
+) -> str | None:
+    """Send `datagrams` to `host`:`port` over one UDP socket within `within_s` seconds:
+    None when they went, else what went wrong."""
+    try:
+        with trio.fail_after(within_s):
+            family, kind, proto, _, address = (
+                await trio.socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+            )[0]
+            with trio.socket.socket(family, kind, proto) as sock:
+                await sock.connect(address)
+                for datagram in datagrams:
+                    await sock.send(datagram)
+    except trio.TooSlowError:
+        return f"not sent within {within_s:g} s"
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 class DogStatsdQueue(BatchQueue):
@@ -222,20 +230,7 @@ class DogStatsdQueue(BatchQueue):
 
     async def deliver(self, body: bytes) -> str | None:
         host, port = self.conf.agent
-        try:
-            with trio.fail_after(UDP_TIMEOUT_S):
-                family, kind, proto, _, address = (
-                    await trio.socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-                )[0]
-                with trio.socket.socket(family, kind, proto) as sock:
-                    await sock.connect(address)
-                    for line in body.split(b"\n"):
-                        await sock.send(line)
-        except trio.TooSlowError:
-            return f"not sent within {UDP_TIMEOUT_S:g} s"
-        except OSError as exc:
-            return f"{type(exc).__name__}: {exc}"
-        return None
+        return await send_datagrams(host, port, body.split(b"\n"), UDP_TIMEOUT_S)
 
 
 class LogShipper:

@@ -20,7 +20,7 @@ import msgspec
 from gateway.config.fields import Realm, Username
 from gateway.consumers import Credential
 from gateway.context import RequestContext
-from gateway.http.replies import Reply, message
+from gateway.http.replies import Header, Reply, message
 from gateway.pipeline import AuthPlugin, PluginConf, PluginEnv
 
 _DUMMY = hashlib.sha256(b"no such user").digest()
@@ -39,6 +39,18 @@ class BasicAuthCredential(PluginConf, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if ":" in self.username:
             raise ValueError("a basic-auth username cannot contain `:` (RFC 7617)")
+
+
+def basic_refusals(realm: str) -> tuple[list[Header], Reply, Reply, Reply]:
+    """The `Basic` challenge for `realm` and the 401s with it: no Authorization, one that
+    is not Basic credentials, credentials not accepted (basic-auth's and ldap-auth's)."""
+    challenge = [(b"www-authenticate", f'Basic realm="{realm}"'.encode())]
+    return (
+        challenge,
+        message(401, "Missing authorization in request", challenge),
+        message(401, "Invalid authorization in request", challenge),
+        message(401, "Invalid user authorization", challenge),
+    )
 
 
 def basic_credentials(value: bytes) -> tuple[bytes, bytes] | None:
@@ -68,11 +80,7 @@ class BasicAuth(AuthPlugin):
     def __init__(self, conf: BasicAuthConf, env: PluginEnv) -> None:
         super().__init__(conf, env)
         self.hide = conf.hide_credentials
-        challenge = [(b"www-authenticate", f'Basic realm="{conf.realm}"'.encode())]
-        self.challenge = challenge
-        self.missing = message(401, "Missing authorization in request", challenge)
-        self.malformed = message(401, "Invalid authorization in request", challenge)
-        self.invalid = message(401, "Invalid user authorization", challenge)
+        self.challenge, self.missing, self.malformed, self.invalid = basic_refusals(conf.realm)
         self.index: dict[bytes, tuple[bytes, Credential]] = env.consumers.index(self.name) or {}
 
     @classmethod

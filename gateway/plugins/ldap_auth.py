@@ -25,7 +25,7 @@ from gateway.context import RequestContext
 from gateway.http.replies import Reply, message
 from gateway.ldap import LdapError, simple_bind
 from gateway.pipeline import AuthPlugin, PluginConf, PluginEnv
-from gateway.plugins.basic_auth import basic_credentials
+from gateway.plugins.basic_auth import basic_credentials, basic_refusals
 
 log = logging.getLogger("gateway")
 
@@ -87,12 +87,8 @@ class LdapAuth(AuthPlugin):
         self.verify = conf.tls_verify
         self.prefix = conf.uid.encode() + b"="
         self.suffix = b"," + conf.base_dn.encode()
-        challenge = [(b"www-authenticate", f'Basic realm="{conf.realm}"'.encode())]
-        self.challenge = challenge
-        self.missing = message(401, "Missing authorization in request", challenge)
-        self.malformed = message(401, "Invalid authorization in request", challenge)
-        self.invalid = message(401, "Invalid user authorization", challenge)
-        self.no_consumers = message(401, "Missing related consumer", challenge)
+        self.challenge, self.missing, self.malformed, self.invalid = basic_refusals(conf.realm)
+        self.no_consumers = message(401, "Missing related consumer", self.challenge)
         self.unavailable = message(503, "LDAP server unavailable")
         self.index: dict[bytes, Credential] = env.consumers.index(self.name) or {}
 
