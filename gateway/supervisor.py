@@ -23,11 +23,13 @@ import trio
 
 from gateway.accesslog import AccessLog
 from gateway.config.load import parse
+from gateway.config.model import Config
 from gateway.errors import ConfigErrors
 from gateway.exporter import ExportServer
 from gateway.metrics import METRICS_FILE_ENV, merged_or_none, shared_snapshots
-from gateway.runtime import compile_config
+from gateway.runtime import Runtime, compile_config
 from gateway.server import SIGNALS, open_listener
+from gateway.wakeup import deferred
 
 log = logging.getLogger("gateway")
 
@@ -57,6 +59,17 @@ class Supervisor:
 
     def take_config(self) -> bool:
         """Copy the config file for the workers if it is valid; False (and logged) if not."""
+        checked = self._check_file()
+        return checked is not None and self._adopt(*checked)
+
+    async def retake_config(self) -> bool:
+        """`take_config` for SIGHUP: the file checked on a worker thread (a large config
+        takes seconds), so the export address keeps answering meanwhile."""
+        checked = await trio.to_thread.run_sync(deferred, self._check_file)
+        return checked is not None and self._adopt(*checked)
+
+    def _check_file(self) -> tuple[bytes, Config, Runtime] | None:
+        """The file's bytes, config and runtime when valid; None (and why, logged) if not."""
         try:
             with open(self.config_path, "rb") as f:
                 data = f.read()
@@ -69,10 +82,13 @@ class Supervisor:
                 exc.filename,
                 exc.strerror,
             )
-            return False
+            return None
         except ConfigErrors as exc:
             log.error("reload refused, the previous config keeps serving:\n%s", exc)
-            return False
+            return None
+        return data, config, runtime
+
+    def _adopt(self, data: bytes, config: Config, runtime: Runtime) -> bool:
         wanted = runtime.metrics_address
         try:
             listener = self.exporter.bind(wanted)
@@ -138,7 +154,7 @@ class Supervisor:
                         nursery.start_soon(self._keep_worker, index)
                     async for signum in signals:
                         if signum == signal.SIGHUP:
-                            if self.take_config():
+                            if await self.retake_config():
                                 log.info("workers reload %s", self.config_path)
                                 self._signal_all(signal.SIGHUP)
                             continue
