@@ -210,6 +210,20 @@ class ClientConnection:
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(self.stream)
 
+    def client_gone(self) -> bool:
+        """Whether the client closed or reset its connection (a peek at the socket: what
+        it may have sent ahead stays unread). For work done on its behalf that would
+        otherwise go on for nobody (batch-requests' later items)."""
+        raw = self.io.raw if isinstance(self.io, TlsConnection) else self.io
+        if not isinstance(raw, FastSocket):
+            return False
+        try:
+            return raw.sock.recv(1, socket.MSG_PEEK) == b""
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True
+
     async def serve_internal(self, sock: socket.socket) -> None:
         """Serve the requests written to `sock` (one end of a socket pair) as if this
         connection's client had sent them: batch-requests' sub-requests, which meet every

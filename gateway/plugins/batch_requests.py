@@ -10,7 +10,8 @@ checked before any is sent, then they run one after another, each on a connectio
 own served in this process from the client's address (APISIX sends them to its own port
 from 127.0.0.1): route rules, authentication and limits apply as to any request. Each
 answer is `{"status", "reason", "headers", "body"}`; one that takes longer than `timeout`
-ms is `{"status": 504, "reason": "upstream timeout"}`.
+ms is `{"status": 504, "reason": "upstream timeout"}`. **(ours)** Once the client has
+closed its connection, the items not yet sent are not sent.
 
 Bounded: the batch body by `plugin_metadata` `max_body_size` (1 MiB; 413 past it), its
 items by `max_pipeline_items` (1000), and **(ours)** the answers' bodies together by
@@ -26,13 +27,14 @@ import h11
 import msgspec
 
 from gateway.context import RequestContext
-from gateway.http.replies import Header, Reply, error_msg, json_reply
+from gateway.http.replies import Header, Reply, error_msg, json_reply, status_reply
 from gateway.subrequest import exchange
 
 URI = b"/apisix/batch-requests"
 DEFAULT_MAX_BODY = 1024 * 1024
 DEFAULT_MAX_ITEMS = 1000
 MAX_ANSWERS = 16 * 1024 * 1024
+CLIENT_GONE = status_reply(499)  # nginx's "client closed the connection", for the log
 # Not passed on from the batch request: its framing and connection handling.
 _HOP_BY_HOP = frozenset(
     {
@@ -174,6 +176,8 @@ async def run(ctx: RequestContext, max_body: int, max_items: int) -> Reply:
     answers = []
     room = MAX_ANSWERS
     for item, conn, data in requests:
+        if ctx.connection.client_gone():
+            return CLIENT_GONE  # nobody would read the answers: the rest is not sent
         answer, size = await exchange(ctx.connection, conn, item.method, data, batch.timeout, room)
         room -= size
         answers.append(answer)

@@ -4,12 +4,13 @@ client's own (routes, authentication, its address), their answers in one JSON ar
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from tests.helpers import Received, Upstream, config_for, request, start_gateway
+from tests.helpers import Received, Upstream, config_for, connect, request, start_gateway
 
 BATCH = "/apisix/batch-requests"
 
@@ -148,3 +149,31 @@ async def test_refusals(nursery: trio.Nursery, upstream: Upstream, slow: Upstrea
     assert status == 413
     assert body["error_msg"].endswith("is greater than the maximum size 400 allowed")
     assert len(upstream.received) == before
+
+
+async def test_items_after_the_client_left_are_not_sent(
+    nursery: trio.Nursery, upstream: Upstream, slow: Upstream, tmp_path: Path
+) -> None:
+    log = tmp_path / "access.log"
+    gw = await gateway(nursery, upstream, slow, server={"access_log": str(log)})
+    doc = {"timeout": 300, "pipeline": [{"path": "/slow"}, {"path": "/open/never"}]}
+    body = json.dumps(doc).encode()
+    stream = await connect(gw)
+    await stream.send_all(
+        b"POST " + BATCH.encode() + b" HTTP/1.1\r\nHost: gw\r\nContent-Length: "
+        + str(len(body)).encode() + b"\r\n\r\n" + body
+    )  # fmt: skip
+    # The first item is on its way (its upstream holds it): the client leaves.
+    with trio.fail_after(10):
+        while not slow.received:  # noqa: ASYNC110 (the upstream records, no event)
+            await trio.sleep(0.01)
+    await stream.aclose()
+    # The item times out; the batch's own line is the last one written for it.
+    with trio.fail_after(10):
+        while '"route_id":"batch"' not in read(log):  # noqa: ASYNC110 (a file, no event)
+            await trio.sleep(0.02)
+    assert not any(r.target.startswith(b"/open/never") for r in upstream.received)
+
+
+def read(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
