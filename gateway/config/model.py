@@ -21,7 +21,7 @@ from gateway.expr import compile_vars
 from gateway.http.methods import HttpMethod
 from gateway.http.path import PathError, route_path
 from gateway.metrics import DEFAULT_EXPORT_URI
-from gateway.pipeline import AuthPlugin, Conf, Plugin
+from gateway.pipeline import AuthPlugin, Conf, Plugin, Resource
 from gateway.plugins import PLUGINS
 from gateway.plugins.cors import Origins
 
@@ -146,7 +146,7 @@ class RouteTimeout(Conf, frozen=True, kw_only=True):
     read: Seconds | None = None
 
 
-class Route(Conf, frozen=True, kw_only=True):
+class Route(Resource, frozen=True, kw_only=True):
     id: Id
     name: str | None = None
     desc: str | None = None
@@ -227,7 +227,7 @@ class Route(Conf, frozen=True, kw_only=True):
         return list(self.remote_addrs or ())
 
 
-class Service(Conf, frozen=True, kw_only=True):
+class Service(Resource, frozen=True, kw_only=True):
     id: Id
     name: str | None = None
     desc: str | None = None
@@ -243,7 +243,7 @@ class Service(Conf, frozen=True, kw_only=True):
             raise ValueError("a service takes `upstream` or `upstream_id`, not both")
 
 
-class PluginConfig(Conf, frozen=True, kw_only=True):
+class PluginConfig(Resource, frozen=True, kw_only=True):
     """APISIX's plugin config: plugins that routes take by `plugin_config_id`."""
 
     id: Id
@@ -253,19 +253,19 @@ class PluginConfig(Conf, frozen=True, kw_only=True):
     plugins: Plugins
 
 
-class GlobalRule(Conf, frozen=True, kw_only=True):
+class GlobalRule(Resource, frozen=True, kw_only=True):
     id: Id
     plugins: Plugins
 
 
-class Credential(Conf, frozen=True, kw_only=True):
+class Credential(Resource, frozen=True, kw_only=True):
     id: Id
     desc: str | None = None
     labels: Labels = {}
     plugins: CredentialPlugins
 
 
-class Consumer(Conf, frozen=True, kw_only=True):
+class Consumer(Resource, frozen=True, kw_only=True):
     username: Username
     desc: str | None = None
     labels: Labels = {}
@@ -274,7 +274,7 @@ class Consumer(Conf, frozen=True, kw_only=True):
     credentials: list[Credential] = []
 
 
-class ConsumerGroup(Conf, frozen=True, kw_only=True):
+class ConsumerGroup(Resource, frozen=True, kw_only=True):
     id: Id
     desc: str | None = None
     labels: Labels = {}

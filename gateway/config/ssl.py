@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from gateway.config.fields import Id, Labels, any_of_patterns
-from gateway.pipeline import Conf
+from gateway.pipeline import Conf, Resource
 
 # APISIX's host pattern for an SNI: a name, `*.` before one, or `*` alone (every name).
 _SNI = re.compile(r"^(\*\.)?[0-9A-Za-z_-]+(\.[0-9A-Za-z_-]+)*\.?\Z|^\*\Z")
@@ -108,7 +108,7 @@ class SslClient(Conf, frozen=True, kw_only=True):
         return any_of_patterns(self.skip_mtls_uri_regex, "skip_mtls_uri_regex")
 
 
-class Ssl(Conf, frozen=True, kw_only=True):
+class Ssl(Resource, frozen=True, kw_only=True):
     id: Id | None = None
     type: Literal["server"] = "server"
     cert: Pem

@@ -12,7 +12,7 @@ from gateway import variables
 from gateway.config.fields import HOST, TOKEN, Host, HostHeader, Id, Labels, Port, Seconds
 from gateway.config.health import Checks
 from gateway.config.ssl import Pem, check_pair
-from gateway.pipeline import Conf
+from gateway.pipeline import Conf, Resource
 from gateway.template import Template
 
 _HOST_PORT = re.compile(rf"^({HOST}):([0-9]{{1,5}})\Z")
@@ -93,7 +93,7 @@ class UpstreamTls(Conf, frozen=True, kw_only=True):
         return self.client_cert, self.client_key
 
 
-class Upstream(Conf, frozen=True, kw_only=True):
+class Upstream(Resource, frozen=True, kw_only=True):
     id: Id | None = None
     name: str | None = None
     desc: str | None = None

@@ -924,3 +924,25 @@ def test_http_logger_conf_never_shows_its_credentials() -> None:
     )
     assert "t0ken" not in repr(conf)
     assert "pw" not in repr(conf)
+
+
+def test_admin_api_timestamps_are_taken_on_every_resource() -> None:
+    """A config exported from APISIX's Admin API carries `create_time` / `update_time`
+    on each resource."""
+    stamps = {"create_time": 1700000000, "update_time": 1700000100}
+    upstream = {"id": "u", "nodes": {"127.0.0.1:1": 1}, **stamps}
+    config = {
+        "routes": [{"id": "r", "uri": "/*", "upstream_id": "u", "service_id": "s",
+                    "plugin_config_id": "pc", **stamps}],
+        "services": [{"id": "s", **stamps}],
+        "upstreams": [upstream],
+        "plugin_configs": [{"id": "pc", "plugins": {}, **stamps}],
+        "global_rules": [{"id": "g", "plugins": {}, **stamps}],
+        "consumer_groups": [{"id": "cg", "plugins": {}, **stamps}],
+        "consumers": [{"username": "c", "group_id": "cg", **stamps, "credentials": [
+            {"id": "k", "plugins": {"key-auth": {"key": "k"}}, **stamps}]}],
+    }  # fmt: skip
+    compile_config(parse(json.dumps(config).encode()))
+    config["routes"][0]["update_time"] = "yesterday"
+    with pytest.raises(ConfigErrors, match=r"\$\.routes\[0\]\.update_time"):
+        compile_config(parse(json.dumps(config).encode()))
