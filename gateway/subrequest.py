@@ -4,6 +4,7 @@ with h11."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from typing import Any
 
@@ -41,7 +42,9 @@ async def exchange(
 async def _answer(
     stream: trio.SocketStream, conn: h11.Connection, method: str, data: bytes, room: int
 ) -> tuple[dict[str, Any], int]:
-    await stream.send_all(data)
+    # Refused before it was all read (a head too large), the answer is there all the same.
+    with contextlib.suppress(trio.BrokenResourceError, OSError):
+        await stream.send_all(data)
     record: dict[str, Any] = {}
     body = bytearray()
     while True:
@@ -50,7 +53,10 @@ async def _answer(
         except h11.RemoteProtocolError as exc:
             return {"status": 502, "reason": f"bad response: {exc}"}, 0
         if event is h11.NEED_DATA:
-            conn.receive_data(await stream.receive_some(65536))
+            try:
+                conn.receive_data(await stream.receive_some(65536))
+            except (trio.BrokenResourceError, OSError):
+                conn.receive_data(b"")  # reset: what came so far is all there is
         elif isinstance(event, h11.Response):
             headers: dict[str, Any] = {}
             for name, value in event.headers.raw_items():

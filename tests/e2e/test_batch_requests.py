@@ -177,3 +177,19 @@ async def test_items_after_the_client_left_are_not_sent(
 
 def read(path: Path) -> str:
     return path.read_text() if path.exists() else ""
+
+
+async def test_an_item_refused_before_it_was_read_gets_its_answer(
+    nursery: trio.Nursery, upstream: Upstream, slow: Upstream
+) -> None:
+    """A sub-request whose head the gateway refuses (too large) while it is still being
+    written: its record is that refusal, and the next item runs."""
+    metadata = [{"id": "batch-requests", "max_body_size": 8 << 20}]
+    gw = await gateway(nursery, upstream, slow, plugin_metadata=metadata)
+    big = {"path": "/open/big", "headers": {"X-Big": "x" * (4 << 20)}}
+    status, answers = await batch(gw, {"pipeline": [big, {"path": "/open/next"}]})
+    assert status == 200
+    assert answers[0]["status"] == 431
+    assert answers[1]["status"] == 200
+    assert upstream.received[-1].target == b"/open/next"
+    assert not any(r.target == b"/open/big" for r in upstream.received)
