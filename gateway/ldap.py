@@ -132,20 +132,14 @@ async def simple_bind(
                     stream = await open_stream(host, port, tls, verify)
                 message_id = idle.state if idle is not None else 1
                 code = await _bind_on(stream, message_id, name, password, idle is not None)
-            except _Stale:
+            except BaseException as exc:
                 if stream is not None:
                     await trio.aclose_forcefully(stream)
-                idle = None
-                continue
-            except (OSError, trio.BrokenResourceError, ssl.SSLError, LdapError) as exc:
-                if stream is not None:
-                    await trio.aclose_forcefully(stream)
-                if isinstance(exc, LdapError):
-                    raise
-                raise LdapError(f"{type(exc).__name__}: {exc}") from None
-            except BaseException:
-                if stream is not None:
-                    await trio.aclose_forcefully(stream)
+                if isinstance(exc, _Stale):
+                    idle = None  # once more, on a fresh connection
+                    continue
+                if isinstance(exc, (OSError, trio.BrokenResourceError, ssl.SSLError)):
+                    raise LdapError(f"{type(exc).__name__}: {exc}") from None
                 raise
             if code in NO_VERDICT:
                 await trio.aclose_forcefully(stream)

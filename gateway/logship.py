@@ -252,11 +252,6 @@ class LogShipper:
             wake(self._wakeup)
         return queue
 
-    def wake_pending(self) -> None:
-        """Start what a reload compiled on a worker thread added (see `gateway.wakeup`)."""
-        if self._pending:
-            self._wakeup.set()
-
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             task_status.started()

@@ -192,11 +192,6 @@ class IdpRegistry:
             wake(self._wakeup)
         return provider
 
-    def wake_pending(self) -> None:
-        """Start what a reload compiled on a worker thread added (see `gateway.wakeup`)."""
-        if self._pending:
-            self._wakeup.set()
-
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Load every provider (each within its timeout), report started, keep refreshing."""
         async with trio.open_nursery() as nursery:

@@ -301,11 +301,11 @@ class Gateway:
             return False
         gc.disable()
         try:
-            runtime = await trio.to_thread.run_sync(deferred, self._build)
+            runtime, noted = await trio.to_thread.run_sync(deferred, self._build)
         finally:
             gc.enable()
-            for registry in (self.loggers, self.idps, self.limits.redis):
-                registry.wake_pending()
+        for event in noted:  # the registries the new config handed work to
+            event.set()
         return runtime is not None and self._swap(runtime)
 
     def _build(self) -> Runtime | None:

@@ -65,7 +65,8 @@ class Supervisor:
     async def retake_config(self) -> bool:
         """`take_config` for SIGHUP: the file checked on a worker thread (a large config
         takes seconds), so the export address keeps answering meanwhile."""
-        checked = await trio.to_thread.run_sync(deferred, self._check_file)
+        # The check's own registries never run here: what it would wake stays asleep.
+        checked, _ = await trio.to_thread.run_sync(deferred, self._check_file)
         return checked is not None and self._adopt(*checked)
 
     def _check_file(self) -> tuple[bytes, Config, Runtime] | None:

@@ -104,12 +104,14 @@ def _target(item: Item, common: dict[str, Scalar | list[Scalar]] | None) -> byte
 
 
 def _lines(headers: dict[str, HeaderValue] | None) -> dict[bytes, list[bytes]]:
+    """Header lines by lower-cased name, but the framing ones the gateway writes itself."""
     out: dict[bytes, list[bytes]] = {}
     for name, value in (headers or {}).items():
+        key = name.lower().encode("latin-1", "replace")
+        if key in _HOP_BY_HOP or key == b"content-length":
+            continue
         values = value if isinstance(value, list) else [value]
-        out[name.lower().encode("latin-1", "replace")] = [
-            str(v).encode("latin-1", "replace") for v in values
-        ]
+        out[key] = [str(v).encode("latin-1", "replace") for v in values]
     return out
 
 
@@ -130,7 +132,6 @@ def sub_requests(batch: Batch, outer: list[Header]) -> list[tuple[Item, h11.Conn
             taken = own.keys() | common.keys()
             headers += [(n, v) for n, v in passed if n not in taken]
             body = item.body.encode() if item.body is not None else b""
-            headers = [h for h in headers if h[0] not in _HOP_BY_HOP and h[0] != b"content-length"]
             if body or item.method in ("POST", "PUT", "PATCH"):
                 headers.append((b"content-length", str(len(body)).encode()))
             headers.append((b"connection", b"close"))

@@ -44,16 +44,10 @@ class DatadogConf(PluginConf, frozen=True, kw_only=True):
     name: str = "datadog"
 
 
-class DatadogBatch(msgspec.Struct, frozen=True, kw_only=True):
-    """What the queue of one conf needs (its batch settings and the agent), and the key
-    that keeps it across reloads that change neither."""
+class DatadogBatch(DatadogConf, frozen=True, kw_only=True):
+    """A conf with the agent it sends to: what its queue reads, and the key that keeps the
+    queue across reloads that change neither."""
 
-    name: str
-    buffer_duration: int
-    inactive_timeout: int
-    batch_max_size: int
-    max_retry_count: int
-    retry_delay: int
     agent: tuple[str, int]
 
 
@@ -91,15 +85,7 @@ class Datadog(Plugin):
         self.prefer_name = conf.prefer_name
         self.include_path = conf.include_path
         self.include_method = conf.include_method
-        batch = DatadogBatch(
-            name=conf.name,
-            buffer_duration=conf.buffer_duration,
-            inactive_timeout=conf.inactive_timeout,
-            batch_max_size=conf.batch_max_size,
-            max_retry_count=conf.max_retry_count,
-            retry_delay=conf.retry_delay,
-            agent=(host, port),
-        )
+        batch = DatadogBatch(**msgspec.structs.asdict(conf), agent=(host, port))
         self.queue = env.loggers.queue(env.scope, batch, DogStatsdQueue)
 
     def _tags(self, ctx: RequestContext) -> bytes:

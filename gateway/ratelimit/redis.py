@@ -193,11 +193,6 @@ class RedisClients:
             wake(self._wakeup)
         return handle
 
-    def wake_pending(self) -> None:
-        """Start what a reload compiled on a worker thread added (see `gateway.wakeup`)."""
-        if self._pending or self._pending_syncs:
-            self._wakeup.set()
-
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Enter each client as it is first asked for; never returns until cancelled."""
         async with trio.open_nursery() as nursery:

@@ -14,6 +14,10 @@ from typing import Any
 import pytest
 import trio
 
+from gateway.config.load import load
+from gateway.ratelimit import LimitRegistry
+from gateway.runtime import compile_config
+from gateway.server import Gateway
 from tests.helpers import (
     Arrivals,
     LogLine,
@@ -184,6 +188,28 @@ async def test_http_logger_posts_batches(
     gateway.stop()
     _, post = await full.wait_posts(2)
     assert [e["route_id"] for e in json.loads(post.body)] == ["batched"]
+
+
+async def test_a_reload_starts_the_loggers_it_adds(
+    nursery: trio.Nursery, upstream: Upstream, tmp_path: Path
+) -> None:
+    """A reload compiles on a worker thread, where a new logger's queue cannot wake the
+    shipper: the reload wakes it once back in the trio thread."""
+    collector = Collector()
+    await nursery.start(collector.server.serve)
+    node = {"nodes": {upstream.address: 1}}
+    config = config_for([{"id": "r", "uri": "/r", "upstream": node}])
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    registry = LimitRegistry()
+    gateway = Gateway(str(path), compile_config(load(str(path)), limits=registry), registry)
+    gw = (await nursery.start(gateway.serve))[0]
+    config["routes"][0]["plugins"] = {"http-logger": http_logger(collector, batch_max_size=1)}
+    path.write_text(json.dumps(config))
+    assert await gateway.reload()
+    assert (await request(gw, target="/r")).status == 200
+    (post,) = await collector.wait_posts(1)
+    assert json.loads(post.body)[0]["request"]["uri"] == "/r"
 
 
 async def test_bodies_in_entries(nursery: trio.Nursery, upstream: Upstream, tmp_path: Path) -> None:
