@@ -40,8 +40,7 @@ class AccessLog:
             self._file = None
         else:
             self._file = open(target, "ab", buffering=0)  # noqa: SIM115 (lives with the log)
-        self._owned = isinstance(target, str)
-        self._path = target if isinstance(target, str) else None
+        self._path = target if isinstance(target, str) else None  # None: not a file we own
 
     @property
     def enabled(self) -> bool:
@@ -69,7 +68,7 @@ class AccessLog:
         assert self._file is not None
         try:
             self._file.write(self._encode(entry) + b"\n")
-            if not self._owned:
+            if self._path is None:
                 self._file.flush()
         except OSError:
             pass  # a full disk or closed pipe must not take requests down
@@ -110,5 +109,5 @@ class AccessLog:
         return True
 
     def close(self) -> None:
-        if self._owned and self._file is not None:
+        if self._path is not None and self._file is not None:
             self._file.close()
