@@ -24,7 +24,13 @@ from gateway.accesslog import AccessLog
 from gateway.context import RequestContext
 from gateway.errors import DownstreamError, UpstreamError, protocol_fault
 from gateway.fastio import ClientIO, FastSocket
-from gateway.http.framing import HeadError, check_head, check_incomplete, find_head_end
+from gateway.http.framing import (
+    HeadError,
+    check_head,
+    check_incomplete,
+    escaped_request_line,
+    find_head_end,
+)
 from gateway.http.headers import client_request_headers, is_websocket_upgrade
 from gateway.http.path import PathError, absolute_form, host_without_port, normalized_target
 from gateway.http.replies import (
@@ -266,13 +272,16 @@ class ClientConnection:
                         check_incomplete(pending, limits.max_request_line, limits.max_head)
                     else:
                         self.head_length = end
+                        head = bytes(pending[:end])
                         check_head(
-                            bytes(pending[:end]),
+                            head,
                             max_request_line=limits.max_request_line,
                             max_header_line=limits.max_header_line,
                             max_head=limits.max_head,
                             max_headers=limits.max_headers,
                         )
+                        if not head.isascii():
+                            self._escape_target(head)
                         return await self._parse_request()
                 except HeadError as exc:
                     await self._refuse(exc.status, exc.reason)
@@ -320,6 +329,19 @@ class ClientConnection:
                 pending = bytearray(pending) + data
             else:
                 pending += data
+
+    def _escape_target(self, head: bytes) -> None:
+        """Hand h11 the head with the target's bytes outside ASCII percent-encoded, when
+        that is where they are (see `http.framing.escaped_request_line`)."""
+        escaped = escaped_request_line(head)
+        if escaped is None:
+            return
+        stop, line = escaped
+        buffered, closed = self.h11.trailing_data  # the head and whatever followed it
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_event)
+        self.h11.receive_data(line + buffered[stop:])
+        if closed:
+            self.h11.receive_data(b"")
 
     async def _parse_request(self) -> h11.Request | None:
         """Let h11 parse a head that passed the checks (it is already in h11's buffer)."""

@@ -23,6 +23,10 @@ h11 accepts, and this module rejects:
   - a request line, header line, whole head or header count over `server.limits`
     (414 / 431)
 
+h11 refuses, and this module makes acceptable: a request target with bytes outside ASCII
+(curl sends `/日本` as raw UTF-8, and nginx serves it) is handed to h11 with those bytes
+percent-encoded, the URI it stands for (RFC 3987 section 3.1); see `escaped_request_line`.
+
 Still accepted: chunk sizes of 17 to 20 hex digits (h11's bound) are not rejected; they
 cannot mislead the upstream, which only ever sees chunks the gateway restated from the
 bytes that actually arrived.
@@ -56,6 +60,30 @@ _ALIASED: Final = frozenset(
 # Content-Length or Transfer-Encoding line, which only the line-by-line check judges.
 _PLAIN_HEAD: Final = re.compile(rb"[^\r\n]+\r\n(?:[!#$%&'*+\-.^`|~0-9A-Za-z]+:[^\r\n]*\r\n)*\r\n")
 _FRAMING_LINE: Final = re.compile(rb"\n(?:content-length|transfer-encoding):", re.IGNORECASE)
+
+
+_NOT_ASCII: Final = re.compile(rb"[\x80-\xff]")
+
+
+def _percent(match: re.Match[bytes]) -> bytes:
+    return b"%%%02X" % match[0][0]
+
+
+def escaped_request_line(head: bytes) -> tuple[int, bytes] | None:
+    """For a checked head whose request target has bytes outside ASCII: where its request
+    line ends in `head`, and the line with those bytes percent-encoded. None when there is
+    nothing to escape there (the bytes are in the method, the version or a header value,
+    or the line is not `method SP target SP version`): h11 judges such a head as it is."""
+    start = len(head) - len(head.lstrip(b"\r\n"))
+    stop = head.find(b"\r\n", start)
+    line = head[start:stop]
+    if line.isascii():
+        return None
+    method, space, rest = line.partition(b" ")
+    target, space_after, version = rest.rpartition(b" ")
+    if not (space and space_after and method.isascii() and version.isascii()):
+        return None
+    return stop, b"%s %s %s" % (method, _NOT_ASCII.sub(_percent, target), version)
 
 
 class HeadError(Exception):

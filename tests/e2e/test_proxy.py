@@ -170,6 +170,46 @@ async def test_route_uris_match_requests_in_their_normal_form(
         assert upstream.received[-1].header(b"x-route") == rid.encode(), target
 
 
+async def test_raw_utf8_in_the_target_is_served_as_its_escapes(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    """curl sends `/日本/x` as raw UTF-8, and nginx serves it; the gateway takes it as the
+    URI it stands for (RFC 3987 section 3.1: those bytes percent-encoded), so it is routed
+    like `/%E6%97%A5%E6%9C%AC/x` and goes upstream in that form."""
+    node = {"nodes": {upstream.address: 1}}
+    routes = [
+        {"id": "unicode", "uri": "/日本/*", "upstream": node},
+        {"id": "rest", "uri": "/*", "upstream": node},
+    ]
+    cfg = config_for(
+        [{**r, "plugins": {"proxy-rewrite": {"headers": {"x-route": r["id"]}}}} for r in routes]
+    )
+    _, gw = await start_gateway(nursery, cfg)
+    stream = await connect(gw)
+    async with stream:
+        for raw, sent in (
+            ("/日本/x?q=語", b"/%E6%97%A5%E6%9C%AC/x?q=%E8%AA%9E"),
+            ("/caf\u00e9", b"/caf%C3%A9"),
+        ):
+            await stream.send_all(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % raw.encode())
+            resp = await read_response(stream)
+            assert resp.status == 200, raw
+            assert upstream.received[-1].target == sent
+            rid = b"unicode" if raw.startswith("/日本") else b"rest"
+            assert upstream.received[-1].header(b"x-route") == rid
+    # Only the target is escaped: a method or a version with such bytes is still a 400,
+    # and so is a control character in the target.
+    for data in (
+        "G\u00c9T / HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+        "GET /日本 HTTP/1.\u00b9\r\nHost: x\r\n\r\n".encode(),
+        "GET /日本\x7f HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+        "GET /日本 /x HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+    ):
+        raw_reply = await exchange_raw(gw, data)
+        assert raw_reply.startswith(b"HTTP/1.1 400 "), (data, raw_reply[:80])
+    assert len(upstream.received) == 2
+
+
 async def test_route_uris_with_parameters(nursery: trio.Nursery, upstream: Upstream) -> None:
     """APISIX configs route by `/user/:id` and `/files/*path`: a parameter matches a segment,
     a `*name` the rest; the request goes on with its path as sent."""

@@ -14,6 +14,7 @@ from gateway.http.framing import (
     check_head,
     check_incomplete,
     check_lines,
+    escaped_request_line,
     find_head_end,
 )
 
@@ -215,3 +216,31 @@ def test_head_end_is_the_first_blank_line(parts: list[bytes]) -> None:
 def test_body_after_the_head_is_not_searched() -> None:
     data = head(b"Content-Length: 10") + b"x\n\nyyyyyyy" + b"\n\n" * 1000
     assert find_head_end(data) == len(head(b"Content-Length: 10"))
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (
+            "GET /日本?q=é HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+            (len("GET /日本?q=é HTTP/1.1".encode()), b"GET /%E6%97%A5%E6%9C%AC?q=%C3%A9 HTTP/1.1"),
+        ),
+        (
+            "\r\nGET /é HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+            (len("\r\nGET /é HTTP/1.1".encode()), b"GET /%C3%A9 HTTP/1.1"),
+        ),
+        ("GET / HTTP/1.1\r\nX-Name: é\r\n\r\n".encode(), None),  # a header value: h11's
+        ("GÉT / HTTP/1.1\r\nHost: x\r\n\r\n".encode(), None),
+        ("GET /é HTTP/1.¹\r\nHost: x\r\n\r\n".encode(), None),
+        ("GET /é\r\nHost: x\r\n\r\n".encode(), None),
+    ],
+)
+def test_escaped_request_line(head: bytes, expected: tuple[int, bytes] | None) -> None:
+    assert escaped_request_line(head) == expected
+    if expected is not None:
+        stop, line = expected
+        conn = h11.Connection(h11.SERVER)
+        conn.receive_data(line + head[stop:])
+        event = conn.next_event()
+        assert isinstance(event, h11.Request)
+        assert event.target.isascii()
