@@ -1,63 +1,21 @@
 """Read a config file into a validated `Config`, or raise `ConfigErrors` naming every problem.
 
-Steps: parse JSON, replace `$env://NAME` references (an unset variable is an error, never a
-literal), convert with msgspec (which names the JSON path of a bad field), then run the
-cross-resource checks.
+Steps: parse JSON, replace environment references (`config.references`: an unset
+variable is an error, never a literal), convert with msgspec (which names the JSON path of
+a bad field), then run the cross-resource checks.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
 
 import msgspec
 
 from gateway.config.checks import check
 from gateway.config.model import Config
+from gateway.config.references import MARKERS, resolve
 from gateway.errors import ConfigError, ConfigErrors
-
-ENV_PREFIX = "$env://"
-
-
-def _format_path(segments: tuple[str | int, ...]) -> str:
-    out = "$"
-    for seg in segments:
-        if isinstance(seg, int):
-            out += f"[{seg}]"
-        elif seg.replace("_", "a").replace("-", "a").isalnum():
-            out += f".{seg}"
-        else:
-            out += f"[{seg!r}]"
-    return out
-
-
-def resolve_env(
-    value: Any,
-    environ: Mapping[str, str],
-    errors: list[ConfigError],
-    path: tuple[str | int, ...] = (),
-) -> Any:
-    """`value` with every `$env://NAME` string replaced from `environ`.
-
-    The JSON path is kept as segments and only formatted for an error: a config with a
-    hundred thousand consumers should not build a path string per value.
-    """
-    if isinstance(value, str):
-        if value.startswith(ENV_PREFIX):
-            name = value[len(ENV_PREFIX) :]
-            if name not in environ:
-                errors.append(
-                    ConfigError(f"environment variable {name!r} is not set", _format_path(path))
-                )
-                return value
-            return environ[name]
-        return value
-    if isinstance(value, dict):
-        return {k: resolve_env(v, environ, errors, (*path, k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [resolve_env(v, environ, errors, (*path, i)) for i, v in enumerate(value)]
-    return value
 
 
 def _split_msgspec_error(text: str) -> ConfigError:
@@ -80,7 +38,8 @@ def parse(data: bytes, environ: Mapping[str, str] | None = None) -> Config:
 
 
 def _parse(data: bytes, environ: Mapping[str, str] | None) -> Config:
-    config = _decode_typed(data) if ENV_PREFIX.encode() not in data else None
+    referencing = MARKERS.search(data) is not None
+    config = None if referencing else _decode_typed(data)
     if config is not None:
         problems = check(config)
         if problems:
@@ -93,8 +52,8 @@ def _parse(data: bytes, environ: Mapping[str, str] | None) -> Config:
     if not isinstance(raw, dict):
         raise ConfigErrors([ConfigError("the config must be a JSON object", "$")])
     errors: list[ConfigError] = []
-    if ENV_PREFIX.encode() in data:
-        raw = resolve_env(raw, os.environ if environ is None else environ, errors)
+    if referencing:
+        raw = resolve(raw, os.environ if environ is None else environ, errors)
     if errors:
         raise ConfigErrors(errors)
     try:

@@ -210,6 +210,47 @@ async def test_serves_several_addresses_and_writes_access_log(
     assert "secret-value" not in "\n".join(lines)
 
 
+async def test_serves_a_config_whose_secrets_come_from_the_environment(
+    tmp_path: Path,
+    gateway_process: list[GatewayProcess],
+    upstream: Upstream,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An APISIX config brought over with its references: `$env://NAME/key` for a key
+    held in a JSON variable, `${{NAME:=default}}` for a number; `gateway check` refuses a
+    `$secret://` one rather than take it as a literal key."""
+    monkeypatch.setenv("GATEWAY_TEST_KEYS", json.dumps({"jack": "jack-from-env"}))
+    address = f"127.0.0.1:{free_port()}"
+    limit = {"count": "${{GATEWAY_TEST_LIMIT:=1}}", "time_window": 60, "key": "consumer_name"}
+    config = {
+        "server": {"listen": address},
+        "routes": [
+            {
+                "id": "r",
+                "uri": "/*",
+                "upstream": {"nodes": {upstream.address: 1}},
+                "plugins": {"key-auth": {}, "limit-count": limit},
+            }
+        ],
+        "consumers": [
+            {"username": "jack", "plugins": {"key-auth": {"key": "$env://GATEWAY_TEST_KEYS/jack"}}}
+        ],
+    }
+    await start_process(tmp_path, gateway_process, config)
+    assert (
+        await request(address, headers=[("apikey", "$env://GATEWAY_TEST_KEYS/jack")])
+    ).status == 401
+    assert (await request(address, headers=[("apikey", "jack-from-env")])).status == 200
+    assert (await request(address, headers=[("apikey", "jack-from-env")])).status == 503
+    assert len(upstream.received) == 1
+
+    config["consumers"][0]["plugins"]["key-auth"]["key"] = "$secret://vault/1/jack/key"
+    result = run_cli("check", "--config", str(write_config(tmp_path / "c.json", config)))
+    assert result.returncode == 1
+    assert "$.consumers[0].plugins.key-auth.key" in result.stderr
+    assert "$secret://" in result.stderr
+
+
 async def test_sighup_reload_valid_then_invalid(
     tmp_path: Path,
     gateway_process: list[GatewayProcess],

@@ -882,6 +882,65 @@ def test_env_references_are_resolved_and_never_literal() -> None:
     assert info.value.errors[0].path == "$.routes[0].plugins.proxy-rewrite.host"
 
 
+def test_env_references_as_apisix_writes_them() -> None:
+    """`$ENV://` in any case, `$env://NAME/key` for a key of a JSON object held by the
+    variable, and standalone apisix.yaml's `${{NAME}}` / `${{NAME:=default}}` anywhere in a
+    string (a value that is then all number or true/false becomes one, as in APISIX)."""
+    snippet = {
+        "routes": [
+            route(
+                uri="${{ PREFIX }}/*",
+                plugins={
+                    "proxy-rewrite": {"host": "$ENV://BACKEND_HOST"},
+                    "limit-count": {"count": "${{LIMIT:=7}}", "time_window": "${{WINDOW}}"},
+                    "key-auth": {"hide_credentials": "${{HIDE:= true }}"},
+                },
+            )
+        ],
+        "consumers": [
+            {"username": "jack", "plugins": {"key-auth": {"key": "$env://SECRETS/jack"}}}
+        ],
+    }
+    environ = {
+        "BACKEND_HOST": "svc.internal",
+        "PREFIX": "/api",
+        "WINDOW": "60",
+        "SECRETS": '{"jack": "jack-key"}',
+    }
+    config = parse(json.dumps(snippet).encode(), environ=environ)
+    plugins = config.routes[0].plugins
+    assert config.routes[0].uri == "/api/*"
+    assert plugins.proxy_rewrite.host == "svc.internal"
+    assert (plugins.limit_count.count, plugins.limit_count.time_window) == (7, 60)
+    assert plugins.key_auth.hide_credentials is True
+    assert config.consumers[0].plugins.key_auth.key == "jack-key"
+
+
+@pytest.mark.parametrize(
+    ("value", "environ", "fault"),
+    [
+        ("${{WINDOW}}", {}, "environment variable 'WINDOW' is not set"),
+        ("$env://SECRETS/jill", {"SECRETS": '{"jack": "x"}'}, "no key 'jill'"),
+        ("$env://SECRETS/jack", {"SECRETS": "hunter2-not-json"}, "not a JSON object"),
+        # APISIX's secret managers (Vault, AWS, GCP) are not here: never a literal key.
+        ("$secret://vault/1/jack/key", {}, "$secret://"),
+    ],
+)
+def test_unresolvable_references_are_errors_without_values(
+    value: str, environ: dict[str, str], fault: str
+) -> None:
+    snippet = {
+        "routes": [route()],
+        "consumers": [{"username": "jack", "plugins": {"key-auth": {"key": value}}}],
+    }
+    with pytest.raises(ConfigErrors) as info:
+        parse(json.dumps(snippet).encode(), environ=environ)
+    error = info.value.errors[0]
+    assert error.path == "$.consumers[0].plugins.key-auth.key"
+    assert fault in error.message
+    assert "hunter2" not in str(info.value)
+
+
 def test_defaults_follow_apisix() -> None:
     config = parse(json.dumps({"routes": [route()]}).encode())
     upstream = config.routes[0].upstream
