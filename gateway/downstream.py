@@ -44,6 +44,7 @@ from gateway.http.replies import (
 )
 from gateway.http.response import ResponseWriter, start_response, wants_keep_alive
 from gateway.https import TlsConnection
+from gateway.patterns import PatternTimeout
 from gateway.pipeline import finish_whole_body, run_header_filters, run_log, run_request_phases
 from gateway.request_body import CLIENT_GONE, RequestBody
 from gateway.upstream.pool import PoolManager
@@ -458,6 +459,12 @@ class ClientConnection:
             if exc.status != CLIENT_GONE and not self.response_started:
                 # A bad body (e.g. an invalid chunk) before any answer: say so, then close.
                 await self._reject(exc.status, exc.reason)
+        except PatternTimeout as exc:
+            # A config regex that backtracks without end on this input (see `patterns`).
+            log.warning("request from %s refused: %s", self.remote_addr, exc)
+            ctx.status = 500
+            keep = False
+            await self._reject(500, "internal error")
         except Exception:
             # A bug met by this request: answer it as nginx answers a failed handler, then
             # close (its state is unknown); the other connections go on.

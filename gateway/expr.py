@@ -18,12 +18,12 @@ Compiled once at load into one callable; a bad rule raises ValueError naming whe
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from typing import Any
 
 from gateway.addresses import NetworkSet
 from gateway.context import RequestContext
+from gateway.patterns import IGNORECASE, Pattern, PatternError
 from gateway.variables import getter, known
 
 Check = Callable[[RequestContext], bool]
@@ -172,8 +172,8 @@ def _regex(flags: int) -> Callable[[Any], Test]:
         if not isinstance(value, str):
             raise ValueError(f"a regular expression, got {value!r}")
         try:
-            pattern = re.compile(value, flags)
-        except re.error as exc:
+            pattern = Pattern(value, flags)
+        except PatternError as exc:
             raise ValueError(f"bad regular expression {value!r}: {exc}") from None
         return lambda var: var is not None and pattern.search(var) is not None
 
@@ -206,7 +206,7 @@ _OPERATORS: dict[str, Callable[[Any], Test]] = {
     "<": _numeric(lambda a, b: a < b),
     "<=": _numeric(lambda a, b: a <= b),
     "~~": _regex(0),
-    "~*": _regex(re.IGNORECASE),
+    "~*": _regex(IGNORECASE),
     "in": _in,
     "ipmatch": _ipmatch,
 }

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import re
 import socket
 import ssl
@@ -26,7 +27,10 @@ from cryptography import x509
 from gateway.config.ssl import Ssl, load_pairs, normal_sni, sni_keys
 from gateway.fastio import FastSocket
 from gateway.http.replies import error_msg
+from gateway.patterns import PatternTimeout
 from gateway.tlshello import NEED_MORE, read_hello
+
+log = logging.getLogger("gateway")
 
 ALPN = ["http/1.1"]
 RECORD_READ = 64 * 1024  # socket bytes read per try: several TLS records (16 KiB each)
@@ -245,8 +249,12 @@ class TlsConnection(trio.abc.Stream):
             return None
         if self.verify != "SUCCESS":
             skip = entry.skip
-            if skip is not None and skip.search(path.decode("latin-1")) is not None:
-                return None
+            if skip is not None:
+                try:
+                    if skip.search(path.decode("latin-1")) is not None:
+                        return None
+                except PatternTimeout as exc:  # not shown to skip: the certificate is needed
+                    log.warning("%s", exc)
             if self.verify == "NONE":
                 return "client certificate was not present"
             return f"client certificate verification is not passed: {self.verify}"

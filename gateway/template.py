@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from gateway.context import Header, RequestContext
+from gateway.patterns import Pattern
 from gateway.variables import Getter, getter
 
 _VAR = re.compile(r"\$(\{[A-Za-z0-9_]+\}|[A-Za-z_][A-Za-z0-9_]*|[0-9])")
@@ -62,7 +63,7 @@ def config_template(text: str) -> Template:
 
 
 def substitute(
-    pattern: re.Pattern[str], template: Template, text: str, ctx: RequestContext
+    pattern: Pattern, template: Template, text: str, ctx: RequestContext
 ) -> tuple[str, tuple[str | None, ...]] | None:
     """`ngx.re.sub`: `text` with the first match of `pattern` replaced by `template`
     (`$0`..`$9` its groups), and those groups; None when nothing matches."""

@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from gateway.config.fields import Id, Labels, any_of_patterns
+from gateway.patterns import Pattern
 from gateway.pipeline import Conf, Resource
 
 # APISIX's host pattern for an SNI: a name, `*.` before one, or `*` alone (every name).
@@ -102,7 +103,7 @@ class SslClient(Conf, frozen=True, kw_only=True):
             any_of_patterns(self.skip_mtls_uri_regex, "skip_mtls_uri_regex")
 
     @property
-    def skip(self) -> re.Pattern[str] | None:
+    def skip(self) -> Pattern | None:
         if self.skip_mtls_uri_regex is None:
             return None
         return any_of_patterns(self.skip_mtls_uri_regex, "skip_mtls_uri_regex")

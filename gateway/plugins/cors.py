@@ -17,7 +17,6 @@ follows `timing_allow_origins(_by_regex)` the same way.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 import msgspec
@@ -25,6 +24,7 @@ import msgspec
 from gateway.config.fields import HeaderText, any_of_patterns
 from gateway.context import RequestContext
 from gateway.http.replies import Reply
+from gateway.patterns import Pattern
 from gateway.pipeline import Header, Plugin, PluginConf, PluginEnv
 
 # APISIX's pattern for an origin list, without control characters (they would break the
@@ -77,7 +77,7 @@ class CorsConf(PluginConf, frozen=True, kw_only=True):
                 _compile(regexes)
 
 
-def _compile(regexes: list[str]) -> re.Pattern[str]:
+def _compile(regexes: list[str]) -> Pattern:
     """One pattern for the list (APISIX joins them with `|`); ValueError when one is bad."""
     return any_of_patterns(regexes, "origin regex")
 

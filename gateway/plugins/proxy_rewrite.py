@@ -19,6 +19,7 @@ import msgspec
 from gateway.config.fields import HEADER_TEXT, HeaderName, HostHeader, any_of_patterns
 from gateway.context import RequestContext
 from gateway.http.path import PATH_SAFE
+from gateway.patterns import Pattern
 from gateway.pipeline import Conf, Plugin, PluginConf, PluginEnv
 from gateway.template import Template, config_template, substitute
 
@@ -115,7 +116,7 @@ class ProxyRewrite(Plugin):
         self.uri = config_template(conf.uri) if conf.uri is not None else None
         pairs = conf.regex_uri or []
         self.regex_uri = tuple(
-            (re.compile(pairs[i]), config_template(pairs[i + 1])) for i in range(0, len(pairs), 2)
+            (Pattern(pairs[i]), config_template(pairs[i + 1])) for i in range(0, len(pairs), 2)
         )
         self.method = conf.method.encode() if conf.method else None
         self.host = conf.host.encode("latin-1") if conf.host else None

@@ -9,7 +9,6 @@ It runs in the rewrite phase at priority 900: after authentication.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 import msgspec
@@ -17,6 +16,7 @@ import msgspec
 from gateway.config.fields import any_of_patterns
 from gateway.context import RequestContext
 from gateway.http.replies import Reply, reason
+from gateway.patterns import Pattern
 from gateway.pipeline import Plugin, PluginConf, PluginEnv
 from gateway.plugins.proxy_rewrite import safe_target
 from gateway.template import config_template, substitute
@@ -66,7 +66,7 @@ class Redirect(Plugin):
         super().__init__(conf, env)
         self.uri = config_template(conf.uri) if conf.uri is not None else None
         if conf.regex_uri is not None:
-            self.pattern: re.Pattern[str] | None = re.compile(conf.regex_uri[0])
+            self.pattern: Pattern | None = Pattern(conf.regex_uri[0])
             self.regex_template = config_template(conf.regex_uri[1])
         else:
             self.pattern = None

@@ -27,6 +27,16 @@ import msgspec
 from gateway.config.fields import HEADER_TEXT, TOKEN
 from gateway.context import RequestContext
 from gateway.expr import compile_vars
+from gateway.patterns import (
+    BODY_BUDGET,
+    DOTALL,
+    IGNORECASE,
+    MULTILINE,
+    VERBOSE,
+    Match,
+    Pattern,
+    PatternError,
+)
 from gateway.pipeline import Conf, Header, Plugin, PluginConf, PluginEnv
 from gateway.template import Template, config_template
 
@@ -48,7 +58,7 @@ class HeaderOps(Conf, frozen=True, kw_only=True):
     remove: Annotated[list[HeaderName], msgspec.Meta(min_length=1)] | None = None
 
 
-_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
+_FLAGS = {"i": IGNORECASE, "m": MULTILINE, "s": DOTALL, "x": VERBOSE}
 _IGNORED_FLAGS = frozenset("jouadDJ")
 _PCRE_NAMED = re.compile(r"(?<!\\)\(\?<(?![=!])")
 _DOLLAR = "\0dollar\0"  # a `$$` of `replace` while its groups are filled in
@@ -60,7 +70,7 @@ class BodyFilter(Conf, frozen=True, kw_only=True):
     replace: str
     options: str = "jo"
 
-    def compiled(self) -> tuple[re.Pattern[str], Template, int]:
+    def compiled(self) -> tuple[Pattern, Template, int]:
         flags = 0
         for letter in self.options:
             if letter in _FLAGS:
@@ -70,8 +80,8 @@ class BodyFilter(Conf, frozen=True, kw_only=True):
         # PCRE's named groups, `(?<name>...)`, are Python's `(?P<name>...)`.
         regex = _PCRE_NAMED.sub("(?P<", self.regex)
         try:
-            pattern = re.compile(regex.encode().decode("latin-1"), flags)
-        except re.error as exc:
+            pattern = Pattern(regex.encode().decode("latin-1"), flags, BODY_BUDGET)
+        except PatternError as exc:
             raise ValueError(f"invalid regex: {exc}") from None
         replace = config_template(self.replace.replace("$$", _DOLLAR))
         if replace.variable_names:
@@ -177,7 +187,7 @@ class ResponseRewrite(Plugin):
         text = body.decode("latin-1")
         for pattern, replace, count in self.filters:
 
-            def replaced(m: re.Match[str], template: Template = replace) -> str:
+            def replaced(m: Match[str], template: Template = replace) -> str:
                 rendered = template.render(ctx, (m.group(0), *m.groups()))
                 return rendered.replace(_DOLLAR, "$")
 

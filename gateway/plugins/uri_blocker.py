@@ -8,7 +8,6 @@ Priority 2900, rewrite: before authentication.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 import msgspec
@@ -16,6 +15,7 @@ import msgspec
 from gateway.config.fields import any_of_patterns
 from gateway.context import RequestContext
 from gateway.http.replies import Reply, error_msg, status_reply
+from gateway.patterns import IGNORECASE
 from gateway.pipeline import Plugin, PluginConf, PluginEnv
 
 
@@ -38,7 +38,7 @@ class UriBlocker(Plugin):
 
     def __init__(self, conf: UriBlockerConf, env: PluginEnv) -> None:
         super().__init__(conf, env)
-        flags = re.IGNORECASE if conf.case_insensitive else 0
+        flags = IGNORECASE if conf.case_insensitive else 0
         self.rules = any_of_patterns(conf.block_rules, "block_rules entry", flags)
         self.refused = (
             error_msg(conf.rejected_code, conf.rejected_msg)

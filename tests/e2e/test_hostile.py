@@ -4,6 +4,7 @@ poison the pool, aborted clients release the upstream connection."""
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -143,6 +144,56 @@ async def test_path_normalised_before_routing(nursery: trio.Nursery, upstream: U
     assert upstream.received[-1].target == b"/public/b?x=1"
     assert (await request(gw, target="/public/..%2Fadmin")).status == 200  # %2F is data
     assert upstream.received[-1].target == b"/public/..%2Fadmin"
+
+
+async def test_a_config_regex_that_backtracks_on_hostile_input_is_cut(
+    nursery: trio.Nursery, upstream: Upstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`(a|aa)+$` tries exponentially many ways on `aaa…a!`: Python's `re` would hold the
+    worker for seconds on 36 characters (minutes on 50), serving no one. A config regex
+    matched against what a client sent gets a time budget (APISIX's PCRE has its match
+    limit): past it the request is answered 500, and the gateway serves on."""
+    routes = [
+        {
+            "id": "r",
+            "uri": "/*",
+            "upstream": node(upstream),
+            "plugins": {"ua-restriction": {"denylist": ["(a|aa)+$", "curl"]}},
+        }
+    ]
+    _, gw = await start_gateway(nursery, config_for(routes))
+    with caplog.at_level(logging.WARNING, logger="gateway"):
+        hostile = await request(gw, headers=[("user-agent", "a" * 36 + "!")])
+    assert hostile.status == 500
+    assert "the pattern '(?:(a|aa)+$)|(?:curl)' ran past 0.1 s" in caplog.text
+    assert "Traceback" not in caplog.text  # not a bug of the gateway's
+    assert (await request(gw, headers=[("user-agent", "curl/8")])).status == 403
+    assert (await request(gw, headers=[("user-agent", "aaaa")])).status == 403
+    assert (await request(gw, headers=[("user-agent", "browser")])).status == 200
+    assert len(upstream.received) == 1
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        {"vars": [["http_x_name", "~~", "(a|aa)+$"]]},
+        {"plugins": {"uri-blocker": {"block_rules": ["(a|aa)+$"]}}},
+        {"plugins": {"proxy-rewrite": {"regex_uri": ["(a|aa)+$", "/x"]}}},
+        {"plugins": {"redirect": {"regex_uri": ["(a|aa)+$", "/x"]}}},
+        # (cors judges the Origin as the response goes out: the upstream was asked)
+        {"plugins": {"cors": {"allow_origins_by_regex": ["(a|aa)+$"]}}},
+    ],
+)
+async def test_every_config_regex_meeting_a_request_is_bounded(
+    nursery: trio.Nursery, upstream: Upstream, where: dict[str, object]
+) -> None:
+    routes = [{"id": "r", "uri": "/*", "upstream": node(upstream), **where}]
+    _, gw = await start_gateway(nursery, config_for(routes))
+    hostile = "a" * 40 + "!"
+    headers = [("x-name", hostile), ("origin", hostile)]
+    assert (await request(gw, target="/" + hostile, headers=headers)).status == 500
+    assert len(upstream.received) == ("cors" in str(where))
+    assert (await request(gw, target="/ok", headers=[("x-name", "aa")])).status == 200
 
 
 async def test_slowloris_cut_at_head_deadline_while_others_are_served(
