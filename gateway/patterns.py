@@ -60,6 +60,12 @@ class Pattern:
         except TimeoutError:
             raise PatternTimeout(self._overrun()) from None
 
+    def match(self, text: str) -> regex.Match[str] | None:
+        try:
+            return self._compiled.match(text, timeout=self._budget)
+        except TimeoutError:
+            raise PatternTimeout(self._overrun()) from None
+
     def fullmatch(self, text: str) -> regex.Match[str] | None:
         try:
             return self._compiled.fullmatch(text, timeout=self._budget)

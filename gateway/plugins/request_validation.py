@@ -28,6 +28,7 @@ import msgspec
 
 from gateway.context import RequestContext, add_repeated
 from gateway.http.replies import Reply, status_reply
+from gateway.patterns import Pattern, PatternError
 from gateway.pipeline import Plugin, PluginConf, PluginEnv
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,14 @@ def compile_schema(schema: dict[str, Any]) -> Validator:
         validator: Validator = fastjsonschema.compile(schema)
     except Exception as exc:  # the library raises whatever its parts raise
         raise ValueError(f"not a valid JSON Schema: {exc}") from None
+    # The generated code matches `pattern`s, `patternProperties` and `format`s through
+    # this table of `re` patterns: bound each match in time (see `gateway.patterns`).
+    table = validator.__globals__["REGEX_PATTERNS"]
+    for key, compiled in table.items():
+        try:
+            table[key] = Pattern(compiled.pattern)
+        except PatternError as exc:
+            raise ValueError(f"not a valid JSON Schema: pattern {key!r}: {exc}") from None
     return validator
 
 
