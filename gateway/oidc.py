@@ -159,6 +159,45 @@ class Provider:
                 self._introspected.popitem(last=False)
         return result
 
+    async def wait_grant(
+        self, endpoint: str, form: dict[str, str], client_id: str, client_secret: str, method: str
+    ) -> tuple[int, dict[str, Any]]:
+        """A token endpoint's answer to `form` (RFC 6749 section 4.1.3 and 6): its status
+        and JSON object (empty when it sent none); raises ProviderUnavailable when it
+        cannot be reached in time."""
+        headers = [("content-type", "application/x-www-form-urlencoded")]
+        fields = dict(form)
+        if method == "client_secret_post":
+            fields.update(client_id=client_id, client_secret=client_secret)
+        else:
+            basic = base64.b64encode(f"{_quote(client_id)}:{_quote(client_secret)}".encode())
+            headers.append(("authorization", "Basic " + basic.decode()))
+        body = "&".join(f"{_quote(k)}={_quote(v)}" for k, v in fields.items()).encode()
+        with trio.move_on_after(self.timeout):
+            try:
+                status, answer = await wait_request(
+                    "POST", endpoint, headers=headers, body=body, verify_tls=self.verify_tls
+                )
+            except FetchError as exc:
+                raise ProviderUnavailable(str(exc)) from None
+            try:
+                parsed = json.loads(answer)
+            except ValueError:
+                parsed = None
+            return status, parsed if isinstance(parsed, dict) else {}
+        raise ProviderUnavailable(f"{endpoint} did not answer within {self.timeout} s")
+
+    async def wait_userinfo(self, endpoint: str, access_token: str) -> dict[str, Any] | None:
+        """The userinfo endpoint's claims for `access_token`, or None when it refuses."""
+        try:
+            info = await self._get_json(
+                "GET", endpoint, headers=[("authorization", "Bearer " + access_token)]
+            )
+        except ProviderUnavailable as exc:
+            log.warning("openid-connect: userinfo: %s", exc)
+            return None
+        return info if isinstance(info, dict) else None
+
     async def run_refresh(self) -> None:
         """Keep the keys fresh: every KEY_REFRESH_S, or sooner while not loaded."""
         while True:

@@ -1,4 +1,5 @@
-"""openid-connect, bearer mode: callers present a token from an identity provider.
+"""openid-connect: callers present a token from an identity provider (bearer mode), or log
+in through the provider in their browser (`bearer_only: false`, see `openid_login`).
 
 JWT tokens are verified locally with the provider's JWKS (`use_jwks`, default) or a
 configured `public_key`; opaque tokens through RFC 7662 introspection. Then the issuer,
@@ -31,6 +32,7 @@ from gateway.http.replies import Reply, message
 from gateway.oidc import Provider, ProviderUnavailable
 from gateway.pipeline import AuthPlugin, Conf, PluginEnv, PluginMeta
 from gateway.plugins.jwt_auth import Algorithm  # the JWS algorithms both plugins accept
+from gateway.plugins.openid_login import BrowserLogin, session_headers
 
 log = logging.getLogger("gateway")
 
@@ -62,6 +64,15 @@ class ClaimValidator(Conf, frozen=True, kw_only=True):
     audience: AudienceRule = msgspec.field(default_factory=AudienceRule)
 
 
+class SessionCookie(Conf, frozen=True, kw_only=True):
+    lifetime: Annotated[int, msgspec.Meta(gt=0)] = 3600
+
+
+class SessionConf(Conf, frozen=True, kw_only=True):
+    secret: Annotated[str, msgspec.Meta(min_length=16)]
+    cookie: SessionCookie = msgspec.field(default_factory=SessionCookie)
+
+
 class ProviderConf(Conf, frozen=True, kw_only=True):
     discovery: Annotated[str, msgspec.Meta(pattern=r"^https?://")] | None = None
     client_id: str = ""
@@ -86,13 +97,29 @@ class ProviderConf(Conf, frozen=True, kw_only=True):
     token_header: HeaderName = "Authorization"
     consumer_claim: Annotated[str, msgspec.Meta(min_length=1)] | None = None
     consumer_optional: bool = False
+    # The browser flow (`bearer_only: false`, see `openid_login`).
+    redirect_uri: Annotated[str, msgspec.Meta(pattern=r"^(https?://[^/?#]+)?/[^?#]*$")] | None = (
+        None
+    )
+    scope: Annotated[str, msgspec.Meta(min_length=1)] = "openid"
+    session: SessionConf | None = None
+    logout_path: Annotated[str, msgspec.Meta(pattern=r"^/")] = "/logout"
+    post_logout_redirect_uri: Annotated[str, msgspec.Meta(pattern=r"^(https?://|/)")] | None = None
+    set_id_token_header: bool = True
+    unauth_action: Literal["auth", "deny", "pass"] = "auth"
+    use_pkce: bool = False
+    use_nonce: bool = False
+    authorization_params: dict[str, str] | None = None
+    renew_access_token_on_expiry: bool = True
+    access_token_expires_in: Annotated[int, msgspec.Meta(gt=0)] | None = None
+    token_endpoint_auth_method: Literal["client_secret_basic", "client_secret_post"] | None = None
 
     def check_provider(self) -> None:
         if not self.bearer_only:
-            raise ValueError(
-                "bearer_only: false (the browser login flow) is not supported; "
-                "openid-connect runs in bearer mode"
-            )
+            if self.session is None:
+                raise ValueError("bearer_only: false (the browser login) needs `session.secret`")
+            if not self.client_id or not self.client_secret:
+                raise ValueError("bearer_only: false needs `client_id` and `client_secret`")
         if self.discovery is None:
             raise ValueError("`discovery` is required")
         if self.public_key is not None:
@@ -120,6 +147,8 @@ class OpenIdConnectConf(ProviderConf, frozen=True, kw_only=True):
             return
         for i, provider in enumerate(self.providers):
             try:
+                if not provider.bearer_only:
+                    raise ValueError("the browser login (bearer_only: false) takes one provider")
                 provider.check_provider()
             except ValueError as exc:
                 raise ValueError(f"providers[{i}]: {exc}") from None
@@ -186,15 +215,15 @@ class _Verifier:
         try:
             metadata = await self.provider.wait_loaded()
             if token.count(".") == 2 and (self.conf.use_jwks or self.public_key is not None):
-                claims = await self._verify_jwt(token, metadata)
-                self._check_claims(claims, metadata)
+                claims = await self.verify_jwt(token, metadata)
+                self.check_claims(claims, metadata)
                 # A verified JWT stays valid until its exp: skip the RSA work next time.
                 self.verified[token] = claims
                 if len(self.verified) > VERIFIED_CACHE_SIZE:
                     self.verified.popitem(last=False)
             else:
                 claims = await self._introspect(token, metadata)
-                self._check_claims(claims, metadata)
+                self.check_claims(claims, metadata)
         except ProviderUnavailable as exc:
             log.warning("openid-connect: %s", exc)
             return self.unavailable
@@ -203,7 +232,7 @@ class _Verifier:
             return self.invalid
         return token, claims
 
-    async def _verify_jwt(self, token: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    async def verify_jwt(self, token: str, metadata: dict[str, Any]) -> dict[str, Any]:
         try:
             header = _JWT.decode_complete(token, options=_UNVERIFIED)["header"]
         except (PyJWTError, ValueError, TypeError) as exc:
@@ -266,7 +295,7 @@ class _Verifier:
         self._check_times(result)
         return result
 
-    def _check_claims(self, claims: dict[str, Any], metadata: dict[str, Any]) -> None:
+    def check_claims(self, claims: dict[str, Any], metadata: dict[str, Any]) -> None:
         rules = self.conf.claim_validator
         issuers: list[Any] = rules.issuer.valid_issuers or [metadata.get("issuer")]
         if "iss" in claims and claims["iss"] not in issuers:
@@ -309,10 +338,13 @@ class OpenIdConnect(AuthPlugin):
         self.consumers = env.consumers
         confs = conf.providers if conf.providers is not None else [conf]
         self.verifiers = [_Verifier(c, env) for c in confs]
+        self.login = None if conf.bearer_only else BrowserLogin(conf, self.verifiers[0])
         self.any = conf.mode == "any"
         self.challenge = [h for v in self.verifiers for h in v.challenge]
 
     async def rewrite(self, ctx: RequestContext) -> Reply | None:
+        if self.login is not None and self.verifiers[0].token(ctx) is None:
+            return await self._browser(ctx, self.login)
         passed: list[tuple[_Verifier, str, dict[str, Any]]] = []
         first_failure: Reply | None = None
         for verifier in self.verifiers:
@@ -342,4 +374,34 @@ class OpenIdConnect(AuthPlugin):
             break
         for verifier, token, claims in passed:
             verifier.forward(ctx, token, claims)
+        return None
+
+    async def _browser(self, ctx: RequestContext, login: BrowserLogin) -> Reply | None:
+        """A request without a bearer token, when the browser login is on."""
+        result = await login.handle(ctx)
+        if result is None or isinstance(result, Reply):
+            return result
+        access_token, session = result
+        conf = login.conf
+        claim = conf.consumer_claim
+        if claim is not None:
+            value = session["id"].get(claim)
+            consumer = self.consumers.by_name.get(value) if isinstance(value, str) else None
+            if consumer is not None:
+                self.attach(ctx, Credential(None, consumer))
+            elif not conf.consumer_optional:
+                return self.verifiers[0].unmapped
+        if conf.set_access_token_header:
+            token = access_token.encode("latin-1")
+            if conf.access_token_in_authorization_header:
+                ctx.remove_header(b"authorization")
+                ctx.headers.append((b"authorization", b"Bearer " + token))
+            else:
+                ctx.remove_header(b"x-access-token")
+                ctx.headers.append((b"x-access-token", token))
+        for name, value in session_headers(
+            session, conf.set_id_token_header, conf.set_userinfo_header
+        ):
+            ctx.remove_header(name)
+            ctx.headers.append((name, value))
         return None

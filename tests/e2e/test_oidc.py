@@ -9,8 +9,10 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import h11
+import httpx
 import pytest
 import trio
 
@@ -358,3 +360,163 @@ async def test_bogus_kids_cannot_hammer_the_provider(
         assert fetched <= 1, fetched  # one kid-triggered refresh per 10 s, not one per token
     finally:
         provider.stop()
+
+
+# --- the browser flow (bearer_only: false) ----------------------------------------------
+
+
+class Browser:
+    """A browser's cookie jar for the gateway's host, and its requests."""
+
+    def __init__(self, gw: str) -> None:
+        self.gw = gw
+        self.jar: dict[str, str] = {}
+
+    async def get(self, target: str) -> Any:
+        cookie = "; ".join(f"{k}={v}" for k, v in self.jar.items())
+        resp = await request(self.gw, target=target, headers=[("cookie", cookie)] if cookie else [])
+        for name, value in resp.headers:
+            if name == b"set-cookie":
+                pair, _, attributes = value.decode().partition(";")
+                key, _, val = pair.partition("=")
+                if "Max-Age=0" in attributes:
+                    self.jar.pop(key, None)
+                else:
+                    self.jar[key] = val
+        return resp
+
+
+def idp_login(location: str, sub: str) -> str:
+    """The provider's login form, submitted as `sub`: where it sends the browser back."""
+    answer = httpx.post(location, data={"sub": sub}, timeout=10)
+    assert answer.status_code == 302, answer.text
+    return answer.headers["location"]
+
+
+def browser_login(provider: OidcProvider, **extra: Any) -> dict[str, Any]:
+    return oidc(
+        provider,
+        bearer_only=False,
+        session={"secret": "a-session-secret-of-32-characters"},
+        **extra,
+    )
+
+
+async def test_browser_login_from_redirect_to_session_to_logout(
+    nursery: trio.Nursery, upstream: Upstream, idp: OidcProvider
+) -> None:
+    """APISIX's `bearer_only: false`: no session sends the browser to the provider's login;
+    the callback's code is exchanged, the ID token verified, and the session cookie then
+    lets the browser through with its tokens passed upstream; logout ends it."""
+    conf = browser_login(idp, redirect_uri="/callback", use_pkce=True, use_nonce=True)
+    _, gw = await start_gateway(nursery, config_for([route(upstream, {"openid-connect": conf})]))
+    browser = Browser(gw)
+
+    first = await browser.get("/app/page?x=1")
+    assert first.status == 302
+    location = first.header(b"location").decode()
+    assert location.startswith(f"{idp.base}/oauth2/authorize?")
+    params = parse_qs(urlsplit(location).query)
+    assert params["redirect_uri"] == ["http://gateway.test/callback"]
+    assert params["client_id"] == ["gateway"]
+    assert params["scope"] == ["openid"]
+    assert params["code_challenge_method"] == ["S256"]
+    assert {"state", "nonce", "code_challenge"} <= set(params)
+    set_cookie = first.header(b"set-cookie").decode()
+    assert set_cookie.startswith("session=")
+    assert "HttpOnly" in set_cookie
+    assert upstream.received == []
+
+    back = await trio.to_thread.run_sync(idp_login, location, "alice")
+    callback = urlsplit(back)
+    assert callback.path == "/callback"
+    # The callback without the browser's cookie, or with another state, completes nothing.
+    stranger = Browser(gw)
+    assert (await stranger.get(f"/callback?{callback.query}")).status == 401
+    forged = Browser(gw)
+    forged.jar = dict(browser.jar)
+    other_state = callback.query.replace(params["state"][0], "forged-state")
+    assert (await forged.get(f"/callback?{other_state}")).status == 401
+
+    done = await browser.get(f"/callback?{callback.query}")
+    assert done.status == 302
+    assert done.header(b"location") == b"/app/page?x=1"
+    assert upstream.received == []
+
+    page = await browser.get("/app/page?x=1")
+    assert page.status == 200
+    seen = upstream.received[-1]
+    assert seen.target == b"/app/page?x=1"
+    access_token = seen.header(b"x-access-token").decode()
+    assert await trio.to_thread.run_sync(idp.userinfo_ok, access_token)
+    id_claims = json.loads(base64.b64decode(seen.header(b"x-id-token")))
+    assert id_claims["sub"] == "alice"
+    assert id_claims["aud"] == "gateway" or "gateway" in id_claims["aud"]
+    assert json.loads(base64.b64decode(seen.header(b"x-userinfo")))["sub"] == "alice"
+
+    # A tampered session is no session: back to the login.
+    tampered = Browser(gw)
+    tampered.jar = {k: v[:-4] + "AAAA" for k, v in browser.jar.items()}
+    assert (await tampered.get("/app/page")).status == 302
+
+    out = await browser.get("/logout")
+    assert out.status == 302
+    logout = urlsplit(out.header(b"location").decode())
+    assert f"{idp.base}{logout.path}".endswith("/oauth2/end_session")
+    assert "id_token_hint" in parse_qs(logout.query)
+    assert browser.jar == {}
+    assert (await browser.get("/app/page")).status == 302
+    assert len(upstream.received) == 1
+
+
+async def test_browser_session_renews_its_access_token_and_unauth_actions(
+    nursery: trio.Nursery, upstream: Upstream, tmp_path: Path
+) -> None:
+    """An access token past its `expires_in` is renewed with the refresh token (the new
+    session cookie comes with the response); `unauth_action` deny is 401, pass lets the
+    request through without identity headers."""
+    provider = OidcProvider(tmp_path / "short", token_max_age=1)
+    await trio.to_thread.run_sync(provider.start)
+    try:
+        routes = [
+            route(upstream, {"openid-connect": browser_login(provider)}, uri="/app/*"),
+            route(
+                upstream,
+                {"openid-connect": browser_login(provider, unauth_action="deny")},
+                uri="/deny/*",
+                route_id="deny",
+            ),
+            route(
+                upstream,
+                {"openid-connect": browser_login(provider, unauth_action="pass")},
+                uri="/pass/*",
+                route_id="pass",
+            ),
+        ]
+        _, gw = await start_gateway(nursery, config_for(routes))
+        browser = Browser(gw)
+        first = await browser.get("/app/x")
+        location = first.header(b"location").decode()
+        # APISIX's default callback: the request's path with /.apisix/redirect appended.
+        redirect_uri = parse_qs(urlsplit(location).query)["redirect_uri"][0]
+        assert redirect_uri == "http://gateway.test/app/x/.apisix/redirect"
+        back = urlsplit(await trio.to_thread.run_sync(idp_login, location, "bob"))
+        assert (await browser.get(f"{back.path}?{back.query}")).status == 302
+        assert (await browser.get("/app/x")).status == 200
+        first_token = upstream.received[-1].header(b"x-access-token")
+        before = dict(browser.jar)
+        await trio.sleep(1.5)  # past the access token's expires_in (1 s)
+        renewed = await browser.get("/app/x")
+        assert renewed.status == 200
+        assert renewed.header(b"set-cookie") is not None
+        assert browser.jar != before
+        second_token = upstream.received[-1].header(b"x-access-token")
+        assert second_token != first_token
+        assert await trio.to_thread.run_sync(provider.userinfo_ok, second_token.decode())
+
+        assert (await request(gw, target="/deny/x")).status == 401
+        passed = await request(gw, target="/pass/x")
+        assert passed.status == 200
+        assert upstream.received[-1].header(b"x-access-token") is None
+    finally:
+        await trio.to_thread.run_sync(provider.stop)
