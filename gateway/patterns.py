@@ -50,10 +50,6 @@ class Pattern:
         self.source = source
         self._budget = budget
 
-    @property
-    def groups(self) -> int:
-        return self._compiled.groups
-
     def search(self, text: str) -> regex.Match[str] | None:
         try:
             return self._compiled.search(text, timeout=self._budget)

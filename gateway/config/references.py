@@ -116,12 +116,14 @@ def _substitute(text: str, environ: Mapping[str, str]) -> str:
 
 
 def _number(text: str) -> int | float:
+    """Lua's `tonumber`, an integral value as an int (`1e3` fills an integer field)."""
     if text.lstrip("+-")[:2].lower() == "0x":
         return int(text, 16)
     try:
         return int(text)
     except ValueError:
-        return float(text)
+        value = float(text)
+        return int(value) if value.is_integer() else value
 
 
 def _env_value(reference: str, environ: Mapping[str, str]) -> Any:

@@ -892,7 +892,7 @@ def test_env_references_as_apisix_writes_them() -> None:
                 uri="${{ PREFIX }}/*",
                 plugins={
                     "proxy-rewrite": {"host": "$ENV://BACKEND_HOST"},
-                    "limit-count": {"count": "${{LIMIT:=7}}", "time_window": "${{WINDOW}}"},
+                    "limit-count": {"count": "${{LIMIT:=7e1}}", "time_window": "${{WINDOW}}"},
                     "key-auth": {"hide_credentials": "${{HIDE:= true }}"},
                 },
             )
@@ -911,7 +911,7 @@ def test_env_references_as_apisix_writes_them() -> None:
     plugins = config.routes[0].plugins
     assert config.routes[0].uri == "/api/*"
     assert plugins.proxy_rewrite.host == "svc.internal"
-    assert (plugins.limit_count.count, plugins.limit_count.time_window) == (7, 60)
+    assert (plugins.limit_count.count, plugins.limit_count.time_window) == (70, 60)
     assert plugins.key_auth.hide_credentials is True
     assert config.consumers[0].plugins.key_auth.key == "jack-key"
 
