@@ -24,16 +24,16 @@ from gateway.wakeup import wake
 
 log = logging.getLogger("gateway")
 
-# Both window scripts decide for a batch of requests of cost 1 (ARGV: limit, requests, window
-# in ms) exactly as that many calls of one request each would, back to back: the first
+# Both window scripts decide for a batch of requests of cost 1 (ARGV: limit, window in ms,
+# requests) exactly as that many calls of one request each would, back to back: the first
 # `admitted` pass, the rest are refused. They return {admitted, the quota remaining after the
 # last admitted request, ms until the window ends}.
 FIXED_SCRIPT = """
-local limit, n = tonumber(ARGV[1]), tonumber(ARGV[2])
+local limit, n = tonumber(ARGV[1]), tonumber(ARGV[3])
 local count = redis.call('INCRBY', KEYS[1], n)
-if count == n then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+if count == n then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]); ttl = tonumber(ARGV[3]) end
+if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]); ttl = tonumber(ARGV[2]) end
 local refused = math.min(n, math.max(0, count - limit))
 if refused > 0 then
   redis.call('INCRBY', KEYS[1], -refused)
@@ -47,7 +47,7 @@ return {n - refused, limit - count, ttl}
 SLIDING_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local limit, n, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local limit, window, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local index = math.floor(now / window)
 local state = redis.call('HMGET', KEYS[1], 'w', 'c', 'p')
 local w, cur, prev = tonumber(state[1]), tonumber(state[2]) or 0, tonumber(state[3]) or 0
@@ -233,45 +233,36 @@ class _Batch:
     def __init__(self) -> None:
         self.requests = 1  # the one that opened it
         self.done = trio.Event()
-        self.result = (0, 0, 0)  # admitted, remaining after the last admitted, reset in ms
+        self.result: list[int] = []
         self.error: RedisUnavailable | None = None
 
 
-class RedisWindowStore:
-    """A fixed or sliding window counter in Redis, behind one script call per decision.
+class BatchedScript:
+    """One script whose calls for the same key are shared by the requests that arrive
+    together.
 
-    Requests for the same key share calls: while one call for a key is out, the requests
-    that arrive gather into the next batch, sent as soon as that call is answered (at most
-    one call per key in flight, per process). Under load one round trip then decides for
-    many requests; since the script decides a batch exactly as it would the same requests
-    one by one, the counts stay exact.
+    While one call for a key is out, the requests that arrive gather into the next batch,
+    sent as soon as that call is answered (at most one call per key in flight, per
+    process); with none out, the requests of the same scheduling round join. The script
+    takes the batch's size as its last argument and decides for the batch exactly as that
+    many calls of one request each would, back to back, so the counts stay exact while
+    one round trip (and one client call, the costly part in Python) decides for many.
     """
 
-    def __init__(
-        self,
-        handle: RedisHandle,
-        prefix: str,
-        limit: int,
-        window_s: float,
-        sliding: bool,
-        timeout_s: float,
-    ) -> None:
+    def __init__(self, handle: RedisHandle, script: str, timeout_s: float) -> None:
         self.handle = handle
+        self.script = script
         self.timeout = timeout_s
-        self.prefix = prefix
-        self.limit = limit
-        self.window_ms = max(1, int(window_s * 1000))
-        self.script = SLIDING_SCRIPT if sliding else FIXED_SCRIPT
         self._filling: dict[str, _Batch] = {}  # per key, the batch gathering requests
         self._sent: dict[str, _Batch] = {}  # per key, the batch whose call is out
 
-    async def incoming(self, key: str, cost: int) -> Decision:
-        """One atomic decision within the conf's `redis_timeout`; raises RedisUnavailable.
-        `cost` is 1: every request counts once."""
+    async def call(self, key: str, args: list[int | float]) -> tuple[list[int], int]:
+        """The script's reply for the batch this request joined, and the request's place
+        in it (from 1), within the timeout; raises RedisUnavailable."""
         batch = self._filling.get(key)
         if batch is None:
             batch = self._filling[key] = _Batch()
-            await self._decide(key, batch)
+            await self._send(key, args, batch)
             position = 1
         else:
             batch.requests += 1
@@ -279,15 +270,11 @@ class RedisWindowStore:
             await batch.done.wait()  # the batch's first request sets it, within the timeout
         if batch.error is not None:
             raise batch.error
-        admitted, remaining, reset_ms = batch.result
-        reset = max(1, math.ceil(reset_ms / 1000))
-        if position > admitted:
-            return Decision(False, 0, reset)
-        return Decision(True, max(0, remaining + admitted - position), reset)
+        return batch.result, position
 
-    async def _decide(self, key: str, batch: _Batch) -> None:
+    async def _send(self, key: str, args: list[int | float], batch: _Batch) -> None:
         """Wait for the call out for `key` (or, with none, let this scheduling round's other
-        requests join), then ask Redis for the whole batch; always sets `batch.done`."""
+        requests join), then run the script for the whole batch; always sets `batch.done`."""
         try:
             with trio.move_on_after(self.timeout):
                 previous = self._sent.get(key)
@@ -297,10 +284,9 @@ class RedisWindowStore:
                     await previous.done.wait()
                 del self._filling[key]  # later requests gather into the next batch
                 self._sent[key] = batch
-                result = await self.handle.run_script(
-                    self.script, self.prefix + key, [self.limit, batch.requests, self.window_ms]
+                batch.result = await self.handle.run_script(
+                    self.script, key, [*args, batch.requests]
                 )
-                batch.result = (result[0], result[1], result[2])
                 return
             batch.error = RedisUnavailable(f"no answer within {self.timeout * 1000:.0f} ms")
         except RedisUnavailable as exc:
@@ -314,6 +300,36 @@ class RedisWindowStore:
             if self._sent.get(key) is batch:
                 del self._sent[key]
             batch.done.set()
+
+
+class RedisWindowStore:
+    """A fixed or sliding window counter in Redis, behind one script call per decision,
+    shared by the requests for the same key that arrive together (`BatchedScript`)."""
+
+    def __init__(
+        self,
+        handle: RedisHandle,
+        prefix: str,
+        limit: int,
+        window_s: float,
+        sliding: bool,
+        timeout_s: float,
+    ) -> None:
+        self.prefix = prefix
+        self.limit = limit
+        self.args: list[int | float] = [limit, max(1, int(window_s * 1000))]
+        self.calls = BatchedScript(handle, SLIDING_SCRIPT if sliding else FIXED_SCRIPT, timeout_s)
+
+    async def incoming(self, key: str, cost: int) -> Decision:
+        """One atomic decision within the conf's `redis_timeout`; raises RedisUnavailable.
+        `cost` is 1: every request counts once."""
+        (admitted, remaining, reset_ms), position = await self.calls.call(
+            self.prefix + key, self.args
+        )
+        reset = max(1, math.ceil(reset_ms / 1000))
+        if position > admitted:
+            return Decision(False, 0, reset)
+        return Decision(True, max(0, remaining + admitted - position), reset)
 
 
 class _Pending:

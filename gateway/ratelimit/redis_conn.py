@@ -1,6 +1,7 @@
 """limit-conn's counts of requests in flight in Redis, shared by every gateway using it.
 
-Taking a place is one atomic script (INCR, and DECR again when over `conn + burst`), with
+Taking places is one atomic script for the requests of a key that arrive together
+(`BatchedScript`): each takes a place while fewer than `conn + burst` are taken, with
 `key_ttl` as the key's expiry so that places never given back (a gateway killed mid-
 request) do not stay taken forever. Places are given back by a background task, since the
 log phase cannot wait: the requests that end are queued per key and sent as one DECRBY.
@@ -13,19 +14,29 @@ import logging
 import trio
 
 from gateway.ratelimit.conn import ConnCounts
-from gateway.ratelimit.redis import RedisHandle, RedisUnavailable
+from gateway.ratelimit.redis import BatchedScript, RedisHandle, RedisUnavailable
 
 log = logging.getLogger("gateway")
 
-# ARGV: most in flight (conn + burst), key_ttl in ms. Returns {1, count} or {0, count}.
+# ARGV: most in flight (conn + burst), key_ttl in ms, the batch's size n. Returns per
+# request the count in flight once it took its place, or 0 when it was refused.
 TAKE_SCRIPT = """
-local n = redis.call('INCR', KEYS[1])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
-if n > tonumber(ARGV[1]) then
-    redis.call('DECR', KEYS[1])
-    return {0, n - 1}
+local most, n = tonumber(ARGV[1]), tonumber(ARGV[3])
+local count = tonumber(redis.call('GET', KEYS[1]) or '0')
+local taken, out = 0, {}
+for i = 1, n do
+    if count + 1 > most then
+        out[i] = 0
+    else
+        count, taken = count + 1, taken + 1
+        out[i] = count
+    end
 end
-return {1, n}
+if taken > 0 then
+    redis.call('INCRBY', KEYS[1], taken)
+end
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+return out
 """
 # ARGV: how many places to give back. Returns the count left.
 GIVE_BACK_SCRIPT = """
@@ -49,7 +60,8 @@ class RedisConnCounts:
         self.handle = handle
         self.prefix = prefix
         self.counts = counts  # its unit delay (per process, as APISIX's per worker)
-        self.args = [counts.most, key_ttl_s * 1000]
+        self.args: list[int | float] = [counts.most, key_ttl_s * 1000]
+        self.calls = BatchedScript(handle, TAKE_SCRIPT, timeout_s)
         self.timeout = timeout_s
         self.returns: dict[str, int] = {}
         self.wakeup = trio.Event()
@@ -57,10 +69,9 @@ class RedisConnCounts:
 
     async def incoming(self, key: str) -> float | None:
         """Seconds to wait, or None when refused; raises RedisUnavailable."""
-        taken, count = await self.handle.run_script_within(
-            self.timeout, TAKE_SCRIPT, self.prefix + key, self.args
-        )
-        return self.counts.delay(count) if taken else None
+        result, position = await self.calls.call(self.prefix + key, self.args)
+        count = result[position - 1]
+        return self.counts.delay(count) if count else None
 
     def leaving(self, key: str, latency: float | None) -> None:
         self.returns[key] = self.returns.get(key, 0) + 1

@@ -101,6 +101,13 @@ async def test_redis_policy_counts_in_redis_and_gives_places_back(
         while redis_command(redis.port, "KEYS", "gateway:limit-conn:*") != b"*0\r\n":  # noqa: ASYNC110 (Redis, no event)
             await trio.sleep(0.01)
     assert (await request(gw, target="/one")).status == 200
+    # Requests that arrive together share one script call: 3 places of 10 asked.
+    three = route(held.upstream, "three", **{**conf, "conn": 3})
+    _, gw = await start_gateway(nursery, config_for([three]))
+    held.arrived = 0
+    early, final = await in_flight(nursery, gw, "/three", 10, held)
+    assert sorted(early) == [503] * 7
+    assert sorted(final) == [200] * 3 + [503] * 7
 
 
 async def test_a_place_is_given_back_when_the_filter_no_longer_holds(

@@ -99,6 +99,20 @@ async def test_redis_policy_shares_the_bucket(
     assert await statuses(first, "/shared", 1) == [503]
     assert await statuses(second, "/shared", 1) == [503]
 
+    # Requests that arrive together share one script call per key; it decides for them
+    # exactly as one call each would: burst 3, so 4 of 12 pass.
+    together = config_for([limited(upstream, "together", **{**conf, "burst": 3})])
+    _, third = await start_gateway(nursery, together)
+    answers: list[int] = []
+
+    async def one() -> None:
+        answers.append((await request(third, target="/together")).status)
+
+    async with trio.open_nursery() as burst:
+        for _ in range(12):
+            burst.start_soon(one)
+    assert sorted(answers) == [200] * 4 + [503] * 8
+
     down = RedisServer(tmp_path / "down")
     down.start()
     routes = [
