@@ -14,8 +14,8 @@ behaviour (tests/unit/test_upstream_framing.py):
 - reuse: only an HTTP/1.1 response without `Connection: close` whose body ended where its
   framing said, with no byte after it (h11 too never reuses an HTTP/1.0 connection);
 - body framing (RFC 9112 section 6.3): no body for HEAD, 1xx, 204 and 304; otherwise
-  `Transfer-Encoding: chunked` (final coding) wins, else `Content-Length`, else the body runs
-  to the close of the connection;
+  `Transfer-Encoding: chunked` wins (any other transfer coding is refused: it would have to
+  be decoded), else `Content-Length`, else the body runs to the close of the connection;
 - chunked bodies are decoded (sizes, extensions ignored, trailers dropped).
 
 Pure: no IO. Raises `FramingError` for a response that cannot be framed.
@@ -289,12 +289,13 @@ def body_framing(request_method: bytes, head: ResponseHead) -> tuple[Framing, in
     if request_method == b"HEAD" or status < 200 or status in _NO_BODY_STATUS:
         return _NONE, 0
     if head.transfer_encoding is not None:
-        codings = [c.strip() for c in head.transfer_encoding.split(b",")]
-        if codings[-1] == b"chunked":
-            if len(codings) > 1:
-                raise FramingError("codings other than chunked are not relayed")
-            return _CHUNKED, 0
-        return _CLOSE, 0
+        # Only `chunked` is decoded; a body in any other coding (RFC 9112 section 6.3 would
+        # read it to the close) cannot go on as identity, and the gateway does not decode
+        # it: refused, as nginx refuses an unknown Transfer-Encoding.
+        codings = [c.strip() for c in head.transfer_encoding.lower().split(b",")]
+        if codings != [b"chunked"]:
+            raise FramingError("transfer codings other than chunked are not relayed")
+        return _CHUNKED, 0
     if head.content_length is not None:
         return _BY_LENGTH, int(head.content_length)
     return _CLOSE, 0

@@ -488,6 +488,10 @@ async def test_an_upstream_head_past_64_kib_is_502(nursery: trio.Nursery, lines:
         b"NOT HTTP\r\n\r\n",
         # Neither interim nor final: it used to be waited past, as if interim, until 504.
         b"HTTP/1.1 099 Below\r\nContent-Length: 2\r\n\r\nok",
+        # A transfer coding the gateway would not decode: relayed as if identity, the
+        # client would read gzip bytes as the body (nginx: "unknown Transfer-Encoding").
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\nabc",
     ],
 )
 async def test_malformed_upstream_responses_are_502_and_the_gateway_survives(
