@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import socket
 import time
 from typing import TYPE_CHECKING, Protocol
@@ -61,6 +62,13 @@ _IO_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 # Refused before routing, as nginx (and so APISIX) refuses them: TRACE would echo the
 # request's headers (cookies, credentials) back, CONNECT asks for a tunnel.
 NOT_ALLOWED = frozenset({b"TRACE", b"CONNECT"})
+# What nginx takes for a method (upper-case letters, `_`, `-`): `get` or `G3T` is a 400
+# there, and an upstream might read `get` as GET past a route's `methods`.
+_COMMON_METHODS = frozenset(
+    {b"GET", b"POST", b"PUT", b"DELETE", b"PATCH", b"HEAD", b"OPTIONS", b"PURGE"}
+)
+_METHOD = re.compile(rb"[A-Z_-]+")
+_VERSIONS = (b"1.1", b"1.0")
 # APISIX's answer when a route reaches the proxy without an upstream.
 NO_UPSTREAM = error_msg(503, "missing upstream configuration in Route or Service")
 
@@ -373,6 +381,12 @@ class ClientConnection:
         self.http_version = request.http_version
         self.request_keep_alive = wants_keep_alive(request.http_version, raw_headers)
         target = request.target
+        if request.http_version not in _VERSIONS:  # h11 takes any `HTTP/d.d`
+            await self._refuse(505, "HTTP version not supported", request.method)
+            return False
+        if request.method not in _COMMON_METHODS and _METHOD.fullmatch(request.method) is None:
+            await self._refuse(400, "invalid method")
+            return False
         if request.method in NOT_ALLOWED:
             path = request.target.partition(b"?")[0]
             await self._refuse(405, "method not allowed", request.method, path)

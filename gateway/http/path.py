@@ -43,6 +43,9 @@ def _decode_unreserved(path: bytes) -> bytes:
             if h1 not in _HEX or h2 not in _HEX:
                 raise PathError("invalid percent-encoding")
             value = int(path[i + 1 : i + 3], 16)
+            if value == 0:
+                # nginx refuses it too: an upstream in C would end the path there.
+                raise PathError("a NUL (%00) in the path")
             if value in _UNRESERVED:
                 out.append(value)
             else:
@@ -105,7 +108,7 @@ def absolute_form(target: bytes) -> tuple[bytes, bytes] | None:
     if not sep or scheme.lower() not in (b"http", b"https"):
         return None
     end = len(rest)
-    for delimiter in (b"/", b"?"):
+    for delimiter in (b"/", b"?", b"#"):
         at = rest.find(delimiter)
         if 0 <= at < end:
             end = at
@@ -117,8 +120,14 @@ def absolute_form(target: bytes) -> tuple[bytes, bytes] | None:
 
 
 def normalized_target(target: bytes) -> bytes:
-    """The origin-form or asterisk-form request target with its path normalised; raises
-    PathError."""
+    """The origin-form or asterisk-form request target with its path normalised and without
+    a fragment; raises PathError.
+
+    A fragment is the client's own (RFC 9110 section 4.2.5) and no request should carry
+    one; one that does is dropped (as nginx drops it from `$uri`): an upstream would drop
+    it too, so `/admin#x` must be routed, and sent on, as `/admin`."""
+    if b"#" in target:
+        target = target.partition(b"#")[0]
     path, sep, query = target.partition(b"?")
     if path == b"*":
         return target

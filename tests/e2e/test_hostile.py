@@ -90,6 +90,13 @@ SMUGGLING = [
     (b"GET / HTTP/1.1\r\nHost:\r\n\r\n", 400),
     (b"GET / HTTP/1.0\r\nHost: \r\n\r\n", 400),
     (b"GET /../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    # As nginx: a NUL in the path (its C upstreams would cut the path there), a method
+    # that is not upper-case letters, `_` and `-`, an HTTP major version other than 1.
+    (b"GET /a%00.php HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    (b"get / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    (b"G3T / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+    (b"GET / HTTP/0.9\r\nHost: x\r\n\r\n", 505),
 ]
 
 
@@ -135,13 +142,23 @@ async def test_path_normalised_before_routing(nursery: trio.Nursery, upstream: U
         {"id": "public", "uri": "/*", "upstream": node(upstream)},
     ]
     _, gw = await start_gateway(nursery, config_for(routes))
-    tricks = ["/public/../admin/users", "//admin/users", "/%61dmin/users", "/./admin/./users"]
+    tricks = [
+        "/public/../admin/users",
+        "//admin/users",
+        "/%61dmin/users",
+        "/./admin/./users",
+        # A fragment is the client's own (RFC 9110 section 4.2.5): an upstream would drop
+        # it and serve /admin/users, so it must not route the request elsewhere.
+        "/admin/users#x",
+    ]
     for target in [*tricks, "/public/%2e%2e/admin/users"]:
         resp = await request(gw, target=target)
         assert resp.status == 401, target
     assert upstream.received == []
     assert (await request(gw, target="/public/a/../b?x=1")).status == 200
     assert upstream.received[-1].target == b"/public/b?x=1"
+    assert (await request(gw, target="/public/c?y=2#frag")).status == 200
+    assert upstream.received[-1].target == b"/public/c?y=2"
     assert (await request(gw, target="/public/..%2Fadmin")).status == 200  # %2F is data
     assert upstream.received[-1].target == b"/public/..%2Fadmin"
 
