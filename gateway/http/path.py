@@ -30,6 +30,9 @@ class PathError(Exception):
     """The path cannot be normalised (it climbs above the root or is malformed)."""
 
 
+_SLASHES: Final = re.compile(rb"/|%2F")
+
+
 def _decode_unreserved(path: bytes) -> bytes:
     out = bytearray()
     i = 0
@@ -65,6 +68,11 @@ def normalize(path: bytes) -> bytes:
         return path  # the common case: nothing to do
     if b"%" in path:
         path = _decode_unreserved(path)
+        # `%2F` stays data here, but an upstream that decodes it would read `..%2F` as a
+        # step up (nginx decodes it and climbs): refused rather than routed one way and
+        # served another.
+        if b"%2F" in path and b".." in _SLASHES.split(path):
+            raise PathError("a `..` segment beside an encoded slash")
     segments: list[bytes] = []
     parts = path.split(b"/")[1:]
     for i, segment in enumerate(parts):

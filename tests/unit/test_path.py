@@ -26,7 +26,7 @@ from gateway.http.path import (
         (b"/%61dmin", b"/admin"),
         (b"/a%7eb%2Dc", b"/a~b-c"),
         (b"/a%2fb", b"/a%2Fb"),
-        (b"/public/..%2Fadmin", b"/public/..%2Fadmin"),
+        (b"/a..%2Fb/c", b"/a..%2Fb/c"),  # `a..` is no dot segment
         (b"/a/b/..", b"/a/"),
         (b"/a/.", b"/a/"),
         (b"/a/b/", b"/a/b/"),
@@ -38,7 +38,21 @@ def test_normalize(raw: bytes, expected: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    "raw", [b"/..", b"/a/../..", b"/%2e%2e/etc/passwd", b"/a%2", b"/a%zz", b"relative"]
+    "raw",
+    [
+        b"/..",
+        b"/a/../..",
+        b"/%2e%2e/etc/passwd",
+        b"/a%2",
+        b"/a%zz",
+        b"relative",
+        # `..` beside an encoded slash: an upstream that decodes %2F would climb there.
+        b"/public/..%2Fadmin",
+        b"/public%2F..%2Fadmin",
+        b"/public/%2e%2e%2fadmin",
+        b"/a/%2F..",
+        b"/a%00b",
+    ],
 )
 def test_refused(raw: bytes) -> None:
     with pytest.raises(PathError):
@@ -51,6 +65,8 @@ def test_refused(raw: bytes) -> None:
         (b"/a/./b/../c?x=/../y", b"/a/c?x=/../y"),  # the query is not a path
         (b"*", b"*"),
         (b"/plain", b"/plain"),
+        (b"/a/./b#frag/../x", b"/a/b"),  # a fragment is dropped before anything else
+        (b"/a?x=1#frag", b"/a?x=1"),
     ],
 )
 def test_normalized_target(target: bytes, expected: bytes) -> None:
