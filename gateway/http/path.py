@@ -86,6 +86,10 @@ def normalize(path: bytes) -> bytes:
         elif segment == b".":
             if last:
                 segments.append(b"")
+        elif segment.startswith(b"..;"):
+            # Servlet containers read `..;x` as `..` (a path parameter): /a/..;/admin is
+            # /admin to them, routed here as /a/*.
+            raise PathError("a `..;` segment")
         elif segment == b"" and not last:
             continue  # "//" collapses
         else:

@@ -26,6 +26,7 @@ from gateway.http.path import (
         (b"/%61dmin", b"/admin"),
         (b"/a%7eb%2Dc", b"/a~b-c"),
         (b"/a%2fb", b"/a%2Fb"),
+        (b"/a/...;x/b", b"/a/...;x/b"),
         (b"/a..%2Fb/c", b"/a..%2Fb/c"),  # `a..` is no dot segment
         (b"/a/b/..", b"/a/"),
         (b"/a/.", b"/a/"),
@@ -52,6 +53,8 @@ def test_normalize(raw: bytes, expected: bytes) -> None:
         b"/public/%2e%2e%2fadmin",
         b"/a/%2F..",
         b"/a%00b",
+        b"/a/..;/admin",
+        b"/a/%2e%2e;jsessionid=1/admin",
     ],
 )
 def test_refused(raw: bytes) -> None:
