@@ -156,4 +156,6 @@ def host_without_port(value: bytes) -> bytes:
     authority = _AUTHORITY.fullmatch(value)
     if authority is None:
         raise PathError("not host[:port]")
+    if b".." in value:  # an empty label: nginx refuses it too
+        raise PathError("an empty label in the host")
     return authority.group(1).lower()

@@ -85,6 +85,7 @@ SMUGGLING = [
     (b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\nHost: user@internal\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: a..b\r\n\r\n", 400),  # an empty label (nginx: 400)
     # An empty one names no host (nginx: "client sent invalid host header"); a request
     # without Host at all is HTTP/1.0's right only.
     (b"GET / HTTP/1.1\r\nHost:\r\n\r\n", 400),
