@@ -66,8 +66,7 @@ class BrowserLogin:
             None if conf.redirect_uri is None else urlsplit(conf.redirect_uri).path or "/"
         )
         self.auth_method = conf.token_endpoint_auth_method or "client_secret_basic"
-        self.denied = status_reply(401)
-        self.failed = status_reply(401)
+        self.refused = status_reply(401)
         self.unavailable = status_reply(503)
 
     async def handle(self, ctx: RequestContext) -> Reply | tuple[str, dict[str, Any]] | None:
@@ -94,12 +93,12 @@ class BrowserLogin:
             return self.unavailable
         except LoginFailed as exc:
             log.info("openid-connect: login refused: %s", exc)
-            return self.failed
+            return self.refused
         action = self.conf.unauth_action
         if action == "pass":
             return None
         if action == "deny":
-            return self.denied
+            return self.refused
         try:
             return await self._start(ctx, cookies, redirect_uri)
         except ProviderUnavailable as exc:
