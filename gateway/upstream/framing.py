@@ -9,7 +9,7 @@ behaviour (tests/unit/test_upstream_framing.py):
 - response head: status line, header lines, CRLF or LF line ends (RFC 9112 section 2.2 lets
   a recipient accept a bare LF); obs-fold is refused (h11 unfolds it); repeated identical
   Content-Length headers count once, differing ones are refused, and so is Content-Length
-  with Transfer-Encoding (h11 reads it as chunked; nginx refuses it). The end-to-end lines are
+  with Transfer-Encoding (h11 and nginx 1.22 read it as chunked). The end-to-end lines are
   kept as bytes for the client (`ResponseHead.lines`): no per-header objects on the way;
 - reuse: only an HTTP/1.1 response without `Connection: close` whose body ended where its
   framing said, with no byte after it (h11 too never reuses an HTTP/1.0 connection);
@@ -291,7 +291,7 @@ def body_framing(request_method: bytes, head: ResponseHead) -> tuple[Framing, in
     if head.transfer_encoding is not None:
         # Only `chunked` is decoded; a body in any other coding (RFC 9112 section 6.3 would
         # read it to the close) cannot go on as identity, and the gateway does not decode
-        # it: refused, as nginx refuses an unknown Transfer-Encoding.
+        # it: refused (nginx 1.22 relays such a body re-chunked, its coding lost).
         codings = [c.strip() for c in head.transfer_encoding.lower().split(b",")]
         if codings != [b"chunked"]:
             raise FramingError("transfer codings other than chunked are not relayed")

@@ -509,7 +509,7 @@ async def test_an_upstream_head_past_64_kib_is_502(nursery: trio.Nursery, lines:
         # Neither interim nor final: it used to be waited past, as if interim, until 504.
         b"HTTP/1.1 099 Below\r\nContent-Length: 2\r\n\r\nok",
         # A transfer coding the gateway would not decode: relayed as if identity, the
-        # client would read gzip bytes as the body (nginx: "unknown Transfer-Encoding").
+        # client would read gzip bytes as the body (as through nginx 1.22, which relays it).
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\nabc",
     ],
