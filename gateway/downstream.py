@@ -382,7 +382,9 @@ class ClientConnection:
         self.request_keep_alive = wants_keep_alive(request.http_version, raw_headers)
         target = request.target
         if request.http_version not in _VERSIONS:  # h11 takes any `HTTP/d.d`
-            await self._refuse(505, "HTTP version not supported", request.method)
+            # As nginx: a later major version is not supported, HTTP/0.x is no request.
+            later = request.http_version[:1] != b"0"
+            await self._refuse(505 if later else 400, "HTTP version not supported")
             return False
         if request.method not in _COMMON_METHODS and _METHOD.fullmatch(request.method) is None:
             await self._refuse(400, "invalid method")
