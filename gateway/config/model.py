@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from gateway.addresses import networks
-from gateway.config.fields import TOKEN, Host, Id, Labels, Port, Seconds, Username
+from gateway.config.fields import TOKEN, HeaderName, Host, Id, Labels, Port, Seconds, Username
 from gateway.config.ssl import Ssl
 from gateway.config.upstream import Upstream, split_host_port
 from gateway.expr import compile_vars
@@ -357,7 +357,8 @@ class PluginMetadata(Conf, frozen=True, kw_only=True):
     """APISIX's `plugin_metadata`: settings shared by every conf of one plugin (`id`, the
     plugin's name). Here the loggers' `log_format`, for their confs without one, cors'
     named `allow_origins` lists, for its confs' `allow_origins_by_metadata`,
-    batch-requests' bounds on a batch, and datadog's agent."""
+    batch-requests' bounds on a batch, datadog's agent, and limit-count's quota header
+    names."""
 
     id: Literal[
         "http-logger",
@@ -372,6 +373,7 @@ class PluginMetadata(Conf, frozen=True, kw_only=True):
         "cors",
         "batch-requests",
         "datadog",
+        "limit-count",
     ]
     log_format: dict[str, Any] | None = None
     allow_origins: dict[str, Origins] | None = None
@@ -382,12 +384,17 @@ class PluginMetadata(Conf, frozen=True, kw_only=True):
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
     namespace: str | None = None
     constant_tags: list[str] | None = None
+    # limit-count's quota header names.
+    limit_header: HeaderName | None = None
+    remaining_header: HeaderName | None = None
+    reset_header: HeaderName | None = None
 
     def __post_init__(self) -> None:
         taken = {
             "cors": {"allow_origins"},
             "batch-requests": {"max_body_size", "max_pipeline_items"},
             "datadog": {"host", "port", "namespace", "constant_tags"},
+            "limit-count": {"limit_header", "remaining_header", "reset_header"},
         }.get(self.id, {"log_format"})
         for field in self.__struct_fields__:
             if field != "id" and getattr(self, field) is not None and field not in taken:

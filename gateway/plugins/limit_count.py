@@ -63,7 +63,18 @@ class LimitCount(Plugin):
         scope = f"group:{conf.group}" if conf.group else env.scope
         self.store = env.limits.store(scope, conf)
         self.now = env.monotonic
-        self.limit_header = (LIMIT, str(conf.count).encode())
+        # APISIX's `plugin_metadata` for limit-count may rename the three quota headers.
+        shared = env.metadata.get("limit-count")
+        names = [
+            (getattr(shared, field, None) or "").lower().encode() or default
+            for field, default in (
+                ("limit_header", LIMIT),
+                ("remaining_header", REMAINING),
+                ("reset_header", RESET),
+            )
+        ]
+        self.limit_header = (names[0], str(conf.count).encode())
+        self.remaining_name, self.reset_name = names[1], names[2]
         self.show_headers = conf.show_limit_quota_header
         self.degrade = conf.allow_degradation
         self.rejected_code = conf.rejected_code
@@ -88,8 +99,8 @@ class LimitCount(Plugin):
         if self.show_headers:
             headers = [
                 self.limit_header,
-                (REMAINING, str(decision.remaining).encode()),
-                (RESET, str(decision.reset).encode()),
+                (self.remaining_name, str(decision.remaining).encode()),
+                (self.reset_name, str(decision.reset).encode()),
             ]
             ctx.add_response_headers(headers)
         if decision.allowed:

@@ -198,6 +198,28 @@ async def test_rejected_msg_code_and_hidden_headers(
     assert rejected.header(b"x-ratelimit-remaining") is None
 
 
+async def test_quota_header_names_from_plugin_metadata(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    """APISIX's limit-count `plugin_metadata`: `limit_header`, `remaining_header` and
+    `reset_header` name the quota headers of every conf (on refusals too)."""
+    route = {
+        "id": "r",
+        "uri": "/*",
+        "upstream": {"nodes": {upstream.address: 1}},
+        "plugins": {"limit-count": {"count": 1, "time_window": 60}},
+    }
+    names = {"limit_header": "X-Quota", "remaining_header": "X-Quota-Left"}
+    metadata = [{"id": "limit-count", **names}]
+    _, gw = await start_gateway(nursery, config_for([route], plugin_metadata=metadata))
+    ok = await request(gw)
+    assert (ok.status, ok.header(b"x-quota"), ok.header(b"x-quota-left")) == (200, b"1", b"0")
+    assert ok.header(b"x-ratelimit-limit") is None
+    assert ok.header(b"x-ratelimit-reset") is not None  # the one left at its default
+    refused = await request(gw)
+    assert (refused.status, refused.header(b"x-quota-left")) == (503, b"0")
+
+
 async def test_route_limit_is_shared_by_consumers_from_one_address(
     nursery: trio.Nursery, upstream: Upstream
 ) -> None:
