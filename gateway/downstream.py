@@ -293,7 +293,7 @@ class ClientConnection:
                             self._escape_target(head)
                         return await self._parse_request()
                 except HeadError as exc:
-                    await self._refuse(exc.status, exc.reason)
+                    await self._refuse_head(exc.status, exc.reason)
                     return None
             if pending is None:
                 # Between requests: the keep-alive idle timeout applies, and a graceful stop
@@ -327,7 +327,7 @@ class ClientConnection:
                     with trio.move_on_at(head_deadline) as scope:
                         data = await self._wait_receive()
                     if scope.cancelled_caught:
-                        await self._refuse(408, "request head timed out")
+                        await self._refuse_head(408, "request head timed out")
                         return None
             if not data:
                 return None
@@ -357,7 +357,7 @@ class ClientConnection:
         try:
             event = self.h11.next_event()
         except h11.RemoteProtocolError as exc:
-            await self._refuse(exc.error_status_hint, protocol_fault(exc))
+            await self._refuse_head(exc.error_status_hint, protocol_fault(exc))
             return None
         if type(event) is h11.Request:
             return event
@@ -572,11 +572,15 @@ class ClientConnection:
         self.response_keep_alive = writer.keep_alive
         return head, writer
 
+    async def _refuse_head(self, status: int, why: str) -> None:
+        """`_refuse` a request whose head was refused before `_handle` counted it."""
+        self.shared.requests += 1
+        await self._refuse(status, why)
+
     async def _refuse(
         self, status: int, why: str, method: bytes | None = None, path: bytes | None = None
     ) -> None:
         """`_reject` a request refused before routing, and give it its access-log line."""
-        self.shared.requests += 1
         await self._reject(status, why)
         self.shared.access_log.write_refused(self.remote_addr, status, method, path)
 

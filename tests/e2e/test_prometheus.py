@@ -21,6 +21,7 @@ from tests.helpers import (
     GatewayProcess,
     Upstream,
     config_for,
+    exchange_raw,
     free_port,
     request,
     start_gateway,
@@ -360,3 +361,13 @@ async def test_node_status_through_public_api(nursery: trio.Nursery, upstream: U
     second = (await request(gw, target="/apisix/status")).json()
     assert second["id"] == body["id"]
     assert second["status"]["total"] == "5"
+    # Requests refused before routing count once each, wherever they are refused.
+    for data in (
+        b"TRACE / HTTP/1.1\r\nHost: x\r\n\r\n",  # once parsed
+        b"GET /../x HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+        b"GET / HTTP/1.1\nHost: x\n\n",  # before h11 parses it
+    ):
+        assert not (await exchange_raw(gw, data)).startswith(b"HTTP/1.1 2")
+    third = (await request(gw, target="/apisix/status")).json()
+    assert third["status"]["total"] == "10"
