@@ -8,12 +8,9 @@ is refused when the config loads, with the field's path, rather than failing eac
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from typing import Annotated
 
 import msgspec
-
-from gateway.patterns import Pattern, any_of
 
 # RFC 9110 token: a header name (and RFC 6265's cookie name).
 TOKEN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+\Z"
@@ -43,10 +40,3 @@ Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-zA-Z
 
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
-
-
-def any_of_patterns(patterns: Iterable[str], what: str, flags: int = 0) -> Pattern:
-    """One config pattern matching where any of `patterns` does (APISIX joins such lists
-    with `|`), bounded in time per match (`gateway.patterns`); ValueError naming the first
-    one that does not compile."""
-    return any_of(patterns, what, flags)

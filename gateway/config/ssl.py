@@ -17,8 +17,8 @@ import msgspec
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway.config.fields import Id, Labels, any_of_patterns
-from gateway.patterns import Pattern
+from gateway.config.fields import Id, Labels
+from gateway.patterns import Pattern, any_of
 from gateway.pipeline import Conf, Resource
 
 # APISIX's host pattern for an SNI: a name, `*.` before one, or `*` alone (every name).
@@ -100,13 +100,13 @@ class SslClient(Conf, frozen=True, kw_only=True):
         except ValueError:
             raise ValueError("`ca` is not PEM certificates") from None
         if self.skip_mtls_uri_regex is not None:
-            any_of_patterns(self.skip_mtls_uri_regex, "skip_mtls_uri_regex")
+            any_of(self.skip_mtls_uri_regex, "skip_mtls_uri_regex")
 
     @property
     def skip(self) -> Pattern | None:
         if self.skip_mtls_uri_regex is None:
             return None
-        return any_of_patterns(self.skip_mtls_uri_regex, "skip_mtls_uri_regex")
+        return any_of(self.skip_mtls_uri_regex, "skip_mtls_uri_regex")
 
 
 class Ssl(Resource, frozen=True, kw_only=True):

@@ -21,10 +21,10 @@ from typing import Annotated
 
 import msgspec
 
-from gateway.config.fields import HeaderText, any_of_patterns
+from gateway.config.fields import HeaderText
 from gateway.context import RequestContext
 from gateway.http.replies import Reply
-from gateway.patterns import Pattern
+from gateway.patterns import Pattern, any_of
 from gateway.pipeline import Header, Plugin, PluginConf, PluginEnv
 
 # APISIX's pattern for an origin list, without control characters (they would break the
@@ -79,7 +79,7 @@ class CorsConf(PluginConf, frozen=True, kw_only=True):
 
 def _compile(regexes: list[str]) -> Pattern:
     """One pattern for the list (APISIX joins them with `|`); ValueError when one is bad."""
-    return any_of_patterns(regexes, "origin regex")
+    return any_of(regexes, "origin regex")
 
 
 class OriginRule:

@@ -16,10 +16,10 @@ from urllib.parse import quote
 
 import msgspec
 
-from gateway.config.fields import HEADER_TEXT, HeaderName, HostHeader, any_of_patterns
+from gateway.config.fields import HEADER_TEXT, HeaderName, HostHeader
 from gateway.context import RequestContext
 from gateway.http.path import PATH_SAFE
-from gateway.patterns import Pattern
+from gateway.patterns import Pattern, any_of
 from gateway.pipeline import Conf, Plugin, PluginConf, PluginEnv
 from gateway.template import Template, config_template, substitute
 
@@ -98,7 +98,7 @@ class ProxyRewriteConf(PluginConf, frozen=True, kw_only=True):
             if len(self.regex_uri) % 2:
                 raise ValueError("regex_uri must hold pattern/template pairs (an even length)")
             for pattern in self.regex_uri[::2]:
-                any_of_patterns([pattern], "regex_uri pattern")
+                any_of([pattern], "regex_uri pattern")
 
 
 def _values(value: HeaderValue) -> list[Template]:

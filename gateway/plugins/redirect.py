@@ -13,10 +13,9 @@ from typing import Annotated
 
 import msgspec
 
-from gateway.config.fields import any_of_patterns
 from gateway.context import RequestContext
 from gateway.http.replies import Reply, reason
-from gateway.patterns import Pattern
+from gateway.patterns import Pattern, any_of
 from gateway.pipeline import Plugin, PluginConf, PluginEnv
 from gateway.plugins.proxy_rewrite import safe_target
 from gateway.template import config_template, substitute
@@ -43,7 +42,7 @@ class RedirectConf(PluginConf, frozen=True, kw_only=True):
                 "only one of `http_to_https` and `append_query_string` can be configured"
             )
         if self.regex_uri is not None:
-            any_of_patterns(self.regex_uri[:1], "regex_uri pattern")
+            any_of(self.regex_uri[:1], "regex_uri pattern")
 
 
 def _page(status: int) -> bytes:

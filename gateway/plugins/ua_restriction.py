@@ -11,9 +11,9 @@ from typing import Annotated
 
 import msgspec
 
-from gateway.config.fields import any_of_patterns
 from gateway.context import RequestContext
 from gateway.http.replies import Reply, message
+from gateway.patterns import any_of
 from gateway.pipeline import Plugin, PluginConf, PluginEnv
 
 Patterns = Annotated[list[Annotated[str, msgspec.Meta(min_length=1)]], msgspec.Meta(min_length=1)]
@@ -28,7 +28,7 @@ class UaRestrictionConf(PluginConf, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if (self.allowlist is None) == (self.denylist is None):
             raise ValueError("takes exactly one of `allowlist` and `denylist`")
-        any_of_patterns(self.allowlist or self.denylist or (), "pattern")
+        any_of(self.allowlist or self.denylist or (), "pattern")
 
 
 class UaRestriction(Plugin):
@@ -39,7 +39,7 @@ class UaRestriction(Plugin):
     def __init__(self, conf: UaRestrictionConf, env: PluginEnv) -> None:
         super().__init__(conf, env)
         self.allow = conf.allowlist is not None
-        self.rules = any_of_patterns(conf.allowlist or conf.denylist or (), "pattern")
+        self.rules = any_of(conf.allowlist or conf.denylist or (), "pattern")
         self.bypass_missing = conf.bypass_missing
         self.refused = message(403, conf.message)
 

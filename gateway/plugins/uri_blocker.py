@@ -12,10 +12,9 @@ from typing import Annotated
 
 import msgspec
 
-from gateway.config.fields import any_of_patterns
 from gateway.context import RequestContext
 from gateway.http.replies import Reply, error_msg, status_reply
-from gateway.patterns import IGNORECASE
+from gateway.patterns import IGNORECASE, any_of
 from gateway.pipeline import Plugin, PluginConf, PluginEnv
 
 
@@ -28,7 +27,7 @@ class UriBlockerConf(PluginConf, frozen=True, kw_only=True):
     case_insensitive: bool = False
 
     def __post_init__(self) -> None:
-        any_of_patterns(self.block_rules, "block_rules entry")
+        any_of(self.block_rules, "block_rules entry")
 
 
 class UriBlocker(Plugin):
@@ -39,7 +38,7 @@ class UriBlocker(Plugin):
     def __init__(self, conf: UriBlockerConf, env: PluginEnv) -> None:
         super().__init__(conf, env)
         flags = IGNORECASE if conf.case_insensitive else 0
-        self.rules = any_of_patterns(conf.block_rules, "block_rules entry", flags)
+        self.rules = any_of(conf.block_rules, "block_rules entry", flags)
         self.refused = (
             error_msg(conf.rejected_code, conf.rejected_msg)
             if conf.rejected_msg is not None
