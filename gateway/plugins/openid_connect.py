@@ -312,17 +312,23 @@ class _Verifier:
             if not self.scopes <= granted:
                 raise _Rejected("required scope missing")
 
+    def pass_token(self, ctx: RequestContext, token: str) -> None:
+        """The access token for the upstream: `X-Access-Token`, or `Authorization: Bearer`
+        with `access_token_in_authorization_header` (`set_access_token_header`)."""
+        if not self.conf.set_access_token_header:
+            return
+        if self.conf.access_token_in_authorization_header:
+            ctx.remove_header(b"authorization")
+            ctx.headers.append((b"authorization", b"Bearer " + token.encode("latin-1")))
+        else:
+            ctx.remove_header(b"x-access-token")
+            ctx.headers.append((b"x-access-token", token.encode("latin-1")))
+
     def forward(self, ctx: RequestContext, token: str, claims: dict[str, Any]) -> None:
         """Edit the upstream request: hide the token, pass it and the claims on."""
         if self.conf.hide_credentials:
             ctx.remove_header(self.header)
-        if self.conf.set_access_token_header:
-            if self.conf.access_token_in_authorization_header:
-                ctx.remove_header(b"authorization")
-                ctx.headers.append((b"authorization", b"Bearer " + token.encode("latin-1")))
-            else:
-                ctx.remove_header(b"x-access-token")
-                ctx.headers.append((b"x-access-token", token.encode("latin-1")))
+        self.pass_token(ctx, token)
         if self.conf.set_userinfo_header:
             ctx.remove_header(b"x-userinfo")
             ctx.headers.append((b"x-userinfo", base64.b64encode(json.dumps(claims).encode())))
@@ -391,14 +397,7 @@ class OpenIdConnect(AuthPlugin):
                 self.attach(ctx, Credential(None, consumer))
             elif not conf.consumer_optional:
                 return self.verifiers[0].unmapped
-        if conf.set_access_token_header:
-            token = access_token.encode("latin-1")
-            if conf.access_token_in_authorization_header:
-                ctx.remove_header(b"authorization")
-                ctx.headers.append((b"authorization", b"Bearer " + token))
-            else:
-                ctx.remove_header(b"x-access-token")
-                ctx.headers.append((b"x-access-token", token))
+        self.verifiers[0].pass_token(ctx, access_token)
         for name, value in session_headers(
             session, conf.set_id_token_header, conf.set_userinfo_header
         ):
