@@ -19,7 +19,8 @@ import msgspec
 
 from gateway.context import RequestContext
 from gateway.http.replies import Reply, error_msg
-from gateway.pipeline import Plugin, PluginEnv
+from gateway.pipeline import Conf, Plugin, PluginEnv
+from gateway.plugins.limit_rules import VariedLimits, check_rule_key, is_variable
 from gateway.plugins.rate_limits import RedisPolicyConf, check_key, key_reader, rejected_reply
 from gateway.ratelimit import Decision, RedisUnavailable
 
@@ -31,9 +32,28 @@ RESET = b"x-ratelimit-reset"
 FAILED = error_msg(500, "failed to limit count")
 
 
+# A count or a window: a positive integer, or (APISIX 3.16) a variable's name, read per
+# request (see `limit_rules`).
+Amount = (
+    Annotated[int, msgspec.Meta(gt=0)]
+    | Annotated[str, msgspec.Meta(pattern=r"^(\$[A-Za-z_][A-Za-z0-9_]*|[1-9][0-9]{0,15})\Z")]
+)
+
+
+class LimitRule(Conf, frozen=True, kw_only=True):
+    count: Amount
+    time_window: Amount
+    key: Annotated[str, msgspec.Meta(min_length=1)]
+    header_prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]+\Z")] | None = None
+
+    def __post_init__(self) -> None:
+        check_rule_key(self.key)
+
+
 class LimitCountConf(RedisPolicyConf, frozen=True, kw_only=True):
-    count: Annotated[int, msgspec.Meta(gt=0)]
-    time_window: Annotated[int, msgspec.Meta(gt=0)]
+    count: Amount | None = None
+    time_window: Amount | None = None
+    rules: Annotated[list[LimitRule], msgspec.Meta(min_length=1)] | None = None
     window_type: Literal["fixed", "sliding"] = "fixed"
     key_type: Literal["var", "var_combination", "constant"] = "var"
     key: Annotated[str, msgspec.Meta(min_length=1)] = "remote_addr"
@@ -45,12 +65,23 @@ class LimitCountConf(RedisPolicyConf, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.rules is None and (self.count is None or self.time_window is None):
+            raise ValueError("takes `count` and `time_window`, or `rules`")
+        if self.rules is not None and (self.count is not None or self.time_window is not None):
+            raise ValueError("takes `rules` or `count` and `time_window`, not both")
+        if self.sync_interval is not None and self.varied:
+            raise ValueError("`sync_interval` takes a fixed `count` and `time_window`")
         if self.sync_interval is not None:
             if self.policy == "local":
                 raise ValueError("`sync_interval` applies to the redis policies only")
             if self.window_type == "sliding":
                 raise ValueError("`sync_interval` supports fixed windows only")
         check_key(self.key_type, self.key)
+
+    @property
+    def varied(self) -> bool:
+        """Rules, or an amount read per request (`limit_rules`)."""
+        return self.rules is not None or is_variable(self.count) or is_variable(self.time_window)
 
 
 class LimitCount(Plugin):
@@ -61,7 +92,6 @@ class LimitCount(Plugin):
     def __init__(self, conf: LimitCountConf, env: PluginEnv) -> None:
         super().__init__(conf, env)
         scope = f"group:{conf.group}" if conf.group else env.scope
-        self.store = env.limits.store(scope, conf)
         self.now = env.monotonic
         # APISIX's `plugin_metadata` for limit-count may rename the three quota headers.
         shared = env.metadata.get("limit-count")
@@ -73,12 +103,25 @@ class LimitCount(Plugin):
                 ("reset_header", RESET),
             )
         ]
-        self.limit_header = (names[0], str(conf.count).encode())
-        self.remaining_name, self.reset_name = names[1], names[2]
+        self.rejected = rejected_reply(conf.rejected_code, conf.rejected_msg)
+        self.rejected_code = conf.rejected_code
         self.show_headers = conf.show_limit_quota_header
         self.degrade = conf.allow_degradation
-        self.rejected_code = conf.rejected_code
-        self.rejected = rejected_reply(conf.rejected_code, conf.rejected_msg)
+        if conf.varied:
+            varied = VariedLimits(
+                conf, env, scope, (names[0], names[1], names[2]), self.rejected, FAILED
+            )
+            self.access = varied.access  # type: ignore[method-assign,assignment]
+            return
+        assert conf.count is not None
+        assert conf.time_window is not None
+        if isinstance(conf.count, str) or isinstance(conf.time_window, str):  # "100"
+            conf = msgspec.structs.replace(
+                conf, count=int(conf.count), time_window=int(conf.time_window)
+            )
+        self.store = env.limits.store(scope, conf)
+        self.limit_header = (names[0], str(conf.count).encode())
+        self.remaining_name, self.reset_name = names[1], names[2]
         self.key = key_reader(conf.key_type, conf.key)
         if conf.policy != "local":
             self.access = self._access_redis  # type: ignore[method-assign,assignment]

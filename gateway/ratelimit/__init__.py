@@ -80,6 +80,12 @@ class LimitRegistry:
             store = self._stores[key] = create(conf, _prefix(plugin, scope, encoded))
         return store
 
+    def connect(self, conf: Any) -> None:
+        """Have the Redis client of `conf`'s policy connected when serving starts, for
+        stores made per request later (limit-count's amounts read from variables)."""
+        if conf.policy != "local":
+            self._redis_handle(conf)
+
     @staticmethod
     async def sleep(seconds: float) -> None:
         """limit-req's wait for a request within its burst."""

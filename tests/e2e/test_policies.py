@@ -220,6 +220,76 @@ async def test_quota_header_names_from_plugin_metadata(
     assert (refused.status, refused.header(b"x-quota-left")) == (503, b"0")
 
 
+def quota(resp: Response, prefix: str) -> tuple[int, int]:
+    limit = resp.header(f"x-{prefix}-ratelimit-limit".encode())
+    left = resp.header(f"x-{prefix}-ratelimit-remaining".encode())
+    return int(limit or -1), int(left or -1)
+
+
+async def test_rules_each_count_under_their_own_key(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    """APISIX 3.16's `rules`: every rule whose key resolves counts the request under that
+    key, in order, until one refuses; each has its headers, `X-<header_prefix>-RateLimit-*`
+    (the rule's index from 1 without one)."""
+    rules = [
+        {"count": 2, "time_window": 60, "key": "$http_x_user", "header_prefix": "user"},
+        {"count": "3", "time_window": 60, "key": "$remote_addr"},
+    ]
+    route = {
+        "id": "r",
+        "uri": "/*",
+        "upstream": {"nodes": {upstream.address: 1}},
+        "plugins": {"limit-count": {"rules": rules}},
+    }
+    _, gw = await start_gateway(nursery, config_for([route]))
+    first = await request(gw, headers=[("x-user", "ann")])
+    assert first.status == 200
+    assert (quota(first, "user"), quota(first, "2")) == ((2, 1), (3, 2))
+    assert first.header(b"x-ratelimit-limit") is None
+    assert (await request(gw, headers=[("x-user", "ann")])).status == 200
+    refused = await request(gw, headers=[("x-user", "ann")])  # ann's third: rule 1
+    assert (refused.status, quota(refused, "user")) == (503, (2, 0))
+    assert (await request(gw, headers=[("x-user", "bob")])).status == 200  # the address's 3rd
+    assert (await request(gw, headers=[("x-user", "cat")])).status == 503  # its 4th
+    # No x-user header: rule 1 is not run, rule 2 still refuses.
+    assert (await request(gw)).status == 503
+    assert len(upstream.received) == 3
+
+
+async def test_count_and_time_window_from_variables(
+    nursery: trio.Nursery, upstream: Upstream
+) -> None:
+    """APISIX 3.16: `count` (or `time_window`) may name a variable, read per request; a
+    value that is not a positive integer is a 500, or a pass with `allow_degradation`."""
+    limit = {"count": "$http_x_quota", "time_window": 60, "key": "http_x_user"}
+    routes = [
+        {
+            "id": rid,
+            "uri": f"/{rid}",
+            "upstream": {"nodes": {upstream.address: 1}},
+            "plugins": {"limit-count": {**limit, **extra}},
+        }
+        for rid, extra in (("strict", {}), ("soft", {"allow_degradation": True}))
+    ]
+    _, gw = await start_gateway(nursery, config_for(routes))
+    one = [("x-user", "ann"), ("x-quota", "1")]
+    two = [("x-user", "bob"), ("x-quota", "2")]
+    first = await request(gw, target="/strict", headers=one)
+    assert (first.status, limits(first)[:2]) == (200, (1, 0))
+    assert (await request(gw, target="/strict", headers=one)).status == 503
+    assert [(await request(gw, target="/strict", headers=two)).status for _ in range(3)] == [
+        200,
+        200,
+        503,
+    ]
+    for bad in ("abc", "0", "-1", "1.5"):
+        headers = [("x-user", "cat"), ("x-quota", bad)]
+        assert (await request(gw, target="/strict", headers=headers)).status == 500, bad
+        assert (await request(gw, target="/soft", headers=headers)).status == 200, bad
+    assert (await request(gw, target="/strict", headers=[("x-user", "dan")])).status == 500
+
+
 async def test_route_limit_is_shared_by_consumers_from_one_address(
     nursery: trio.Nursery, upstream: Upstream
 ) -> None:
@@ -421,6 +491,39 @@ def redis_conf(redis: RedisServer, **extra: Any) -> dict[str, Any]:
         "redis_port": redis.port,
         **extra,
     }
+
+
+async def test_redis_rules_and_variable_counts_share_redis_counters(
+    nursery: trio.Nursery, upstream: Upstream, redis: RedisServer
+) -> None:
+    """`rules` and a `count` read from a variable keep their counters in Redis as the
+    fixed form does: two gateways share them."""
+    conf = redis_conf(redis)
+    del conf["count"], conf["time_window"]
+    rules = [{"count": 2, "time_window": 60, "key": "$http_x_user", "header_prefix": "u"}]
+    routes = [
+        {
+            "id": rid,
+            "uri": f"/{rid}",
+            "upstream": {"nodes": {upstream.address: 1}},
+            "plugins": {"limit-count": {**conf, **extra}},
+        }
+        for rid, extra in (
+            ("rules", {"rules": rules}),
+            ("varied", {"count": "$http_x_quota", "time_window": 60, "key": "http_x_user"}),
+        )
+    ]
+    _, first = await start_gateway(nursery, config_for(routes))
+    _, second = await start_gateway(nursery, config_for(routes))
+    ann = [("x-user", "ann"), ("x-quota", "1")]
+    answers = [
+        (await request(gw, target="/rules", headers=ann)).status for gw in (first, second, first)
+    ]
+    assert answers == [200, 200, 503]
+    assert (await request(first, target="/varied", headers=ann)).status == 200
+    refused = await request(second, target="/varied", headers=ann)
+    assert (refused.status, limits(refused)[:2]) == (503, (1, 0))
+    assert redis_command(redis.port, "KEYS", "*").count(b"limit-count") >= 2
 
 
 @pytest.mark.parametrize("window_type", ["fixed", "sliding"])

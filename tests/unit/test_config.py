@@ -141,6 +141,23 @@ CASES: list[tuple[dict[str, Any], str]] = [
         "redis_keepalive_pool",
     ),
     on_route("limit-count", {"count": 1, "time_window": 1, "redis_ssl": "yes"}, "redis_ssl"),
+    # APISIX 3.16's rules and variable amounts: one form or the other, keys that can run.
+    on_route("limit-count", {"count": 1}),
+    on_route("limit-count", {"count": "ten", "time_window": 1}, "count"),
+    on_route("limit-count", {"count": "0", "time_window": 1}, "count"),
+    on_route(
+        "limit-count",
+        {"count": 1, "time_window": 1, "rules": [{"count": 1, "time_window": 1, "key": "$http_a"}]},
+    ),
+    on_route("limit-count", {"rules": []}, "rules"),
+    on_route(
+        "limit-count", {"rules": [{"count": 1, "time_window": 1, "key": "fixed"}]}, "rules[0]"
+    ),
+    on_route(
+        "limit-count",
+        {"rules": [{"count": 1, "time_window": 1, "key": "$http_x", "header_prefix": "a b"}]},
+        "rules[0].header_prefix",
+    ),
     ({"routes": [route(plugin_config_id="nope")]}, "$.routes[0].plugin_config_id"),
     (
         {"plugin_configs": [{"id": "p", "plugins": {}}, {"id": "p", "plugins": {}}]},
