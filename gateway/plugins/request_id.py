@@ -86,7 +86,9 @@ class RequestId(Plugin):
         else:
             self.generate = _nanoid if conf.algorithm == "nanoid" else _uuid
         if conf.include_in_response:
-            self.header_filter = self._give_back
+            # A function of the header's name only: a bound method kept on the plugin
+            # would hold it in a reference cycle (freed by the collector, not on reload).
+            self.header_filter = _give_back(self.header)
 
     def rewrite(self, ctx: RequestContext) -> None:
         if ctx.header(self.header):
@@ -94,9 +96,11 @@ class RequestId(Plugin):
         ctx.remove_header(self.header)  # an empty one is replaced
         ctx.headers.append((self.header, self.generate()))
 
-    def _give_back(self, ctx: RequestContext, status: int, headers: list[Header]) -> None:
-        """The header filter: the request's id on the answer, unless the upstream set one."""
-        name = self.header
+
+def _give_back(name: bytes) -> Callable[[RequestContext, int, list[Header]], None]:
+    """The header filter: the request's id on the answer, unless the upstream set one."""
+
+    def give_back(ctx: RequestContext, status: int, headers: list[Header]) -> None:
         for n, v in headers:
             if n == name and v:
                 return  # the upstream's own id
@@ -104,3 +108,5 @@ class RequestId(Plugin):
         if request_id:
             headers[:] = [h for h in headers if h[0] != name]
             headers.append((name, request_id))
+
+    return give_back

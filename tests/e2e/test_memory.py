@@ -75,7 +75,8 @@ def test_consumers_hold_no_reference_cycles() -> None:
     ]
     limit = {"count": 9, "time_window": 9}
     route = {"id": "r", "uri": "/*", "upstream": {"nodes": {"127.0.0.1:1": 1}},
-             "plugins": {"key-auth": {}, "jwt-auth": {}, "limit-count": limit}}  # fmt: skip
+             "plugins": {"key-auth": {}, "jwt-auth": {}, "limit-count": limit,
+                         "request-id": {}}}  # fmt: skip
     data = json.dumps(config_for([route], consumers=consumers))
     gc.collect()
     runtime = compile_config(parse(data.encode()), limits=LimitRegistry())
@@ -87,4 +88,6 @@ def test_consumers_hold_no_reference_cycles() -> None:
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
-    assert not left & {"Consumer", "Credential", "LimitCount", "ConsumerTable", "PluginEnv"}, left
+    assert not left & {
+        "Consumer", "Credential", "LimitCount", "ConsumerTable", "PluginEnv", "RequestId"
+    }, left  # fmt: skip
