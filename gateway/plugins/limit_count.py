@@ -89,6 +89,13 @@ class LimitCount(Plugin):
     priority = 1002
     Conf = LimitCountConf
 
+    def __new__(cls, conf: LimitCountConf, env: PluginEnv) -> LimitCount:
+        # The Redis policy's hook is its own class's method: a bound method stored on the
+        # instance would hold it in a reference cycle (one per consumer with a limit).
+        if cls is LimitCount and conf.policy != "local" and not conf.varied:
+            cls = _RedisLimitCount
+        return super().__new__(cls)
+
     def __init__(self, conf: LimitCountConf, env: PluginEnv) -> None:
         super().__init__(conf, env)
         scope = f"group:{conf.group}" if conf.group else env.scope
@@ -123,8 +130,6 @@ class LimitCount(Plugin):
         self.limit_header = (names[0], str(conf.count).encode())
         self.remaining_name, self.reset_name = names[1], names[2]
         self.key = key_reader(conf.key_type, conf.key)
-        if conf.policy != "local":
-            self.access = self._access_redis  # type: ignore[method-assign,assignment]
 
     def access(self, ctx: RequestContext) -> Reply | None:
         decision = self.store.incoming(self.key(ctx), 1, self.now())
@@ -149,3 +154,9 @@ class LimitCount(Plugin):
         if decision.allowed:
             return None
         return self.rejected
+
+
+class _RedisLimitCount(LimitCount):
+    """limit-count with `policy: redis` or `redis-cluster` (see `LimitCount.__new__`)."""
+
+    access = LimitCount._access_redis  # type: ignore[assignment]

@@ -41,6 +41,16 @@ class LimitReq(Plugin):
     priority = 1001
     Conf = LimitReqConf
 
+    def __new__(cls, conf: LimitReqConf, env: PluginEnv) -> LimitReq:
+        # Each variant's hook is its own class's method: a bound method stored on the
+        # instance would hold it in a reference cycle (one per consumer with a limit).
+        if cls is LimitReq:
+            if conf.policy != "local":
+                cls = _RedisLimitReq
+            elif conf.nodelay:
+                cls = _NodelayLimitReq
+        return super().__new__(cls)
+
     def __init__(self, conf: LimitReqConf, env: PluginEnv) -> None:
         super().__init__(conf, env)
         self.store = env.limits.buckets(env.scope, conf)
@@ -51,10 +61,6 @@ class LimitReq(Plugin):
         self.degrade = conf.allow_degradation
         self.rejected = rejected_reply(conf.rejected_code, conf.rejected_msg)
         self.failed = status_reply(500)
-        if conf.policy != "local":
-            self.access = self._access_redis  # type: ignore[method-assign]
-        elif conf.nodelay:
-            self.access = self._access_nodelay  # type: ignore[method-assign,assignment]
 
     async def access(self, ctx: RequestContext) -> Reply | None:
         """The local bucket's answer, waiting out the delay within the burst."""
@@ -81,3 +87,15 @@ class LimitReq(Plugin):
         if delay >= MIN_DELAY_S and not self.nodelay:
             await self.sleep(delay)
         return None
+
+
+class _RedisLimitReq(LimitReq):
+    """limit-req with `policy: redis` or `redis-cluster` (see `LimitReq.__new__`)."""
+
+    access = LimitReq._access_redis
+
+
+class _NodelayLimitReq(LimitReq):
+    """limit-req with `policy: local` and `nodelay` (see `LimitReq.__new__`)."""
+
+    access = LimitReq._access_nodelay  # type: ignore[assignment]

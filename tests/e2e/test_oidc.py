@@ -475,7 +475,9 @@ async def test_browser_session_renews_its_access_token_and_unauth_actions(
     """An access token past its `expires_in` is renewed with the refresh token (the new
     session cookie comes with the response); `unauth_action` deny is 401, pass lets the
     request through without identity headers."""
-    provider = OidcProvider(tmp_path / "short", token_max_age=1)
+    # Tokens live 4 s: the login (the ID token checked at the callback) has that long on a
+    # loaded machine, then the test waits the access token out.
+    provider = OidcProvider(tmp_path / "short", token_max_age=4)
     await trio.to_thread.run_sync(provider.start)
     try:
         routes = [
@@ -505,7 +507,7 @@ async def test_browser_session_renews_its_access_token_and_unauth_actions(
         assert (await browser.get("/app/x")).status == 200
         first_token = upstream.received[-1].header(b"x-access-token")
         before = dict(browser.jar)
-        await trio.sleep(1.5)  # past the access token's expires_in (1 s)
+        await trio.sleep(4.5)  # past the access token's expires_in (4 s)
         renewed = await browser.get("/app/x")
         assert renewed.status == 200
         assert renewed.header(b"set-cookie") is not None
