@@ -316,7 +316,6 @@ class RedisWindowStore:
         timeout_s: float,
     ) -> None:
         self.prefix = prefix
-        self.limit = limit
         self.args: list[int | float] = [limit, max(1, int(window_s * 1000))]
         self.calls = BatchedScript(handle, SLIDING_SCRIPT if sliding else FIXED_SCRIPT, timeout_s)
 
