@@ -102,22 +102,22 @@ class LimitCount(Plugin):
         self.now = env.monotonic
         # APISIX's `plugin_metadata` for limit-count may rename the three quota headers.
         shared = env.metadata.get("limit-count")
-        names = [
-            (getattr(shared, field, None) or "").lower().encode() or default
-            for field, default in (
-                ("limit_header", LIMIT),
-                ("remaining_header", REMAINING),
-                ("reset_header", RESET),
-            )
-        ]
+
+        def header(field: str, default: bytes) -> bytes:
+            value = getattr(shared, field, None)
+            return value.lower().encode() if value else default
+
+        names = (
+            header("limit_header", LIMIT),
+            header("remaining_header", REMAINING),
+            header("reset_header", RESET),
+        )
         self.rejected = rejected_reply(conf.rejected_code, conf.rejected_msg)
         self.rejected_code = conf.rejected_code
         self.show_headers = conf.show_limit_quota_header
         self.degrade = conf.allow_degradation
         if conf.varied:
-            varied = VariedLimits(
-                conf, env, scope, (names[0], names[1], names[2]), self.rejected, FAILED
-            )
+            varied = VariedLimits(conf, env, scope, names, self.rejected, FAILED)
             self.access = varied.access  # type: ignore[method-assign,assignment]
             return
         assert conf.count is not None

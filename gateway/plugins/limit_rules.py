@@ -129,10 +129,11 @@ class VariedLimits:
             assert conf.count is not None
             assert conf.time_window is not None
             plain = key_reader(conf.key_type, conf.key)
-            self.limits = [_Limit(plain, conf.count, conf.time_window, names, scope)]
+            specs: list[tuple[RuleKey, int | str, int | str, tuple[bytes, bytes, bytes], str]]
+            specs = [(plain, conf.count, conf.time_window, names, scope)]
         else:
-            self.limits = [
-                _Limit(
+            specs = [
+                (
                     rule_key(rule.key),
                     rule.count,
                     rule.time_window,
@@ -141,17 +142,10 @@ class VariedLimits:
                 )
                 for i, rule in enumerate(conf.rules, start=1)
             ]
-        for limit, amounts in zip(self.limits, self._amounts(), strict=True):
-            if not any(is_variable(a) for a in amounts):  # its counters made now, kept on reload
-                self._store(limit, int(amounts[0]), int(amounts[1]))
-
-    def _amounts(self) -> list[tuple[int | str, int | str]]:
-        conf = self.conf
-        if conf.rules is None:
-            assert conf.count is not None
-            assert conf.time_window is not None
-            return [(conf.count, conf.time_window)]
-        return [(rule.count, rule.time_window) for rule in conf.rules]
+        self.limits = [_Limit(*spec) for spec in specs]
+        for limit, (_, count, window, _, _) in zip(self.limits, specs, strict=True):
+            if not is_variable(count) and not is_variable(window):
+                self._store(limit, int(count), int(window))  # made now: kept across reloads
 
     async def access(self, ctx: RequestContext) -> Reply | None:
         headers: list[tuple[bytes, bytes]] = []
@@ -185,11 +179,13 @@ class VariedLimits:
 
     def _store(self, limit: _Limit, count: int, window: int) -> Any:
         fixed = msgspec.structs.replace(self.conf, count=count, time_window=window, rules=None)
-        store = limit.stores[(count, window)] = self.registry.store(limit.scope, fixed)
+        limit.stores[(count, window)] = store = self.registry.store(limit.scope, fixed)
         return store
 
     async def _decide(self, limit: _Limit, key: str, count: int, window: int) -> Decision:
-        store = limit.stores.get((count, window)) or self._store(limit, count, window)
+        store = limit.stores.get((count, window))
+        if store is None:  # (a store with no counter left is falsy: not `or`)
+            store = self._store(limit, count, window)
         if self.local:
             decision: Decision = store.incoming(key, 1, self.now())
             return decision

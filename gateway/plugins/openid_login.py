@@ -88,22 +88,18 @@ class BrowserLogin:
                 and (session["ate"] > self.now() or await self._renew(ctx, session, cookies))
             ):
                 return session["at"], session
+            action = self.conf.unauth_action
+            if action == "pass":
+                return None
+            if action == "deny":
+                return self.refused
+            return await self._start(ctx, cookies, redirect_uri)
         except ProviderUnavailable as exc:
             log.warning("openid-connect: %s", exc)
             return self.unavailable
         except LoginFailed as exc:
             log.info("openid-connect: login refused: %s", exc)
             return self.refused
-        action = self.conf.unauth_action
-        if action == "pass":
-            return None
-        if action == "deny":
-            return self.refused
-        try:
-            return await self._start(ctx, cookies, redirect_uri)
-        except ProviderUnavailable as exc:
-            log.warning("openid-connect: %s", exc)
-            return self.unavailable
 
     def _redirect_uri(self, ctx: RequestContext, path: str) -> tuple[str, str]:
         """The absolute callback URI for this request and its path (APISIX's default: the
